@@ -1,0 +1,87 @@
+"""`relay serve`: start the queue, the delivery workers, the listeners and the HTTP endpoint.
+
+Signals (as Postfix admins expect from `postfix reload` and `postfix stop`):
+- SIGHUP reloads `relay.toml`: tenants, credentials, limits and routes change for new
+  commands at once, open sessions stay open. An invalid file is refused with its errors
+  logged, and the running configuration stays. Listener addresses, TLS files and the
+  database need a restart.
+- SIGTERM/SIGINT: stop accepting connections, give open sessions and deliveries in flight
+  `_GRACE_SECONDS` to finish, release this process's leases, stop the embedded database.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from relay.config.load import ConfigError, load_config
+from relay.config.schema import Config
+from relay.delivery.worker import DeliveryWorker
+from relay.http import start_http
+from relay.queue.database import Database
+from relay.queue.store import Enqueuer
+from relay.smtp.handler import SubmissionHandler
+from relay.smtp.listener import start_listeners
+from relay.smtp.tls import server_context
+
+log = logging.getLogger(__name__)
+_GRACE_SECONDS = 10.0
+
+
+async def serve(config_path: Path, config: Config) -> None:
+    database = await Database.open(config)
+    enqueuer = Enqueuer(
+        database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
+    )
+    handler = SubmissionHandler(config, enqueuer)
+    worker = DeliveryWorker(database.pool, database.dsn, config)
+    tasks = [
+        asyncio.create_task(enqueuer.run(), name="group-commit"),
+        asyncio.create_task(worker.run(), name="delivery"),
+    ]
+    servers, sessions = await start_listeners(config, handler, server_context(config))
+    http = await start_http(config.http.address, database.pool)
+    log.info(
+        "relay ready: listeners %s, http %s, queue %s",
+        ", ".join(f"{x.name}={x.address}" for x in config.listeners),
+        config.http.address,
+        "embedded PostgreSQL" if not config.queue.dsn else "configured PostgreSQL",
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        handler.reload(new)
+        worker.reload(new)
+        log.info("configuration reloaded from %s", config_path)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    watch = [asyncio.create_task(stop.wait()), *tasks]
+    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not watch[0] and task.exception():
+            log.error("a core task died: %r", task.exception())
+
+    log.info("shutting down: no new connections, %.0f s for sessions to finish", _GRACE_SECONDS)
+    for server in servers:
+        server.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_GRACE_SECONDS):
+            while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
+                await asyncio.sleep(0.1)
+    tasks[1].cancel()
+    await worker.drain(_GRACE_SECONDS)
+    tasks[0].cancel()
+    await asyncio.gather(*tasks, *watch, return_exceptions=True)
+    await http.cleanup()
+    await database.close()
+    log.info("stopped")

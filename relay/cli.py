@@ -1,0 +1,250 @@
+"""The `relay` command: serve, check-config, hash-password, migrate, queue, sink."""
+
+import asyncio
+import getpass
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from relay.config.load import ConfigError, load_config
+from relay.config.schema import Config, split_host_port
+from relay.queue.database import Database
+from relay.queue.migrate import migrate
+from relay.queue.sql import QUERIES
+from relay.smtp.auth import hash_password
+
+T = TypeVar("T")
+_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="relay.toml",
+    show_default=True,
+    help="Configuration file.",
+)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+
+
+@click.group()
+def main() -> None:
+    """A multi-tenant outbound SMTP relay with a PostgreSQL queue."""
+
+
+@main.command()
+@_CONFIG
+def serve(config_path: Path) -> None:
+    """Run the relay until SIGTERM (SIGHUP reloads the configuration)."""
+    config = _load(config_path)
+    _setup_logging(config.relay.log_level)
+    from relay.app import serve as serve_forever
+
+    _run(serve_forever(config_path, config))
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), default="relay.toml")
+def check_config(path: Path) -> None:
+    """Validate a configuration file without starting anything."""
+    config = _load(path)
+    click.echo(
+        f"{path}: OK ({len(config.tenants)} tenants, {len(config.listeners)} listeners, "
+        f"{len(config.routes)} routes)"
+    )
+
+
+@main.command("hash-password")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def hash_password_command(password_stdin: bool) -> None:
+    """Print an argon2 hash for a tenant credential's `password_hash`."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise click.ClickException("the passwords differ")
+    if not password:
+        raise click.ClickException("empty password")
+    click.echo(hash_password(password))
+
+
+async def _with_db(config: Config, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    database = await Database.open(config)
+    try:
+        return await action(database.pool)
+    finally:
+        await database.close()
+
+
+@main.command("migrate")
+@_CONFIG
+def migrate_command(config_path: Path) -> None:
+    """Apply pending schema migrations (serve does this at start too)."""
+    config = _load(config_path)
+
+    async def action(pool: asyncpg.Pool) -> list[str]:
+        async with pool.acquire() as conn:
+            return await migrate(conn)
+
+    applied = _run(_with_db(config, action))
+    click.echo("schema up to date" + (f" (applied {', '.join(applied)})" if applied else ""))
+
+
+@main.group()
+def queue() -> None:
+    """Inspect and manage the queue."""
+
+
+@queue.command("ls")
+@_CONFIG
+@click.option("--state", type=click.Choice(["queued", "delivered", "bounced", "deleted"]))
+@click.option("--tenant")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def queue_ls(
+    config_path: Path, state: str | None, tenant: str | None, limit: int, as_json: bool
+) -> None:
+    """List deliveries (one row per recipient)."""
+    config = _load(config_path)
+    rows = _run(
+        _with_db(config, lambda p: p.fetch(QUERIES["list_deliveries"], state, tenant, limit))
+    )
+    if as_json:
+        click.echo(json.dumps([_jsonable(dict(r)) for r in rows], indent=2))
+        return
+    click.echo(f"{'ID':>8} {'MESSAGE':36} {'TENANT':12} {'STATE':9} {'TRIES':>5}  RECIPIENT")
+    for r in rows:
+        click.echo(
+            f"{r['id']:>8} {r['message_id']!s:36} {r['tenant']:12} {r['state']:9} "
+            f"{r['attempts']:>5}  {r['recipient']}"
+        )
+        if r["last_reply"] and r["state"] == "queued":
+            click.echo(f"{'':>8} last reply: {r['last_reply']}")
+
+
+async def _resolve(pool: asyncpg.Pool, prefix: str) -> uuid.UUID:
+    rows = await pool.fetch(QUERIES["find_messages"], prefix.lower())
+    if len(rows) != 1:
+        raise click.ClickException(
+            f"no message matches {prefix!r}" if not rows else f"{prefix!r} is ambiguous"
+        )
+    return rows[0]["id"]
+
+
+@queue.command("show")
+@_CONFIG
+@click.argument("message")
+@click.option("--json", "as_json", is_flag=True)
+def queue_show(config_path: Path, message: str, as_json: bool) -> None:
+    """Show one message (id or unique prefix): envelope, deliveries and every attempt."""
+    config = _load(config_path)
+
+    async def action(pool: asyncpg.Pool) -> dict[str, Any]:
+        mid = await _resolve(pool, message)
+        msg = dict(await pool.fetchrow(QUERIES["show_message"], mid))
+        msg["deliveries"] = [dict(r) for r in await pool.fetch(QUERIES["show_deliveries"], mid)]
+        msg["attempts"] = [dict(r) for r in await pool.fetch(QUERIES["show_attempts"], mid)]
+        return msg
+
+    info = _run(_with_db(config, action))
+    head = bytes(info.pop("head"))
+    headers = head.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    if as_json:
+        info["headers"] = headers
+        click.echo(json.dumps(_jsonable(info), indent=2))
+        return
+    click.echo(
+        f"message   {info['id']}\ntenant    {info['tenant']}\nfrom      <{info['mail_from']}>"
+    )
+    click.echo(f"received  {info['received_at']} from {info['client_address']}")
+    click.echo(f"size      {info['size']} bytes\nheader id {info['header_message_id']}")
+    for d in info["deliveries"]:
+        click.echo(f"  rcpt <{d['recipient']}> {d['state']} after {d['attempts']} attempt(s)")
+    for a in info["attempts"]:
+        click.echo(f"  attempt {a['at']} {a['host'] or '-'} {a['outcome']}: {a['reply']}")
+    click.echo("headers:\n" + headers)
+
+
+def _admin_command(query: str, verb: str) -> Callable[[Path, str], None]:
+    def command(config_path: Path, message: str) -> None:
+        config = _load(config_path)
+
+        async def action(pool: asyncpg.Pool) -> int:
+            mid = await _resolve(pool, message)
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(QUERIES[query], mid)
+                await conn.execute(QUERIES["notify_queue"])
+            return len(rows)
+
+        count = _run(_with_db(config, action))
+        click.echo(f"{verb} {count} queued deliveries of {message}")
+
+    return command
+
+
+queue.command("retry", help="Try a message's queued deliveries now.")(
+    click.argument("message")(_CONFIG(_admin_command("retry_message", "rescheduled")))
+)
+queue.command("delete", help="Stop delivering a message (kept, marked deleted).")(
+    click.argument("message")(_CONFIG(_admin_command("delete_message", "deleted")))
+)
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:2526", show_default=True, help="host:port")
+@click.option(
+    "--store", type=click.Path(path_type=Path, file_okay=False), help="Keep N.eml/N.json here."
+)
+@click.option("--quiet", is_flag=True, help="Do not print messages.")
+@click.option("--reply", "script", multiple=True, help="Answer DATA with these replies first.")
+def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) -> None:
+    """Run a capture SMTP server that prints (and stores) every message it gets."""
+    from relay.sink import SinkHandler, run_sink
+
+    host, port = split_host_port(listen)
+    handler = SinkHandler(store=store, echo=None if quiet else sys.stdout, script=list(script))
+    try:
+        _run(run_sink(host, port, handler))
+    except KeyboardInterrupt:
+        pass
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

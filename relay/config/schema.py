@@ -1,0 +1,218 @@
+"""The typed, frozen shape of `relay.toml`.
+
+Every table rejects unknown keys (a typo must not silently fall back to a default), every
+field names its default and says what it does, and durations and sizes take human units
+(`relay.config.units`). `relay check-config FILE` validates a file against this without
+starting anything.
+"""
+
+import ipaddress
+import socket
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from relay.config.units import Bytes, Seconds
+
+HostPort = Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$")]
+"""`host:port`, IPv6 hosts in brackets (`[::1]:587`)."""
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Split a validated `host:port` into its parts (brackets of IPv6 removed)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Strict(BaseModel):
+    """Base of every table: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RelaySection(Strict):
+    hostname: str = Field(default_factory=socket.getfqdn)
+    """Name in the banner, `Received:` headers, generated Message-IDs and outbound EHLO.
+    Resolved once at load (aiosmtpd would otherwise call getfqdn() per connection)."""
+    data_dir: str = "data"
+    """Embedded PostgreSQL, generated TLS certificate; relative paths are relative to the file."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class QueueSection(Strict):
+    dsn: str = ""
+    """Empty: an embedded PostgreSQL under `data_dir/pg`; else a libpq DSN of a shared server."""
+    pool_size: int = Field(default=10, ge=2, le=200)
+    """Connections to PostgreSQL per relay process."""
+    commit_batch: int = Field(default=256, ge=1, le=10_000)
+    """Most messages stored by one group commit (concurrent sessions share one fsync)."""
+
+
+class TlsSection(Strict):
+    cert_file: str = ""
+    """PEM certificate chain; empty: a self-signed one is generated into `data_dir/tls`."""
+    key_file: str = ""
+    """PEM private key matching `cert_file`."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "TlsSection":
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file are given together or not at all")
+        return self
+
+
+class ListenerSection(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    """Label in logs and metrics."""
+    address: HostPort
+    """Where to listen, e.g. `0.0.0.0:587`."""
+    tls: Literal["starttls", "implicit"] = "starttls"
+    """`starttls`: plain until STARTTLS (RFC 3207, port 587); `implicit`: TLS from the first
+    byte (RFC 8314, port 465)."""
+    bare_newlines: Literal["reject", "normalize"] = "reject"
+    """Bare CR or LF in DATA: `reject` with 554 (the safe default), or `normalize` to CRLF for
+    old devices, like Postfix's `smtpd_forbid_bare_newline = normalize`. Either way only
+    CRLF.CRLF ends the data (no SMTP smuggling)."""
+
+
+class SmtpSection(Strict):
+    max_connections: int = Field(default=1000, ge=1)
+    """Open sessions per process across all listeners; more get `421 4.7.0`."""
+    max_connections_per_client: int = Field(default=50, ge=1)
+    """Open sessions per client IP address."""
+    command_timeout: Seconds = Field(default=300, gt=0)
+    """Idle time allowed between commands (RFC 5321 4.5.3.2.7: at least 5 minutes)."""
+    data_timeout: Seconds = Field(default=600, gt=0)
+    """Time allowed for the whole DATA transfer; a client trickling data is cut off."""
+    max_errors: int = Field(default=20, ge=1)
+    """Error replies in one session before it is closed with 421, like Postfix's
+    `smtpd_hard_error_limit`."""
+    max_message_size: Bytes = Field(default="50MiB", ge=1024)
+    """Largest message any tenant may send; advertised in EHLO SIZE."""
+    auth_failure_delay: Seconds = Field(default=1.0, ge=0)
+    """Pause before answering a failed AUTH (slows password guessing)."""
+    auth_max_failures: int = Field(default=5, ge=1)
+    """Failed AUTHs for one account or one client address within `auth_failure_window`
+    before both are locked out."""
+    auth_failure_window: Seconds = Field(default=900, gt=0)
+    auth_lockout: Seconds = Field(default=900, gt=0)
+    """How long a locked account or address gets `454 4.7.0` for every AUTH."""
+
+
+class DeliverySection(Strict):
+    concurrency: int = Field(default=200, ge=1)
+    """Deliveries in flight per process, all destinations together."""
+    connections_per_domain: int = Field(default=10, ge=1)
+    """Parallel SMTP connections per destination domain per process."""
+    messages_per_connection: int = Field(default=50, ge=1)
+    """Messages sent over one connection before it is closed (RFC 5321 allows many)."""
+    lease: Seconds = Field(default=60, ge=1)
+    """How long a worker holds a delivery; renewed while it works. A crashed worker's
+    deliveries go back to the queue once its lease expires."""
+    queue_lifetime: Seconds = Field(default="5d", gt=0)
+    """Time after which an undeliverable message bounces (Postfix's maximal_queue_lifetime)."""
+    retry_initial: Seconds = Field(default=60, gt=0)
+    """First retry delay; doubled on each further deferral, with jitter."""
+    retry_max: Seconds = Field(default=3600, gt=0)
+    """Longest delay between two attempts."""
+    port: int = Field(default=25, ge=1, le=65535)
+    """Port of MX hosts (routes name their own)."""
+    nameservers: list[HostPort] = []
+    """DNS servers for MX lookups as `host:port`; empty: the system resolver."""
+    tls: Literal["opportunistic", "required", "none"] = "opportunistic"
+    """Outbound STARTTLS: use it when offered, demand it, or never use it."""
+    verify_certificates: bool = False
+    """Check MX certificates; off by default since many MX certificates fail validation
+    and opportunistic TLS is better than none (RFC 7435)."""
+    connect_timeout: Seconds = Field(default=30, gt=0)
+    command_timeout: Seconds = Field(default=300, gt=0)
+    """Per SMTP command, RFC 5321 4.5.3.2 (the final dot may take up to 10 minutes there;
+    one value keeps it simple)."""
+
+
+class HttpSection(Strict):
+    address: HostPort = "127.0.0.1:9587"
+    """Listener for `/metrics` and `/healthz`; keep it on a private address."""
+
+
+class Credential(Strict):
+    username: str = Field(min_length=1, pattern=r"^[^\s\x00]+$")
+    password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$")
+    """Argon2 hash made by `relay hash-password`; plain passwords are never stored."""
+
+
+class TenantLimits(Strict):
+    messages_per_minute: int = Field(default=600, ge=1)
+    """Messages accepted per minute per relay process; more get `450 4.7.1` at MAIL."""
+    recipients_per_message: int = Field(default=100, ge=1)
+    """RCPTs per transaction; more get `452 4.5.3` (the client sends them in another one)."""
+    max_message_size: Bytes = Field(default="25MiB", ge=1024)
+    """Largest message; more get `552 5.3.4`."""
+
+
+class TenantSection(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    domains: list[str] = Field(min_length=1)
+    """Sending domains; MAIL FROM must be one of them or a subdomain (P-HDR-ALIGN)."""
+    credentials: list[Credential] = []
+    """SMTP AUTH logins of this tenant."""
+    networks: list[str] = []
+    """Client networks trusted without AUTH (devices that cannot log in, like Postfix's
+    mynetworks), e.g. `["192.0.2.0/24"]`."""
+    limits: TenantLimits = TenantLimits()
+
+    @field_validator("domains")
+    @classmethod
+    def _lower_domains(cls, domains: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in domains]
+
+    @field_validator("networks")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for net in networks:
+            ipaddress.ip_network(net, strict=False)
+        return networks
+
+    @model_validator(mode="after")
+    def _can_submit(self) -> "TenantSection":
+        if not self.credentials and not self.networks:
+            raise ValueError("a tenant needs credentials or networks, or it can never submit")
+        return self
+
+
+class RouteSection(Strict):
+    domain: str
+    """Destination domain (exact match, case-insensitive), like a Postfix transport map entry."""
+    host: str
+    """Deliver there instead of the domain's MX hosts."""
+    port: int = Field(default=25, ge=1, le=65535)
+
+    @field_validator("domain")
+    @classmethod
+    def _lower(cls, domain: str) -> str:
+        return domain.strip().lower().rstrip(".")
+
+
+class Config(Strict):
+    relay: RelaySection = RelaySection()
+    queue: QueueSection = QueueSection()
+    tls: TlsSection = TlsSection()
+    listeners: list[ListenerSection] = Field(min_length=1)
+    smtp: SmtpSection = SmtpSection()
+    delivery: DeliverySection = DeliverySection()
+    http: HttpSection = HttpSection()
+    tenants: list[TenantSection] = []
+    routes: list[RouteSection] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        for what, names in (
+            ("listeners", [x.name for x in self.listeners]),
+            ("tenants", [t.name for t in self.tenants]),
+            ("usernames", [c.username for t in self.tenants for c in t.credentials]),
+            ("routes", [r.domain for r in self.routes]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} must be unique, repeated: {', '.join(dupes)}")
+        return self

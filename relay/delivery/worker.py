@@ -1,0 +1,399 @@
+"""Delivery workers: lease due deliveries, send them per destination, record the outcome.
+
+The loop (after procrastinate's worker): a dispatcher leases up to the free capacity of due
+deliveries (`FOR UPDATE SKIP LOCKED`, with a lease that expires), groups them by destination
+domain and starts one task per connection's worth; a semaphore per domain bounds its
+parallel connections. Side tasks keep the leases alive while work is in flight and wake the
+dispatcher on `NOTIFY relay_queue`; polling every second covers a lost notification.
+
+A worker that dies loses its leases when they expire and another takes the work over
+(at-least-once: a crash between the remote 250 and our commit may deliver twice, never
+zero times). A worker whose lease has expired cannot record an outcome: `finish_attempt`
+matches the lease token.
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiosmtplib
+import asyncpg
+
+from relay import metrics
+from relay.config.schema import Config, split_host_port
+from relay.delivery.dsn import RecipientStatus, build_dsn
+from relay.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver, NullMx
+from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
+from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
+from relay.queue.sql import QUERIES
+from relay.queue.store import NewMessage, insert_messages
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One leased delivery (a recipient of a message) and what is needed to finish it."""
+
+    id: int
+    token: uuid.UUID
+    message_id: uuid.UUID
+    recipient: str
+    domain: str
+    attempts: int
+    expires_at: datetime
+    tenant: str
+    mail_from: str
+    received_at: datetime
+
+
+class DeliveryWorker:
+    """All outbound delivery of one relay process."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, config: Config) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[uuid.UUID, int] = defaultdict(int)  # lease token -> deliveries
+        self._in_flight = 0
+        self._domain_slots: dict[str, asyncio.Semaphore] = {}
+        self.reload(config)
+        self.resolver = MxResolver(
+            [split_host_port(ns) for ns in config.delivery.nameservers],
+            timeout=config.delivery.connect_timeout,
+        )
+
+    def reload(self, config: Config) -> None:
+        """Take new routes and delivery settings (SIGHUP)."""
+        self.config = config
+        self.settings = config.delivery
+        self.routes = {r.domain: (r.host, r.port) for r in config.routes}
+        self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max)
+        self.tls = TlsPolicy(self.settings.tls, self.settings.verify_certificates)
+
+    # -- the loops -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; side tasks live and die with it."""
+        side = [
+            asyncio.create_task(self._listen(), name="queue-listen"),
+            asyncio.create_task(self._renew_leases(), name="lease-renew"),
+        ]
+        try:
+            while True:
+                await self._dispatch_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), _POLL_SECONDS)
+                self._wake.clear()
+        finally:
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+
+    async def drain(self, grace: float) -> None:
+        """Let deliveries in flight finish for up to `grace` seconds, cancel the rest, and
+        give every lease of this process back to the queue (a clean SIGTERM)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(5):
+                await self.pool.execute(QUERIES["release_leases"], self.owner)
+        except _DB_ERRORS as exc:
+            log.warning("could not release leases (they expire by themselves): %r", exc)
+
+    async def _dispatch_once(self) -> None:
+        capacity = self.settings.concurrency - self._in_flight
+        if capacity <= 0:
+            return
+        token = uuid.uuid4()
+        try:
+            rows = await self.pool.fetch(
+                QUERIES["lease_due"], self.owner, token, self.settings.lease, capacity
+            )
+            metrics.DATABASE_UP.set(1)
+        except _DB_ERRORS as exc:
+            metrics.DATABASE_UP.set(0)
+            log.warning("cannot lease deliveries: %r", exc)
+            return
+        if not rows:
+            return
+        leases = [Lease(token=token, **dict(r)) for r in rows]
+        self._held[token] += len(leases)
+        self._in_flight += len(leases)
+        by_domain: dict[str, list[Lease]] = defaultdict(list)
+        for lease in leases:
+            by_domain[lease.domain].append(lease)
+        for domain, group in by_domain.items():
+            for chunk in _per_connection(group, self.settings.messages_per_connection):
+                task = asyncio.create_task(self._deliver(domain, chunk), name=f"deliver:{domain}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self) -> None:
+        """Wake the dispatcher on NOTIFY; reconnect whenever the connection is lost."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                try:
+                    await conn.add_listener("relay_queue", lambda *_: self._wake.set())
+                    while not conn.is_closed():
+                        await asyncio.sleep(5)
+                        await conn.execute("SELECT 1")
+                finally:
+                    await conn.close(timeout=2)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: wait, reconnect; polling covers the gap
+                log.debug("queue listener reconnecting: %r", exc)
+                await asyncio.sleep(2)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.lease / 3))
+            tokens = [t for t, n in self._held.items() if n > 0]
+            if not tokens:
+                continue
+            try:
+                await self.pool.execute(QUERIES["renew_leases"], tokens, self.settings.lease)
+            except _DB_ERRORS as exc:
+                log.warning("cannot renew leases: %r", exc)
+
+    # -- one connection's worth ---------------------------------------------------------------
+
+    async def _deliver(self, domain: str, leases: list[Lease]) -> None:
+        slots = self._domain_slots.setdefault(
+            domain, asyncio.Semaphore(self.settings.connections_per_domain)
+        )
+        try:
+            async with slots:
+                replies = await self._send(domain, leases)
+            await self._record(leases, replies)
+        except Exception:
+            log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
+        finally:
+            self._in_flight -= len(leases)
+            self._held[leases[0].token] -= len(leases)
+            if self._held[leases[0].token] <= 0:
+                del self._held[leases[0].token]
+            self._wake.set()
+
+    async def _send(self, domain: str, leases: list[Lease]) -> dict[int, Reply]:
+        """A Reply for every lease: from the remote server, or our own for DNS/network."""
+        try:
+            hosts = await self._targets(domain)
+        except DnsPermanentError as exc:
+            status = "5.1.10" if isinstance(exc, NullMx) else "5.1.2"
+            return self._all(leases, Reply(550, f"{status} {domain}: {exc or type(exc).__name__}"))
+        except DnsTemporaryError as exc:
+            return self._all(leases, Reply(451, f"4.4.3 DNS lookup for {domain} failed: {exc}"))
+        connection, error = await self._connect(hosts)
+        if connection is None:
+            assert error is not None
+            return self._all(leases, unreachable([h for h, _, _ in hosts], error))
+        replies: dict[int, Reply] = {}
+        try:
+            for envelope, group in await self._envelopes(leases):
+                by_rcpt = await connection.send(envelope)
+                for lease in group:
+                    replies[lease.id] = by_rcpt[lease.recipient]
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            lost = Reply(451, f"4.4.2 Connection to {connection.host} lost: {exc!r}")
+            replies.update({x.id: lost for x in leases if x.id not in replies})
+        finally:
+            await connection.close()
+        return replies
+
+    async def _targets(self, domain: str) -> list[tuple[str, str, int]]:
+        """(host name, address, port) to try in order: the route, or MX hosts (RFC 5321 5.1)."""
+        if domain in self.routes:
+            host, port = self.routes[domain]
+            return [(host, address, port) for address in await self._addresses(host)]
+        targets = []
+        for mx in await self.resolver.mx_hosts(domain):
+            try:
+                addresses = await self.resolver.addresses(mx.name)
+            except (DnsPermanentError, DnsTemporaryError) as exc:
+                log.info("MX %s of %s has no usable address: %r", mx.name, domain, exc)
+                continue
+            targets += [(mx.name, a, self.settings.port) for a in addresses]
+        if not targets:
+            raise DnsTemporaryError(f"no address for any MX host of {domain}")
+        return targets
+
+    async def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return await self.resolver.addresses(host)
+
+    async def _connect(
+        self, targets: list[tuple[str, str, int]]
+    ) -> tuple[Connection | None, BaseException | None]:
+        error: BaseException | None = None
+        for host, address, port in targets:
+            try:
+                connection = await Connection.open(
+                    host,
+                    address,
+                    port,
+                    helo=self.config.relay.hostname,
+                    tls=self.tls,
+                    connect_timeout=self.settings.connect_timeout,
+                    command_timeout=self.settings.command_timeout,
+                )
+                return connection, None
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                log.info("cannot use %s [%s]:%d: %r", host, address, port, exc)
+                error = exc
+        return None, error
+
+    async def _envelopes(self, leases: list[Lease]) -> list[tuple[Envelope, list[Lease]]]:
+        """One envelope per message with all its leased recipients of this domain."""
+        by_message: dict[uuid.UUID, list[Lease]] = defaultdict(list)
+        for lease in leases:
+            by_message[lease.message_id].append(lease)
+        envelopes = []
+        for message_id, group in by_message.items():
+            content = await self.pool.fetchval(QUERIES["message_content"], message_id)
+            recipients = tuple(dict.fromkeys(x.recipient for x in group))
+            envelopes.append((Envelope(group[0].mail_from, recipients, bytes(content)), group))
+        return envelopes
+
+    @staticmethod
+    def _all(leases: Iterable[Lease], reply: Reply) -> dict[int, Reply]:
+        return {lease.id: reply for lease in leases}
+
+    # -- recording outcomes -------------------------------------------------------------------
+
+    async def _record(self, leases: list[Lease], replies: dict[int, Reply]) -> None:
+        now = datetime.now(UTC)
+        outcomes = {
+            x.id: decide(
+                replies[x.id],
+                attempts=x.attempts + 1,
+                expires_at=x.expires_at,
+                now=now,
+                policy=self.policy,
+            )
+            for x in leases
+        }
+        bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
+        async with self.pool.acquire() as conn, conn.transaction():
+            for lease in leases:
+                outcome = outcomes[lease.id]
+                if await self._finish(conn, lease, outcome) and isinstance(outcome, Bounce):
+                    bounced[lease.message_id].append(lease)
+            for group in bounced.values():
+                if group[0].mail_from:  # never bounce a bounce (RFC 5321 6.1)
+                    await self._bounce(conn, group, outcomes)
+        for lease in leases:
+            self._count(lease, outcomes[lease.id], now)
+
+    async def _finish(self, conn: asyncpg.Connection, lease: Lease, outcome: Outcome) -> bool:
+        state, next_at, kind = {
+            Delivered: ("delivered", None, "delivered"),
+            Retry: ("queued", getattr(outcome, "at", None), "deferred"),
+            Bounce: ("bounced", None, "bounced"),
+        }[type(outcome)]
+        row = await conn.fetchval(
+            QUERIES["finish_attempt"],
+            lease.id,
+            lease.token,
+            state,
+            next_at,
+            str(outcome.reply),
+            outcome.reply.host,
+            kind,
+        )
+        if row is None:
+            log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
+        return row is not None
+
+    async def _bounce(
+        self, conn: asyncpg.Connection, leases: list[Lease], outcomes: dict[int, Outcome]
+    ) -> None:
+        """Queue an RFC 3464 DSN to the sender in the same transaction as the bounce."""
+        first = leases[0]
+        original = await conn.fetchval(QUERIES["message_content"], first.message_id)
+        statuses = []
+        for lease in leases:
+            outcome = outcomes[lease.id]
+            assert isinstance(outcome, Bounce)
+            reply = outcome.reply
+            diagnostic = str(reply)
+            if outcome.status == "4.4.7":
+                diagnostic = f"queue lifetime expired; last reply: {reply}"
+            statuses.append(
+                RecipientStatus(
+                    recipient=lease.recipient,
+                    action="failed",
+                    status=outcome.status,
+                    diagnostic=diagnostic,
+                    remote_mta=reply.host,
+                    last_attempt=datetime.now(UTC),
+                )
+            )
+        content = build_dsn(
+            reporting_mta=self.config.relay.hostname,
+            original_sender=first.mail_from,
+            original_message=bytes(original),
+            recipients=statuses,
+            queue_id=str(first.message_id),
+            arrival_date=first.received_at,
+        )
+        dsn = NewMessage(
+            tenant=first.tenant,
+            mail_from="",
+            recipients=(first.mail_from,),
+            content=content,
+            header_message_id=None,
+        )
+        await insert_messages(conn, [dsn], self.settings.queue_lifetime)
+        log.info(
+            "bounce for message %s sent to %s as %s", first.message_id, first.mail_from, dsn.id
+        )
+
+    @staticmethod
+    def _count(lease: Lease, outcome: Outcome, now: datetime) -> None:
+        kind = {Delivered: "delivered", Retry: "deferred", Bounce: "bounced"}[type(outcome)]
+        metrics.DELIVERIES.labels(lease.tenant, kind).inc()
+        if kind == "delivered":
+            metrics.DELIVERY_LATENCY.observe((now - lease.received_at).total_seconds())
+        log.info(
+            "delivery id=%d message=%s tenant=%s outcome=%s reply=%r",
+            lease.id,
+            lease.message_id,
+            lease.tenant,
+            kind,
+            str(outcome.reply),
+        )
+
+
+def _per_connection(leases: list[Lease], per_connection: int) -> Iterable[list[Lease]]:
+    """Split a domain's leases into connection-sized chunks, keeping a message's recipients
+    together so they share one transaction."""
+    chunk: list[Lease] = []
+    messages: set[uuid.UUID] = set()
+    for lease in sorted(leases, key=lambda x: x.message_id):
+        if lease.message_id not in messages and len(messages) >= per_connection:
+            yield chunk
+            chunk, messages = [], set()
+        chunk.append(lease)
+        messages.add(lease.message_id)
+    if chunk:
+        yield chunk

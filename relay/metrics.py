@@ -1,0 +1,53 @@
+"""Every metric the relay exports, declared once, with how to read it.
+
+Labels are bounded: tenant, listener, outcome, reason, never an address or message id.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "relay_messages_received",
+    "Messages accepted with 250 (committed to the queue), by tenant.",
+    ["tenant"],
+)
+MESSAGES_REJECTED = Counter(
+    "relay_messages_rejected",
+    "SMTP commands refused during submission, by tenant ('' before it is known) and reason "
+    "(auth, sender, size, recipients, rate, syntax, data, queue, internal).",
+    ["tenant", "reason"],
+)
+DELIVERIES = Counter(
+    "relay_deliveries",
+    "Delivery attempts by tenant and outcome: delivered (2xx), deferred (4xx or network "
+    "error, retried later) or bounced (5xx or queue lifetime expired, DSN sent).",
+    ["tenant", "outcome"],
+)
+QUEUE_DEPTH = Gauge(
+    "relay_queue_deliveries",
+    "Deliveries waiting in the queue (state queued): 'due' can go now, 'scheduled' wait for "
+    "their retry time. Read at scrape time from PostgreSQL.",
+    ["state"],
+)
+QUEUE_OLDEST = Gauge(
+    "relay_queue_oldest_message_age_seconds",
+    "Age of the oldest message with a delivery still queued; growing means delivery is stuck.",
+)
+TIME_TO_250 = Histogram(
+    "relay_accept_seconds",
+    "Time from the end of DATA to the 250 reply (policy, storage and the group commit).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DELIVERY_LATENCY = Histogram(
+    "relay_delivery_seconds",
+    "Time from acceptance to successful delivery of one recipient, retries included.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 3600, 21600, 86400),
+)
+OPEN_SESSIONS = Gauge(
+    "relay_smtp_sessions",
+    "Open SMTP submission sessions, by listener.",
+    ["listener"],
+)
+DATABASE_UP = Gauge(
+    "relay_database_up",
+    "1 when the last query to PostgreSQL succeeded, 0 when it failed.",
+)

@@ -1,0 +1,101 @@
+-- Named queries, loaded by relay.queue.sql. Each block starts with "-- name: NAME".
+
+-- name: insert_messages
+-- A retried group commit re-sends the same ids; only messages not yet stored come back.
+INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[], $7::text[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: insert_deliveries
+INSERT INTO deliveries (message_id, recipient, domain, expires_at)
+SELECT m, r, d, now() + make_interval(secs => $4)
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t (m, r, d);
+
+-- name: notify_queue
+SELECT pg_notify('relay_queue', '');
+
+-- name: lease_due
+-- Oldest due deliveries not leased by a live worker; SKIP LOCKED lets several workers and
+-- several relay processes take disjoint batches without waiting on each other.
+UPDATE deliveries AS d
+SET lease_owner = $1, lease_token = $2, lease_expires_at = now() + make_interval(secs => $3)
+FROM (
+    SELECT id FROM deliveries
+    WHERE state = 'queued' AND next_attempt_at <= now()
+      AND (lease_expires_at IS NULL OR lease_expires_at < now())
+    ORDER BY next_attempt_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+) AS due, messages AS m
+WHERE d.id = due.id AND m.id = d.message_id
+RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
+          m.tenant, m.mail_from, m.received_at;
+
+-- name: message_content
+SELECT content FROM messages WHERE id = $1;
+
+-- name: renew_leases
+UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => $2)
+WHERE lease_token = ANY($1::uuid[]) AND state = 'queued';
+
+-- name: release_leases
+UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE lease_owner = $1 AND state = 'queued';
+
+-- name: finish_attempt
+-- Completes one attempt only while the caller still holds the lease: a worker whose lease
+-- expired (and was taken by another) changes nothing and gets no row back.
+WITH d AS (
+    UPDATE deliveries
+    SET state = $3, next_attempt_at = coalesce($4, next_attempt_at), attempts = attempts + 1,
+        last_reply = $5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = now()
+    WHERE id = $1 AND lease_token = $2 AND state = 'queued'
+    RETURNING id
+)
+INSERT INTO attempts (delivery_id, host, outcome, reply)
+SELECT id, $6, $7, $5 FROM d
+RETURNING delivery_id;
+
+-- name: queue_depth
+SELECT count(*) AS queued, count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
+       coalesce(extract(epoch FROM now() - min(m.received_at)), 0)::float8 AS oldest_seconds
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.state = 'queued';
+
+-- name: list_deliveries
+SELECT d.id, d.message_id, m.tenant, m.mail_from, d.recipient, d.state, d.attempts,
+       d.next_attempt_at, d.last_reply, m.received_at
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE ($1::text IS NULL OR d.state = $1) AND ($2::text IS NULL OR m.tenant = $2)
+ORDER BY d.id
+LIMIT $3;
+
+-- name: find_messages
+SELECT id FROM messages WHERE id::text LIKE $1 || '%' ORDER BY received_at LIMIT 2;
+
+-- name: show_message
+SELECT id, tenant, mail_from, size, header_message_id, received_at, client_address,
+       substring(content for 8192) AS head
+FROM messages WHERE id = $1;
+
+-- name: show_deliveries
+SELECT id, recipient, state, attempts, next_attempt_at, expires_at, last_reply
+FROM deliveries WHERE message_id = $1 ORDER BY id;
+
+-- name: show_attempts
+SELECT a.delivery_id, a.at, a.host, a.outcome, a.reply
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+WHERE d.message_id = $1 ORDER BY a.id;
+
+-- name: retry_message
+UPDATE deliveries SET next_attempt_at = now(), updated_at = now()
+WHERE message_id = $1 AND state = 'queued'
+RETURNING id;
+
+-- name: delete_message
+UPDATE deliveries SET state = 'deleted', lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL, last_reply = 'deleted by admin', updated_at = now()
+WHERE message_id = $1 AND state = 'queued'
+RETURNING id;

@@ -1,0 +1,137 @@
+"""Storing accepted messages: group commit, and `250` only after the commit.
+
+Every session's message goes into one shared batch; a committer writes the batch in one
+transaction (two `unnest` inserts and a NOTIFY) and then wakes every waiting session. One
+fsync serves many messages, which is how durability (`synchronous_commit` on, always)
+stays cheap. Up to `_PARALLEL_COMMITS` batches are in flight, so the next batch fills
+while one commits.
+
+A COMMIT interrupted by a lost connection has an unknown outcome. Message ids are chosen
+here, so the batch is retried once on a fresh connection with `ON CONFLICT DO NOTHING`:
+if the first commit did land, the retry stores nothing twice. If the retry fails too the
+sessions get `451`, never `250`.
+"""
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from relay.queue.sql import QUERIES
+
+log = logging.getLogger(__name__)
+_PARALLEL_COMMITS = 3
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class QueueUnavailable(Exception):
+    """The message could not be committed; the client must retry (451 4.3.0)."""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    tenant: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
+    header_message_id: str | None = None
+    client_address: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class Enqueuer:
+    """Collects messages from concurrent sessions and commits them in batches."""
+
+    def __init__(self, pool: asyncpg.Pool, *, lifetime: float, batch_max: int) -> None:
+        self._pool = pool
+        self.lifetime = lifetime
+        self._batch_max = batch_max
+        self._pending: asyncio.Queue[tuple[NewMessage, asyncio.Future[None]]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(_PARALLEL_COMMITS)
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def enqueue(self, message: NewMessage) -> None:
+        """Return once `message` is committed; raise QueueUnavailable otherwise."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._pending.put((message, done))
+        await done
+
+    async def run(self) -> None:
+        """The committer loop; runs until cancelled."""
+        while True:
+            batch = [await self._pending.get()]
+            await self._slots.acquire()
+            while len(batch) < self._batch_max and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            task = asyncio.create_task(self._flush(batch), name="group-commit")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[NewMessage, asyncio.Future[None]]]) -> None:
+        try:
+            messages = [m for m, _ in batch]
+            error: BaseException | None = None
+            for attempt in (1, 2):
+                try:
+                    await asyncio.wait_for(self._store(messages), timeout=30)
+                    error = None
+                    break
+                except (
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    OSError,
+                    TimeoutError,
+                ) as exc:
+                    log.warning(
+                        "group commit attempt %d of %d messages failed: %r",
+                        attempt,
+                        len(messages),
+                        exc,
+                    )
+                    error = exc
+            for _, done in batch:
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(QueueUnavailable(str(error)))
+        finally:
+            self._slots.release()
+
+    async def _store(self, messages: list[NewMessage]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await insert_messages(conn, messages, self.lifetime)
+
+
+async def insert_messages(
+    conn: asyncpg.Connection, messages: list[NewMessage], lifetime: float
+) -> None:
+    """Insert messages and their deliveries in the caller's transaction, then NOTIFY the
+    workers (delivered at commit). Messages already stored (a retried commit) are skipped."""
+    rows = await conn.fetch(
+        QUERIES["insert_messages"],
+        [m.id for m in messages],
+        [m.tenant for m in messages],
+        [m.mail_from for m in messages],
+        [m.content for m in messages],
+        [len(m.content) for m in messages],
+        [m.header_message_id for m in messages],
+        [m.client_address for m in messages],
+    )
+    new = {r["id"] for r in rows}
+    todo = [(m.id, r) for m in messages if m.id in new for r in m.recipients]
+    await conn.execute(
+        QUERIES["insert_deliveries"],
+        [mid for mid, _ in todo],
+        [r for _, r in todo],
+        [domain_of(r) for _, r in todo],
+        lifetime,
+    )
+    await conn.execute(QUERIES["notify_queue"])

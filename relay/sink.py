@@ -1,0 +1,96 @@
+"""`relay sink`: a small SMTP server that captures what the relay delivers.
+
+Like Python's old DebuggingServer: it accepts every message, prints it and, with a
+directory, stores it (`N.eml` with the bytes as received, `N.json` with the envelope), so a
+newcomer can watch the first message arrive without the internet. A scripted list of
+replies (`--reply 451 --reply 250`) makes it play a difficult destination for tests.
+"""
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class SinkHandler:
+    """aiosmtpd handler: store or print each message; answer from the script, then 250."""
+
+    def __init__(
+        self,
+        store: Path | None = None,
+        echo: TextIO | None = None,
+        script: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.echo = echo
+        self.script = list(script or [])
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self._numbers = itertools.count(1)
+        if store:
+            store.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.script:
+            reply = self.script.pop(0)
+            if not reply.startswith("2"):
+                return reply
+        content = envelope.original_content or b""
+        mail_from = envelope.mail_from or ""
+        rcpts = list(envelope.rcpt_tos)
+        self.messages.append((mail_from, rcpts, content))
+        number = next(self._numbers)
+        if self.store:
+            self._write(number, mail_from, rcpts, content)
+        if self.echo:
+            self.echo.write(
+                f"---------- message {number} from <{mail_from}> to "
+                f"{', '.join(f'<{r}>' for r in rcpts)} ({len(content)} bytes) ----------\n"
+            )
+            self.echo.write(content.decode("utf-8", "replace").replace("\r\n", "\n"))
+            self.echo.write("------------ end of message ------------\n")
+            self.echo.flush()
+        return "250 2.0.0 OK captured"
+
+    def _write(self, number: int, mail_from: str, rcpts: list[str], content: bytes) -> None:
+        assert self.store is not None
+        stem = f"{int(time.time() * 1000)}-{os.getpid()}-{number:06d}"
+        envelope = {"mail_from": mail_from, "rcpt_tos": rcpts, "received": time.time()}
+        (self.store / f"{stem}.json").write_text(json.dumps(envelope))
+        tmp = self.store / f".{stem}.tmp"
+        tmp.write_bytes(content)
+        tmp.rename(self.store / f"{stem}.eml")  # appears whole or not at all
+
+
+def make_sink_protocol(handler: SinkHandler, hostname: str = "sink.localhost") -> SMTP:
+    return SMTP(
+        handler,
+        hostname=hostname,
+        ident="relay sink",
+        data_size_limit=None,
+        enable_SMTPUTF8=True,
+        decode_data=False,
+    )
+
+
+async def run_sink(host: str, port: int, handler: SinkHandler) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: make_sink_protocol(handler), host, port)
+    print(f"relay sink listening on {host}:{port}", file=sys.stderr, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def stored_messages(store: Path) -> list[dict[str, Any]]:
+    """Read back what a sink stored: envelope fields plus `content` bytes, oldest first."""
+    out = []
+    for eml in sorted(store.glob("*.eml")):
+        meta = json.loads(eml.with_suffix(".json").read_text())
+        meta["content"] = eml.read_bytes()
+        out.append(meta)
+    return out

@@ -1,0 +1,56 @@
+"""The DATA phase as bytes: find its end, check line endings, undo dot-stuffing.
+
+Only CRLF.CRLF ends the data (RFC 5321 4.1.1.4, 2.3.8). Servers that also accepted
+`<LF>.<LF>` or `<LF>.<CRLF>` let an attacker smuggle a second message past the first one's
+checks (CVE-2023-51764 Postfix, CVE-2024-27305 aiosmtpd); here any other sequence is plain
+data, and a lone CR or LF is refused or, on a listener that asks for it, normalised to CRLF
+after the end has been found, so normalising can never create an end marker.
+"""
+
+import re
+from enum import Enum
+
+END_OF_DATA = b"\r\n.\r\n"
+"""The end marker once the data has started; at the very start, `.\r\n` alone ends it."""
+
+_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
+
+
+class DataProblem(Enum):
+    """Why the data cannot be accepted as it is."""
+
+    NUL = "NUL"
+    BARE_NEWLINE = "bare CR or LF"
+
+
+def find_end(buffer: bytes | bytearray, start: int = 0) -> int:
+    """Index of the end marker `\\r\\n.\\r\\n` in `buffer` (which holds the data with the
+    CRLF that ended the DATA command line put in front), searching from `start`; -1 if absent.
+
+    Callers keep that leading CRLF so an empty message (`.\\r\\n` at once) is found the same way.
+    """
+    return buffer.find(END_OF_DATA, start)
+
+
+def problem_in(data: bytes) -> DataProblem | None:
+    """The first reason the data must be refused, if any (RFC 5321 2.3.8, 4.1.1.4)."""
+    if b"\x00" in data:
+        return DataProblem.NUL
+    if _BARE_NEWLINE.search(data):
+        return DataProblem.BARE_NEWLINE
+    return None
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """Turn every bare CR or bare LF into CRLF, for listeners configured to accept them."""
+    return _ANY_NEWLINE.sub(b"\r\n", data)
+
+
+def unstuff(data: bytes) -> bytes:
+    """Remove the transparency dot that starts a line (RFC 5321 4.5.2).
+
+    `data` is the message with its final CRLF and without the end marker's `.\\r\\n`.
+    """
+    data = data.replace(b"\r\n.", b"\r\n")
+    return data[1:] if data.startswith(b".") else data

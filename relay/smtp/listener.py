@@ -1,0 +1,58 @@
+"""Open the configured submission listeners on the running event loop.
+
+`starttls` listeners (RFC 3207, port 587) start in plaintext and offer STARTTLS, with AUTH
+only after it; `implicit` listeners (RFC 8314, port 465) speak TLS from the first byte, so
+AUTH is offered at once. aiosmtpd's own idea of "TLS" covers STARTTLS only, hence
+`auth_require_tls=False` on implicit listeners, as its documentation advises.
+"""
+
+import asyncio
+import ssl
+
+from relay.config.schema import Config, split_host_port
+from relay.smtp import replies
+from relay.smtp.handler import SubmissionHandler
+from relay.smtp.protocol import ConnectionCounter, ListenerOptions, RelaySMTP
+
+
+async def start_listeners(
+    config: Config, handler: SubmissionHandler, tls: ssl.SSLContext
+) -> tuple[list[asyncio.Server], ConnectionCounter]:
+    """Start every listener; the counter tells how many sessions are open (for shutdown)."""
+    counter = ConnectionCounter(config.smtp.max_connections, config.smtp.max_connections_per_client)
+    servers = []
+    loop = asyncio.get_running_loop()
+    for listener in config.listeners:
+        implicit = listener.tls == "implicit"
+        options = ListenerOptions(
+            name=listener.name,
+            implicit_tls=implicit,
+            normalize_newlines=listener.bare_newlines == "normalize",
+            max_message_size=config.smtp.max_message_size,
+            data_timeout=config.smtp.data_timeout,
+            max_errors=config.smtp.max_errors,
+            connections=counter,
+        )
+
+        def factory(options: ListenerOptions = options, implicit: bool = implicit) -> RelaySMTP:
+            return RelaySMTP(
+                handler,
+                options,
+                hostname=config.relay.hostname,
+                ident=replies.BANNER_IDENT,
+                data_size_limit=config.smtp.max_message_size,
+                enable_SMTPUTF8=True,
+                tls_context=None if implicit else tls,
+                require_starttls=False,
+                timeout=config.smtp.command_timeout,
+                auth_require_tls=not implicit,
+                auth_required=False,
+                loop=loop,
+            )
+
+        host, port = split_host_port(listener.address)
+        server = await loop.create_server(
+            factory, host=host, port=port, ssl=tls if implicit else None, reuse_address=True
+        )
+        servers.append(server)
+    return servers, counter

@@ -1,0 +1,307 @@
+"""The SMTP protocol for submission: aiosmtpd's session loop with stricter commands.
+
+aiosmtpd runs the session (greeting, STARTTLS, AUTH framework, command dispatch); this
+subclass replaces what a relay on the open internet cannot take as it is:
+- MAIL and RCPT parse paths strictly (`relay.smtp.address`) and answer with enhanced codes;
+- DATA is read in large pieces, ends only at CRLF.CRLF and refuses NUL and bare CR/LF
+  (`relay.smtp.data`), bounded by a size limit and a total data timeout;
+- EHLO advertises exactly what is implemented (RFC 1870 SIZE, RFC 2920 PIPELINING,
+  RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2034 ENHANCEDSTATUSCODES, RFC 3207 STARTTLS,
+  RFC 4954 AUTH only under TLS);
+- every reply gets an enhanced status code, too many errors close the session, and the
+  connection limits (total and per client address) answer 421 before the greeting.
+The relay's decisions live in the handler (`relay.smtp.handler`), not here.
+"""
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+
+from relay.smtp import replies
+from relay.smtp.address import AddressError, Path, parse_path
+from relay.smtp.data import DataProblem, normalize_newlines, problem_in, unstuff
+
+log = logging.getLogger(__name__)
+
+_END_OF_LINE_DOT = b".\r\n"
+
+
+@dataclass
+class ListenerOptions:
+    """What one listener's sessions share: its limits and its bare-newline policy."""
+
+    name: str
+    implicit_tls: bool
+    normalize_newlines: bool
+    max_message_size: int
+    data_timeout: float
+    max_errors: int
+    connections: "ConnectionCounter"
+
+
+@dataclass
+class ConnectionCounter:
+    """Open sessions, in total and per client address, across all listeners of a process."""
+
+    max_total: int
+    max_per_client: int
+    total: int = 0
+    per_client: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot, or return the 421 reply that refuses the connection."""
+        if self.total >= self.max_total:
+            return replies.TOO_MANY_CONNECTIONS
+        if self.per_client[client] >= self.max_per_client:
+            return replies.TOO_MANY_CONNECTIONS_FROM_CLIENT
+        self.total += 1
+        self.per_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        self.per_client[client] -= 1
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
+
+
+class RelaySession(Session):
+    """aiosmtpd's session plus who is submitting: set at AUTH or from a trusted network."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.tenant: str | None = None
+        self.client_ip: str = ""
+        self.listener: str = ""
+        self.implicit_tls: bool = False
+
+
+class RelaySMTP(SMTP):
+    """One SMTP session. Constructed by the listener for each connection."""
+
+    # Big enough for DATA to be read in large pieces (see smtp_DATA); command lines are still
+    # limited by command_size_limits below.
+    line_length_limit = 1 << 16
+
+    def __init__(self, handler: Any, options: ListenerOptions, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.options = options
+        self.command_size_limits = collections.defaultdict(
+            lambda: 512, {"MAIL": 1024, "RCPT": 1024}
+        )
+        self._errors = 0
+        self._refusal: str | None = None
+        self._holds_slot = False
+        self._client = ""
+
+    def _create_session(self) -> Session:
+        return RelaySession(self.loop)
+
+    # -- connection limits -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self._original_transport is None and self.transport is None
+        super().connection_made(transport)  # after STARTTLS this makes a new session
+        session = self.session
+        assert isinstance(session, RelaySession)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self._client = peer[0] if peer else ""
+        session.client_ip = self._client
+        session.listener = self.options.name
+        session.implicit_tls = self.options.implicit_tls
+        if not first:  # the TLS layer after STARTTLS: same connection, same slot
+            return
+        self._refusal = self.options.connections.acquire(self._client)
+        if self._refusal is None:
+            self._holds_slot = True
+            self.event_handler.session_opened(self.options.name)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self.options.connections.release(self._client)
+            self.event_handler.session_closed(self.options.name)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            await SMTP.push(self, self._refusal)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    # -- replies ---------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        """Send a reply with an enhanced code; close the session after too many errors."""
+        if isinstance(status, str):
+            status = replies.with_enhanced_code(status)
+            if status[:1] in "45" and not status.startswith("421"):
+                self._errors += 1
+        await super().push(status)
+        if self._errors >= self.options.max_errors and self.transport is not None:
+            self._errors = -(10**9)  # say it once
+            await super().push(replies.TOO_MANY_ERRORS)
+            self.transport.close()
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.extended_smtp = True
+        self.session.host_name = hostname
+        under_tls = self.options.implicit_tls or self._tls_protocol is not None
+        lines = [
+            self.hostname,
+            f"SIZE {self.options.max_message_size}",
+            "PIPELINING",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.tls_context is not None and self._tls_protocol is None:
+            lines.append("STARTTLS")
+        if under_tls:
+            lines.append("AUTH " + " ".join(sorted(self._auth_methods)))
+        for i, line in enumerate(lines):
+            await SMTP.push(self, f"250{' ' if i == len(lines) - 1 else '-'}{line}")
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if self.envelope.mail_from is not None:
+            await self.push(replies.BAD_SEQUENCE_NESTED_MAIL)
+            return
+        path = await self._parse(arg, "FROM:", replies.MAIL_SYNTAX, replies.BAD_SENDER)
+        if path is None:
+            return
+        for name, value in path.params.items():
+            if name == "BODY" and (value or "").upper() not in ("7BIT", "8BITMIME"):
+                await self.push(replies.BAD_BODY)
+                return
+            if name == "SIZE" and not (value or "").isdigit():
+                await self.push(replies.MAIL_SYNTAX)
+                return
+            if name == "SMTPUTF8" and value is not None:
+                await self.push(replies.MAIL_SYNTAX)
+                return
+            if name not in ("BODY", "SIZE", "SMTPUTF8"):
+                await self.push(replies.UNKNOWN_PARAMETER.format(param=name))
+                return
+        status = await self._call_handler_hook("MAIL", path)
+        await self.push(status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if self.envelope.mail_from is None:
+            await self.push(replies.BAD_SEQUENCE_NEED_MAIL)
+            return
+        path = await self._parse(arg, "TO:", replies.RCPT_SYNTAX, replies.BAD_RECIPIENT)
+        if path is None:
+            return
+        if path.is_null:
+            await self.push(replies.BAD_RECIPIENT)
+            return
+        if path.params:
+            await self.push(replies.UNKNOWN_PARAMETER.format(param=next(iter(path.params))))
+            return
+        status = await self._call_handler_hook("RCPT", path)
+        await self.push(status)
+
+    async def _parse(self, arg: str | None, keyword: str, syntax: str, bad: str) -> Path | None:
+        if arg is None or arg[: len(keyword)].upper() != keyword:
+            await self.push(syntax)
+            return None
+        try:
+            return parse_path(arg, keyword)
+        except AddressError as exc:
+            log.info("refused path %r: %s", arg[:200], exc)
+            await self.push(bad)
+            return None
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if arg:
+            await self.push(replies.DATA_SYNTAX)
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push(replies.BAD_SEQUENCE_NEED_RCPT)
+            return
+        await self.push(replies.START_DATA)
+        self._reset_timeout(self.options.data_timeout + 5)
+        assert self.session is not None
+        limit: int = self.event_handler.size_limit(self.session)
+        try:
+            async with asyncio.timeout(self.options.data_timeout):
+                data, too_big = await self._read_data(limit)
+        except TimeoutError:
+            await SMTP.push(self, replies.DATA_TIMEOUT)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        except asyncio.IncompleteReadError:
+            return  # the client went away; eof_received ends the session
+        status = self._check_data(data, too_big, limit)
+        if status is None:
+            if self.options.normalize_newlines:
+                data = normalize_newlines(data)
+            self.envelope.content = self.envelope.original_content = unstuff(data)
+            status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _read_data(self, limit: int) -> tuple[bytes, bool]:
+        """Read up to the end marker; return (data with its last CRLF, exceeded the limit).
+
+        Reads in pieces of up to 64 KiB that end at `.\\r\\n`; a piece ends the data only
+        when that dot starts a line (the two bytes before it are CRLF, the CRLF of the DATA
+        command line counting for an empty message). What follows the end stays in the
+        reader for the next pipelined command. Past the limit, data is read and dropped so
+        the 552 comes after the client has finished (RFC 5321 4.2.5).
+        """
+        pieces: list[bytes] = []
+        size = 0
+        before = b"\r\n"
+        while True:
+            try:
+                piece = await self._reader.readuntil(_END_OF_LINE_DOT)
+                found = True
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._reader.read(exc.consumed)
+                found = False
+            if found and (before + piece[:-3])[-2:] == b"\r\n":
+                pieces.append(piece[:-3])
+                size += len(piece) - 3
+                break
+            before = (before + piece)[-2:]
+            size += len(piece)
+            if size <= limit:
+                pieces.append(piece)
+            else:
+                pieces.clear()
+        return b"".join(pieces), size > limit
+
+    def _check_data(self, data: bytes, too_big: bool, limit: int) -> str | None:
+        if too_big:
+            return replies.MESSAGE_TOO_BIG.format(limit=limit)
+        problem = problem_in(data)
+        if problem is DataProblem.NUL:
+            return replies.NUL_IN_DATA
+        if problem is DataProblem.BARE_NEWLINE and not self.options.normalize_newlines:
+            return replies.BARE_NEWLINE_IN_DATA
+        return None

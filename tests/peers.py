@@ -1,0 +1,243 @@
+"""Real peers for end-to-end tests: the relay as a child process, an SMTP sink, PostgreSQL.
+
+Nothing here is a mock: the relay is `python -m relay serve` with a generated config, the
+sink is a real SMTP server on loopback (`relay.sink` in a thread), and the database is a
+real PostgreSQL (embedded through pgserver, or the server named by RELAY_TEST_DSN).
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relay.sink import SinkHandler, make_sink_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+ACME_PASSWORD = "acme-secret"
+# argon2id of ACME_PASSWORD, made once with `relay hash-password`.
+ACME_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$zXMQViShmucajOzh0PjSaQ$"
+    "OEu7CFB2X4r6fefSe4qV1ENxKJx9Wf4npIjlr4AvIUY"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Sink:
+    """A capture SMTP server on 127.0.0.1 in its own thread and event loop."""
+
+    def __init__(self, script: list[str] | None = None) -> None:
+        self.handler = SinkHandler(script=script)
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+        self._server: asyncio.Server | None = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+
+            async def start() -> None:
+                self._server = await self.loop.create_server(
+                    lambda: make_sink_protocol(self.handler), "127.0.0.1", 0
+                )
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+
+            self.loop.run_until_complete(start())
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="sink")
+        self._thread.start()
+        ready.wait(10)
+
+    @property
+    def messages(self) -> list[tuple[str, list[str], bytes]]:
+        return list(self.handler.messages)
+
+    def wait_count(self, count: int, timeout: float = 30.0) -> list[tuple[str, list[str], bytes]]:
+        wait_for(lambda: len(self.handler.messages) >= count, timeout, f"{count} messages at sink")
+        return self.messages
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class RelayConfig:
+    """What a test may vary in the generated relay.toml."""
+
+    dsn: str
+    data_dir: Path
+    routes: dict[str, int] = field(default_factory=dict)
+    extra_smtp: str = ""
+    extra_delivery: str = ""
+    extra_tenants: str = ""
+    bare_newlines: str = "reject"
+    submission_port: int = field(default_factory=free_port)
+    smtps_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+
+    def render(self) -> str:
+        routes = "".join(
+            f'[[routes]]\ndomain = "{d}"\nhost = "127.0.0.1"\nport = {p}\n\n'
+            for d, p in self.routes.items()
+        )
+        return f"""
+[relay]
+hostname = "relay.test"
+data_dir = "{self.data_dir}"
+log_level = "info"
+
+[queue]
+dsn = "{self.dsn}"
+
+[[listeners]]
+name = "submission"
+address = "127.0.0.1:{self.submission_port}"
+tls = "starttls"
+bare_newlines = "{self.bare_newlines}"
+
+[[listeners]]
+name = "submissions"
+address = "127.0.0.1:{self.smtps_port}"
+tls = "implicit"
+
+[smtp]
+auth_failure_delay = "0.3s"
+{self.extra_smtp}
+
+[delivery]
+lease = "5s"
+retry_initial = "1s"
+retry_max = "2s"
+connect_timeout = "5s"
+command_timeout = "10s"
+{self.extra_delivery}
+
+[http]
+address = "127.0.0.1:{self.http_port}"
+
+[[tenants]]
+name = "acme"
+domains = ["acme.example"]
+
+[[tenants.credentials]]
+username = "acme"
+password_hash = "{ACME_HASH}"
+
+[tenants.limits]
+recipients_per_message = 5
+max_message_size = "64KiB"
+
+[[tenants]]
+name = "printer"
+domains = ["printer.example"]
+networks = ["127.0.0.2/32"]
+
+{self.extra_tenants}
+
+{routes}
+"""
+
+
+class RelayProcess:
+    """`python -m relay serve` with a generated config, its log in a file."""
+
+    def __init__(self, config: RelayConfig, directory: Path) -> None:
+        self.config = config
+        self.path = directory / "relay.toml"
+        self.log_path = directory / "relay.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, text: str | None = None) -> None:
+        self.path.write_text(self.config.render() if text is None else text)
+
+    def start(self, wait: bool = True) -> "RelayProcess":
+        if not self.path.exists():
+            self.write_config()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "relay", "serve", "--config", str(self.path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+            )
+        if wait:
+            wait_for(self.healthy, 60, "relay /healthz")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"relay exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url("/healthz"), timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}{path}"
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def running(config: RelayConfig, directory: Path) -> Iterator[RelayProcess]:
+    relay = RelayProcess(config, directory)
+    try:
+        yield relay.start()
+    finally:
+        relay.stop()

@@ -1,0 +1,93 @@
+"""Unit tests of the SMTP building blocks: DATA bytes, envelope paths, enhanced codes."""
+
+import pytest
+
+from relay.smtp import replies
+from relay.smtp.address import AddressError, parse_path
+from relay.smtp.data import DataProblem, normalize_newlines, problem_in, unstuff
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"Subject: x\r\n\r\nok\r\n", None),
+        (b"Subject: x\r\n\r\nnul\x00here\r\n", DataProblem.NUL),
+        (b"Subject: x\r\n\r\nbare\nlf\r\n", DataProblem.BARE_NEWLINE),
+        (b"Subject: x\r\n\r\nbare\rcr\r\n", DataProblem.BARE_NEWLINE),
+        (b"Subject: x\r\n\r\nend\n", DataProblem.BARE_NEWLINE),
+    ],
+)
+def test_data_problems(data: bytes, problem: DataProblem | None) -> None:
+    """RFC 5321 2.3.8: CR and LF only as CRLF; NUL never."""
+    assert problem_in(data) is problem
+
+
+def test_normalize_turns_every_bare_newline_into_crlf() -> None:
+    assert normalize_newlines(b"a\nb\rc\r\nd\n\r") == b"a\r\nb\r\nc\r\nd\r\n\r\n"
+
+
+def test_unstuff_removes_the_transparency_dot() -> None:
+    """RFC 5321 4.5.2: a leading dot is removed from every line that has one."""
+    assert unstuff(b"..first\r\nplain\r\n..\r\n...two\r\n") == b".first\r\nplain\r\n.\r\n..two\r\n"
+
+
+@pytest.mark.parametrize(
+    ("arg", "address", "params"),
+    [
+        ("FROM:<a@b.example>", "a@b.example", {}),
+        ("FROM: <a@b.example>", "a@b.example", {}),
+        ("from:<a@b.example> SIZE=100 BODY=8BITMIME", "a@b.example", {"SIZE": "100", "BODY": "8BITMIME"}),
+        ("FROM:<> SMTPUTF8", "", {"SMTPUTF8": None}),
+        ("FROM:<@relay.example:a@b.example>", "a@b.example", {}),
+        ("FROM:<\"quoted.local\"@b.example>", "\"quoted.local\"@b.example", {}),
+        ("FROM:<üser@bücher.example>", "üser@bücher.example", {}),
+    ],
+)
+def test_valid_paths(arg: str, address: str, params: dict[str, str | None]) -> None:
+    path = parse_path(arg, "FROM:")
+    assert (path.address, path.params) == (address, params)
+
+
+def test_domain_becomes_a_label() -> None:
+    """Domains are compared as IDNA A-labels (RFC 5890)."""
+    assert parse_path("TO:<x@Bücher.Example>", "TO:").domain == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "FROM:a@b.example",  # no angle brackets
+        "FROM:<a@b.example",  # unterminated
+        "FROM:<a b@b.example>",  # space
+        "FROM:<a@b.example>x",  # text glued after the path
+        "FROM:<a>b@b.example>",  # a second '>'
+        "FROM:<a\r@b.example>",  # CR
+        "FROM:<a\x00@b.example>",  # NUL
+        "FROM:<a@b.example\rRCPT TO:<c@d.example>>",  # a smuggled command
+        "FROM:<ab.example>",  # no @
+        "FROM:<a@localhost>",  # not fully qualified
+        "FROM:<a@[192.0.2.1]>",  # address literal
+        "FROM:<a..b@b.example>",  # malformed local part
+        "FROM:<a@b.example> SIZE=",  # parameter without a value
+    ],
+)
+def test_invalid_paths(arg: str) -> None:
+    with pytest.raises(AddressError):
+        parse_path(arg, "FROM:")
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("500 Error: bad syntax", "500 5.5.2 bad syntax"),
+        ("503 Error: send HELO first", "503 5.5.1 send HELO first"),
+        ("250 OK", "250 2.0.0 OK"),
+        ("221 Bye", "221 2.0.0 Bye"),
+        ("250 2.1.0 Sender OK", "250 2.1.0 Sender OK"),
+        ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),
+        ("334 VXNlcm5hbWU6", "334 VXNlcm5hbWU6"),
+    ],
+)
+def test_enhanced_codes_added_where_missing(reply: str, expected: str) -> None:
+    """RFC 2034 3: once ENHANCEDSTATUSCODES is advertised, every 2/4/5xx reply has one."""
+    assert replies.with_enhanced_code(reply) == expected
