@@ -24,7 +24,7 @@ def test_message_over_starttls_reaches_sink_byte_identical(relay: RelayProcess, 
     original = msg.as_bytes(policy=email.policy.SMTP)
     with submission(relay.config.submission_port) as client:
         client.sendmail("app@acme.example", ["alice@inbox.example"], original)
-    (mail_from, rcpts, content), = sink.wait_count(1)
+    ((mail_from, rcpts, content),) = sink.wait_count(1)
     assert (mail_from, rcpts) == ("app@acme.example", ["alice@inbox.example"])
     assert content.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test")
     assert content.endswith(original)
@@ -51,7 +51,7 @@ def test_message_id_added_when_missing(relay: RelayProcess, sink: Sink) -> None:
     del msg["Message-ID"]
     with submission(relay.config.submission_port) as client:
         client.send_message(msg)
-    (_, _, content), = sink.wait_count(1)
+    ((_, _, content),) = sink.wait_count(1)
     parsed = email.message_from_bytes(content, policy=email.policy.default)
     assert parsed["Message-ID"].endswith("@relay.test>")
 
@@ -63,7 +63,8 @@ def test_trusted_network_submits_without_auth(relay: RelayProcess, sink: Sink) -
     ) as client:
         client.ehlo("printer.test")
         client.sendmail(
-            "scanner@printer.example", ["alice@inbox.example"],
+            "scanner@printer.example",
+            ["alice@inbox.example"],
             message(sender="scanner@printer.example").as_bytes(policy=email.policy.SMTP),
         )
     assert sink.wait_count(1)[0][0] == "scanner@printer.example"
@@ -72,10 +73,10 @@ def test_trusted_network_submits_without_auth(relay: RelayProcess, sink: Sink) -
 def test_ehlo_advertises_extensions(relay: RelayProcess) -> None:
     """EHLO lists what is implemented; AUTH appears only once TLS is on (RFC 4954 4)."""
     with smtplib.SMTP("127.0.0.1", relay.config.submission_port, timeout=20) as client:
-        code, text = client.ehlo("client.test")
+        _, text = client.ehlo("client.test")
         plain = text.decode().upper().splitlines()
         client.starttls(context=tls_context())
-        code, text = client.ehlo("client.test")
+        _, text = client.ehlo("client.test")
         secure = text.decode().upper().splitlines()
     for ext in ("SIZE 52428800", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"):
         assert ext in plain and ext in secure

@@ -36,10 +36,14 @@ def test_unstuff_removes_the_transparency_dot() -> None:
     [
         ("FROM:<a@b.example>", "a@b.example", {}),
         ("FROM: <a@b.example>", "a@b.example", {}),
-        ("from:<a@b.example> SIZE=100 BODY=8BITMIME", "a@b.example", {"SIZE": "100", "BODY": "8BITMIME"}),
+        (
+            "from:<a@b.example> SIZE=100 BODY=8BITMIME",
+            "a@b.example",
+            {"SIZE": "100", "BODY": "8BITMIME"},
+        ),
         ("FROM:<> SMTPUTF8", "", {"SMTPUTF8": None}),
         ("FROM:<@relay.example:a@b.example>", "a@b.example", {}),
-        ("FROM:<\"quoted.local\"@b.example>", "\"quoted.local\"@b.example", {}),
+        ('FROM:<"quoted.local"@b.example>', '"quoted.local"@b.example', {}),
         ("FROM:<üser@bücher.example>", "üser@bücher.example", {}),
     ],
 )

@@ -88,8 +88,10 @@ def build_dsn(
 
     blocks = [
         _fields(
-            [("Reporting-MTA", f"dns; {reporting_mta}"),
-             ("Arrival-Date", format_datetime(arrival_date))]
+            [
+                ("Reporting-MTA", f"dns; {reporting_mta}"),
+                ("Arrival-Date", format_datetime(arrival_date)),
+            ]
         )
     ]
     for r in recipients:
