@@ -41,7 +41,7 @@ class SinkHandler:
             if not reply.startswith("2"):
                 return reply
         content = envelope.original_content or b""
-        mail_from = envelope.mail_from or ""
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts = list(envelope.rcpt_tos)
         self.messages.append((mail_from, rcpts, content))
         number = next(self._numbers)

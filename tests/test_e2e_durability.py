@@ -1,0 +1,114 @@
+"""End to end: nothing answered 250 is lost, not on kill -9, not when PostgreSQL stops."""
+
+import asyncio
+import email
+import email.policy
+import os
+import smtplib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.peers import RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.smtp_client import message, submission
+
+pytestmark = pytest.mark.e2e
+
+
+def _message_ids(sink: Sink) -> Counter[str]:
+    return Counter(
+        str(email.message_from_bytes(content, policy=email.policy.default)["Message-ID"])
+        for _, _, content in sink.messages
+    )
+
+
+def test_kill_9_after_a_burst_loses_nothing(relay: RelayProcess, sink: Sink) -> None:
+    """Every message that got 250 reaches the sink after kill -9 and a restart
+    (at-least-once: duplicates are allowed and reported, losses are not)."""
+    sink.handler.script = ["451 4.3.0 busy"] * 15
+    accepted = []
+    with submission(relay.config.submission_port) as client:
+        for n in range(60):
+            msg = message(subject=f"burst {n}")
+            client.send_message(msg)  # raises unless 250
+            accepted.append(str(msg["Message-ID"]))
+    relay.kill9()
+    delivered_before = len(sink.messages)
+    relay.start()
+    wait_for(lambda: set(accepted) <= set(_message_ids(sink)), 60, "every accepted message")
+    duplicates = sum(n - 1 for n in _message_ids(sink).values())
+    print(f"kill -9: {delivered_before} delivered before the kill, {duplicates} duplicates")
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[Any]:
+    """A PostgreSQL of this test's own, so the test can stop and start it."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(run))
+    import pgserver
+
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        if server.get_postmaster_info().is_running():
+            server.cleanup()
+
+
+def _stop(server: Any) -> None:
+    import pgserver
+
+    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def _count_messages(dsn: str) -> int:
+    async def run() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM messages"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_database_down_gets_451_and_the_relay_recovers(
+    private_postgres: Any, sink: Sink, tmp_path: Path
+) -> None:
+    """With PostgreSQL stopped during a session the reply to DATA is 451, never 250; once
+    it is back the relay accepts and delivers again without a restart."""
+    config = RelayConfig(
+        dsn=private_postgres.get_uri("postgres"),
+        data_dir=tmp_path / "data",
+        routes={"inbox.example": sink.port},
+    )
+    with running(config, tmp_path) as relay:
+        client = submission(config.submission_port)
+        client.mail("app@acme.example")
+        client.rcpt("alice@inbox.example")
+        _stop(private_postgres)
+        code, reply = client.data(message().as_bytes(policy=email.policy.SMTP))
+        assert code == 451 and reply.startswith(b"4.3.0"), (code, reply)
+        client.quit()
+
+        private_postgres.ensure_postgres_running()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with submission(config.submission_port) as again:
+                    again.send_message(message(subject="after the restart"))
+                break
+            except smtplib.SMTPDataError as exc:
+                assert exc.smtp_code == 451, exc
+                assert time.monotonic() < deadline, "the relay did not recover"
+                time.sleep(0.5)
+        ((_, _, content),) = sink.wait_count(1)
+        assert b"Subject: after the restart" in content
+        assert _count_messages(private_postgres.get_uri("postgres")) == 1
+        assert relay.healthy()

@@ -1,0 +1,173 @@
+"""End to end: retries, bounces, MX delivery, the queue commands, reload and metrics."""
+
+import asyncio
+import email
+import email.policy
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.dns_server import DnsServer
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.smtp_client import message, submission
+
+pytestmark = pytest.mark.e2e
+
+
+def _send(relay: RelayProcess, to: str = "alice@inbox.example", **kw: str) -> str:
+    msg = message(to=to, **kw)
+    with submission(relay.config.submission_port) as client:
+        client.send_message(msg)
+    return str(msg["Message-ID"])
+
+
+def _fetch(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _cli(relay: RelayProcess, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_temporary_failure_is_retried(relay: RelayProcess, sink: Sink) -> None:
+    """RFC 5321 4.2.1: a 4yz reply is retried later; each attempt is recorded."""
+    sink.handler.script = ["451 4.3.0 Try again later"]
+    _send(relay)
+    assert len(sink.wait_count(1, timeout=30)) == 1
+    wait_for(lambda: len(_fetch(relay.config.dsn, "SELECT 1 FROM attempts")) == 2, 10, "2 rows")
+    rows = _fetch(relay.config.dsn, "SELECT outcome, reply, host FROM attempts ORDER BY id")
+    assert [r["outcome"] for r in rows] == ["deferred", "delivered"]
+    assert rows[0]["reply"].startswith("451 4.3.0") and rows[0]["host"] == "127.0.0.1"
+
+
+def test_permanent_failure_bounces_with_a_dsn(relay: RelayProcess, sink: Sink) -> None:
+    """RFC 5321 4.2.1 and RFC 3464: a 5yz reply ends delivery and the sender gets a DSN."""
+    sink.handler.script = ["550 5.1.1 <alice@inbox.example>: no such user"]
+    message_id = _send(relay)
+    ((mail_from, rcpts, content),) = sink.wait_count(1, timeout=30)
+    assert mail_from == "" and rcpts == ["app@acme.example"]
+    dsn = email.message_from_bytes(content, policy=email.policy.default)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    human, status, headers = dsn.iter_parts()
+    assert "could not be delivered" in human.get_content()
+    status_text = status.as_string()
+    assert "Final-Recipient: rfc822; alice@inbox.example" in status_text
+    assert "Action: failed" in status_text and "Status: 5.1.1" in status_text
+    assert "no such user" in status_text
+    assert message_id in headers.as_string()
+    state = _fetch(relay.config.dsn, "SELECT state FROM deliveries ORDER BY id")
+    assert [r["state"] for r in state] == ["bounced", "delivered"]
+
+
+def test_mx_lookup_delivery_and_null_mx(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> None:
+    """RFC 5321 5.1: deliver to the MX host; RFC 7505: a null MX bounces with 5.1.10."""
+    dns = DnsServer(
+        {
+            "mx-test.example": [("MX", 300, "10 mx1.mx-test.example.")],
+            "mx1.mx-test.example": [("A", 300, "127.0.0.1")],
+            "nullmx.example": [("MX", 300, "0 .")],
+        }
+    )
+    try:
+        relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}'
+        with running(relay_config, tmp_path) as relay:
+            _send(relay, to="bob@mx-test.example")
+            ((_, rcpts, _),) = sink.wait_count(1)
+            assert rcpts == ["bob@mx-test.example"]
+            _send(relay, to="carol@nullmx.example")
+            messages = sink.wait_count(2)
+            assert messages[1][1] == ["app@acme.example"]
+            assert b"Status: 5.1.10" in messages[1][2]
+    finally:
+        dns.stop()
+
+
+def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
+    """`relay queue ls|show|retry|delete` show and act on what is in the queue."""
+    sink.handler.script = ["451 4.7.0 greylisted"] * 50
+    _send(relay, subject="stuck")
+    wait_for(lambda: bool(_fetch(relay.config.dsn, "SELECT 1 FROM attempts")), 15, "first attempt")
+    listing = _cli(relay, "queue", "ls", "--state", "queued")
+    assert "alice@inbox.example" in listing and "acme" in listing
+    message_id = str(_fetch(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
+    shown = _cli(relay, "queue", "show", message_id[:8])
+    assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
+    assert "rescheduled 1" in _cli(relay, "queue", "retry", message_id)
+    assert "deleted 1" in _cli(relay, "queue", "delete", message_id)
+    states = _fetch(relay.config.dsn, "SELECT state FROM deliveries")
+    assert [r["state"] for r in states] == ["deleted"]
+    sink.handler.script = []
+    assert "alice@inbox.example" not in _cli(relay, "queue", "ls", "--state", "queued")
+
+
+def test_sighup_reloads_tenants_without_dropping_sessions(relay: RelayProcess, sink: Sink) -> None:
+    """A reload adds a tenant at once; an open session keeps working; a broken file is
+    refused and the running configuration stays."""
+    open_session = submission(relay.config.submission_port)
+    try:
+        relay.config.extra_tenants = """
+[[tenants]]
+name = "beta"
+domains = ["beta.example"]
+networks = ["127.0.0.4/32"]
+"""
+        relay.write_config()
+        relay.signal(1)  # SIGHUP
+        wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+        with submission(relay.config.submission_port, login=False, source="127.0.0.4") as c:
+            c.sendmail(
+                "x@beta.example",
+                ["alice@inbox.example"],
+                message(sender="x@beta.example").as_bytes(policy=email.policy.SMTP),
+            )
+        relay.write_config(relay.config.render().replace("[smtp]", "[smtp]\nbogus_key = 1"))
+        relay.signal(1)
+        wait_for(lambda: "reload refused" in relay.log(), 10, "refused reload")
+        assert "smtp.bogus_key" in relay.log()
+        open_session.send_message(message())
+    finally:
+        open_session.quit()
+    assert len(sink.wait_count(2)) == 2
+
+
+def test_metrics_and_health(relay: RelayProcess, sink: Sink) -> None:
+    """/metrics counts received and delivered messages per tenant; /healthz says ok."""
+    _send(relay)
+    sink.wait_count(1)
+    wait_for(
+        lambda: (
+            'relay_deliveries_total{outcome="delivered",tenant="acme"} 1.0'
+            in urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
+        ),
+        10,
+        "delivered metric",
+    )
+    text = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
+    assert 'relay_messages_received_total{tenant="acme"} 1.0' in text
+    assert 'relay_queue_deliveries{state="due"} 0.0' in text
+    assert "relay_accept_seconds_count 1.0" in text
+    with urllib.request.urlopen(relay.url("/healthz"), timeout=5) as response:
+        assert response.status == 200
