@@ -1,0 +1,127 @@
+"""The PostgreSQL queue on a real server: migrations, group commit, leases."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from relay.queue.migrate import migrate
+from relay.queue.sql import QUERIES, migrations
+from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
+
+pytestmark = [pytest.mark.queue, pytest.mark.asyncio]
+
+
+@pytest_asyncio.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=8)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _message(n: int, recipients: tuple[str, ...] = ("a@x.example", "b@y.example")) -> NewMessage:
+    return NewMessage(
+        tenant="acme",
+        mail_from="app@acme.example",
+        recipients=recipients,
+        content=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
+        header_message_id=f"<{n}@acme.example>",
+    )
+
+
+async def test_migrations_apply_once(pool: asyncpg.Pool) -> None:
+    """Every migration is recorded; running again applies nothing."""
+    async with pool.acquire() as conn:
+        assert await migrate(conn) == []
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    assert versions == [v for v, _, _ in migrations()]
+
+
+async def test_group_commit_stores_concurrent_messages(pool: asyncpg.Pool) -> None:
+    """Concurrent sessions' messages are committed (in shared batches) before enqueue returns;
+    each recipient becomes a delivery row keyed by its domain."""
+    enqueuer = Enqueuer(pool, lifetime=3600, batch_max=16)
+    committer = asyncio.create_task(enqueuer.run())
+    try:
+        messages = [_message(n) for n in range(50)]
+        await asyncio.gather(*(enqueuer.enqueue(m) for m in messages))
+    finally:
+        committer.cancel()
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 50
+    rows = await pool.fetch("SELECT domain, count(*) AS n FROM deliveries GROUP BY 1 ORDER BY 1")
+    assert [(r["domain"], r["n"]) for r in rows] == [("x.example", 50), ("y.example", 50)]
+
+
+async def test_retried_commit_stores_nothing_twice(pool: asyncpg.Pool) -> None:
+    """A batch re-sent after a commit of unknown outcome is harmless (same message ids)."""
+    from relay.queue.store import insert_messages
+
+    message = _message(1)
+    for _ in range(2):
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_messages(conn, [message], 3600)
+    assert await pool.fetchval("SELECT count(*) FROM deliveries") == 2
+
+
+async def test_enqueue_fails_with_queue_unavailable_when_the_database_is_gone(
+    database: str,
+) -> None:
+    """No database: the caller gets QueueUnavailable (451), never a silent success."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    enqueuer = Enqueuer(pool, lifetime=3600, batch_max=4)
+    await pool.close()
+    committer = asyncio.create_task(enqueuer.run())
+    try:
+        with pytest.raises(QueueUnavailable):
+            await enqueuer.enqueue(_message(1))
+    finally:
+        committer.cancel()
+
+
+async def _lease(
+    pool: asyncpg.Pool, owner: str, seconds: float, limit: int
+) -> tuple[uuid.UUID, list[int]]:
+    token = uuid.uuid4()
+    rows = await pool.fetch(QUERIES["lease_due"], owner, token, seconds, limit)
+    return token, [r["id"] for r in rows]
+
+
+async def test_leases_are_disjoint_and_expire(pool: asyncpg.Pool) -> None:
+    """FOR UPDATE SKIP LOCKED: concurrent workers get disjoint deliveries; an expired lease
+    is taken over, and the stale worker can no longer record an outcome."""
+    enqueuer = Enqueuer(pool, lifetime=3600, batch_max=16)
+    committer = asyncio.create_task(enqueuer.run())
+    await asyncio.gather(*(enqueuer.enqueue(_message(n, ("a@x.example",))) for n in range(10)))
+    committer.cancel()
+
+    (t1, first), (t2, second) = await asyncio.gather(
+        _lease(pool, "w1", 1, 6), _lease(pool, "w2", 1, 6)
+    )
+    assert len(first) + len(second) == 10 and not set(first) & set(second)
+    assert (await _lease(pool, "w3", 1, 10))[1] == []  # all held
+
+    await asyncio.sleep(1.2)
+    t3, taken_over = await _lease(pool, "w3", 30, 10)
+    assert sorted(taken_over) == sorted(first + second)
+
+    stale = await pool.fetchval(
+        QUERIES["finish_attempt"], first[0], t1, "delivered", None, "250 ok", "mx", "delivered"
+    )
+    assert stale is None
+    fresh = await pool.fetchval(
+        QUERIES["finish_attempt"], first[0], t3, "delivered", None, "250 ok", "mx", "delivered"
+    )
+    assert fresh == first[0]
+    await pool.execute(QUERIES["release_leases"], "w3")
+    _, again = await _lease(pool, "w4", 30, 10)
+    assert sorted(again) == sorted(set(first + second) - {first[0]})
+    assert t2 != t3
