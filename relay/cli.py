@@ -55,6 +55,7 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line
 
 
 @click.group()
