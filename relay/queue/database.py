@@ -83,6 +83,8 @@ class Database:
                 max_size=config.queue.pool_size,
                 command_timeout=60,
                 max_inactive_connection_lifetime=60,
+                # A 250 promises the message survives a crash: never trust a server default.
+                server_settings={"synchronous_commit": "on"},
             )
         except BaseException:
             if embedded:
