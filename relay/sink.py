@@ -67,8 +67,14 @@ class SinkHandler:
         tmp.rename(self.store / f"{stem}.eml")  # appears whole or not at all
 
 
+class _LenientSMTP(SMTP):
+    """A capture server takes what it gets: lines longer than RFC 5322's 998 octets too."""
+
+    line_length_limit = 1 << 20
+
+
 def make_sink_protocol(handler: SinkHandler, hostname: str = "sink.localhost") -> SMTP:
-    return SMTP(
+    return _LenientSMTP(
         handler,
         hostname=hostname,
         ident="relay sink",
