@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import os
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ class SinkHandler:
         self.echo = echo
         self.script = list(script or [])
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.tls: list[bool] = []
+        """Per message: whether its session was encrypted (STARTTLS)."""
         self._numbers = itertools.count(1)
         if store:
             store.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,7 @@ class SinkHandler:
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts = list(envelope.rcpt_tos)
         self.messages.append((mail_from, rcpts, content))
+        self.tls.append(session.ssl is not None)
         number = next(self._numbers)
         if self.store:
             self._write(number, mail_from, rcpts, content)
@@ -73,9 +77,12 @@ class _LenientSMTP(SMTP):
     line_length_limit = 1 << 20
 
 
-def make_sink_protocol(handler: SinkHandler, hostname: str = "sink.localhost") -> SMTP:
+def make_sink_protocol(
+    handler: SinkHandler, hostname: str = "sink.localhost", tls: ssl.SSLContext | None = None
+) -> SMTP:
     return _LenientSMTP(
         handler,
+        tls_context=tls,
         hostname=hostname,
         ident="relay sink",
         data_size_limit=None,

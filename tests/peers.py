@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -49,7 +50,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
 class Sink:
     """A capture SMTP server on 127.0.0.1 in its own thread and event loop."""
 
-    def __init__(self, script: list[str] | None = None) -> None:
+    def __init__(self, script: list[str] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.handler = SinkHandler(script=script)
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -61,7 +62,7 @@ class Sink:
 
             async def start() -> None:
                 self._server = await self.loop.create_server(
-                    lambda: make_sink_protocol(self.handler), "127.0.0.1", 0
+                    lambda: make_sink_protocol(self.handler, tls=tls), "127.0.0.1", 0
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
