@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port, running, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +171,18 @@ def test_metrics_and_health(relay: RelayProcess, sink: Sink) -> None:
     assert "relay_accept_seconds_count 1.0" in text
     with urllib.request.urlopen(relay.url("/healthz"), timeout=5) as response:
         assert response.status == 200
+
+
+def test_queue_lifetime_expiry_bounces_with_4_4_7(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> None:
+    """Postfix's maximal_queue_lifetime: mail still deferred when its lifetime runs out
+    bounces, and the DSN says 4.4.7 (RFC 3463: delivery time expired) with the last reply."""
+    relay_config.extra_delivery = 'queue_lifetime = "2s"'
+    relay_config.routes = {"acme.example": sink.port, "slow.example": free_port()}
+    with running(relay_config, tmp_path) as relay:
+        _send(relay, to="bob@slow.example")  # nothing listens there: connection refused
+        ((mail_from, rcpts, content),) = sink.wait_count(1, timeout=30)
+    assert (mail_from, rcpts) == ("", ["app@acme.example"])
+    assert b"Status: 4.4.7" in content and b"queue lifetime expired" in content
+    assert b"last reply: 451 4.4.1 No host of 127.0.0.1 reachable" in b" ".join(content.split())
