@@ -38,18 +38,24 @@ class Reply:
 @dataclass(frozen=True)
 class Delivered:
     reply: Reply
+    state = "delivered"  # the delivery row's state afterwards
+    kind = "delivered"  # the attempt's outcome, in the attempts table and metrics
 
 
 @dataclass(frozen=True)
 class Retry:
     reply: Reply
     at: datetime
+    state = "queued"
+    kind = "deferred"
 
 
 @dataclass(frozen=True)
 class Bounce:
     reply: Reply
     status: str
+    state = "bounced"
+    kind = "bounced"
 
 
 Outcome = Delivered | Retry | Bounce

@@ -305,20 +305,15 @@ class DeliveryWorker:
             self._count(lease, outcomes[lease.id], now)
 
     async def _finish(self, conn: asyncpg.Connection, lease: Lease, outcome: Outcome) -> bool:
-        state, next_at, kind = {
-            Delivered: ("delivered", None, "delivered"),
-            Retry: ("queued", getattr(outcome, "at", None), "deferred"),
-            Bounce: ("bounced", None, "bounced"),
-        }[type(outcome)]
         row = await conn.fetchval(
             QUERIES["finish_attempt"],
             lease.id,
             lease.token,
-            state,
-            next_at,
+            outcome.state,
+            outcome.at if isinstance(outcome, Retry) else None,
             str(outcome.reply),
             outcome.reply.host,
-            kind,
+            outcome.kind,
         )
         if row is None:
             log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
@@ -370,16 +365,15 @@ class DeliveryWorker:
 
     @staticmethod
     def _count(lease: Lease, outcome: Outcome, now: datetime) -> None:
-        kind = {Delivered: "delivered", Retry: "deferred", Bounce: "bounced"}[type(outcome)]
-        metrics.DELIVERIES.labels(lease.tenant, kind).inc()
-        if kind == "delivered":
+        metrics.DELIVERIES.labels(lease.tenant, outcome.kind).inc()
+        if isinstance(outcome, Delivered):
             metrics.DELIVERY_LATENCY.observe((now - lease.received_at).total_seconds())
         log.info(
             "delivery id=%d message=%s tenant=%s outcome=%s reply=%r",
             lease.id,
             lease.message_id,
             lease.tenant,
-            kind,
+            outcome.kind,
             str(outcome.reply),
         )
 
