@@ -1,0 +1,222 @@
+"""DKIM signatures checked by dkimpy's verifier against a real DNS server on loopback."""
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+import dkim
+import dns.resolver
+import pytest
+
+from relay.dkim.keys import DomainKeys, dns_record, generate, load_signing_keys
+from relay.dkim.sign import SigningKey, sign
+from tests.dns_server import DnsServer
+from tests.peers import ROOT
+
+DOMAIN = "acme.example"
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[SigningKey]:
+    return [
+        SigningKey(DOMAIN, "rsa1", generate("rsa")),
+        SigningKey(DOMAIN, "ed1", generate("ed25519")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def dns_server(keys: list[SigningKey]) -> Iterator[DnsServer]:
+    records = {
+        f"{k.selector}._domainkey.{DOMAIN}": [("TXT", 300, _txt(dns_record(k.key)))] for k in keys
+    }
+    server = DnsServer(records)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _txt(record: str) -> str:
+    """Zone-file text of a TXT record: strings of at most 255 octets."""
+    return " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
+
+
+@pytest.fixture(scope="module")
+def dnsfunc(dns_server: DnsServer) -> Callable[..., bytes | None]:
+    """dkimpy's DNS hook, answered by real queries to the loopback DNS server."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = dns_server.port
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        try:
+            answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    return lookup
+
+
+def _verify_all(message: bytes, dnsfunc: Callable[..., bytes | None]) -> list[bool]:
+    d = dkim.DKIM(message)
+    count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
+    results = []
+    for i in range(count):
+        try:
+            results.append(bool(d.verify(idx=i, dnsfunc=dnsfunc)))
+        except dkim.ValidationError:  # dkimpy raises on a body hash mismatch
+            results.append(False)
+    return results
+
+
+def _base(body: str = "Hello.\n", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = f"Shop <news@{DOMAIN}>"
+    msg["To"] = "alice@inbox.example"
+    msg["Subject"] = "Your receipt"
+    msg["Date"] = "Mon, 23 Nov 2026 22:00:00 +0000"
+    msg["Message-ID"] = f"<1@{DOMAIN}>"
+    for name, value in headers.items():
+        del msg[name.replace("_", "-")]
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg
+
+
+def _attachment() -> EmailMessage:
+    msg = _base("See the attached invoice.\n")
+    msg.add_attachment(bytes(range(256)) * 40, maintype="application", subtype="pdf")
+    return msg
+
+
+CASES: dict[str, bytes] = {
+    "dot-leading lines": _base(".hidden\n..two dots\n.\n").as_bytes(policy=SMTP),
+    "trailing whitespace": _base("spaces   \ntabs\t\t\nmixed \t \n").as_bytes(policy=SMTP),
+    "empty body": (
+        f"From: news@{DOMAIN}\r\nTo: a@inbox.example\r\nSubject: empty\r\n"
+        f"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\nMessage-ID: <2@{DOMAIN}>\r\n\r\n"
+    ).encode(),
+    "utf-8 body": _base("Grüße aus Köln — ✓\n").as_bytes(policy=SMTP),
+    "attachment": _attachment().as_bytes(policy=SMTP),
+    "long folded header": _base(
+        Subject="A subject " + "that goes on and on " * 12,
+        List_Unsubscribe="<https://acme.example/u/" + "x" * 120 + ">",
+        List_Unsubscribe_Post="List-Unsubscribe=One-Click",
+    ).as_bytes(policy=SMTP),
+    "8-bit text": (
+        f"From: news@{DOMAIN}\r\nTo: a@inbox.example\r\nSubject: 8bit\r\n"
+        f"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\nMessage-ID: <3@{DOMAIN}>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=latin-1\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode()
+    + "Caf\xe9 cr\xe8me br\xfbl\xe9e\r\n".encode("latin-1"),
+    "bare LF line endings": _base("one\ntwo\n").as_bytes(),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_signatures_verify(
+    case: str, keys: list[SigningKey], dnsfunc: Callable[..., bytes | None]
+) -> None:
+    """RFC 6376 and RFC 8463: both the RSA-2048 and the Ed25519 signature verify."""
+    signed = sign(CASES[case], keys, expire_after=86400)
+    assert _verify_all(signed, dnsfunc) == [True, True]
+    assert b"\r\n" in signed and b"\n" not in signed.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda m: m.replace(b"Your receipt", b"Your reciept"), id="one header"),
+        pytest.param(lambda m: m[:-3] + b"X" + m[-2:], id="one body byte"),
+        pytest.param(lambda m: m + b"appended\r\n", id="appended body line"),
+        pytest.param(
+            lambda m: m.replace(b"\r\n\r\n", b"\r\nFrom: ceo@acme.example\r\n\r\n", 1),
+            id="second From added",
+        ),
+        pytest.param(
+            lambda m: m.replace(b"\r\n\r\n", b"\r\nCc: evil@x.example\r\n\r\n", 1),
+            id="absent Cc added",
+        ),
+    ],
+)
+def test_altered_message_fails(
+    tamper: Callable[[bytes], bytes], keys: list[SigningKey], dnsfunc: Callable[..., bytes | None]
+) -> None:
+    """Any change after signing, including an added From or Cc (over-signing), breaks it."""
+    signed = sign(_base().as_bytes(policy=SMTP), keys)
+    assert _verify_all(signed, dnsfunc) == [True, True]
+    assert _verify_all(tamper(signed), dnsfunc) == [False, False]
+
+
+def test_signature_tags(keys: list[SigningKey]) -> None:
+    """relaxed/relaxed, t= and x=, no l=; the named headers are over-signed (N+1)."""
+    signed = sign(_base().as_bytes(policy=SMTP), keys[:1], expire_after=3600, now=1_800_000_000)
+    header = dkim.DKIM(signed).headers[0][1]
+    tags = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (t.partition(b"=") for t in b"".join(header.split()).split(b";"))
+    )
+    assert tags[b"c"] == b"relaxed/relaxed" and tags[b"a"] == b"rsa-sha256"
+    assert tags[b"t"] == b"1800000000" and tags[b"x"] == b"1800003600"
+    assert b"l" not in tags
+    signed_names = tags[b"h"].split(b":")
+    for name in (b"from", b"to", b"subject", b"date", b"message-id"):
+        assert signed_names.count(name) == 2  # one present + one to lock it
+    for name in (b"cc", b"reply-to", b"list-unsubscribe", b"list-unsubscribe-post"):
+        assert signed_names.count(name) == 1  # absent: signed empty so it cannot be added
+
+
+def test_keygen_files_and_records(tmp_path: Path) -> None:
+    """Keys are written with mode 0600; the records follow RFC 6376 3.6.1 and RFC 8463 4."""
+    domain = DomainKeys(tmp_path, DOMAIN)
+    selector, key = domain.add_next("ed25519")
+    assert (domain.key_path(selector).stat().st_mode & 0o777) == 0o600
+    assert dns_record(key).startswith("v=DKIM1; k=ed25519; p=")
+    assert len(dns_record(generate("rsa"))) > 380  # a 2048-bit SubjectPublicKeyInfo
+    assert load_signing_keys(tmp_path) == {}  # a next key does not sign
+
+
+def test_rotate_promotes_only_a_published_key(tmp_path: Path) -> None:
+    """`relay dkim rotate` refuses until DNS has the record, then promotes next to active
+    and retires the previous key."""
+    dns = DnsServer({})
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        (ROOT / "relay.toml")
+        .read_text()
+        .replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
+        .replace("nameservers = []", f'nameservers = ["127.0.0.1:{dns.port}"]')
+    )
+
+    def relay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "relay", "dkim", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+
+    try:
+        root = tmp_path / "data" / "dkim"
+        for round_ in (1, 2):
+            made = relay("keygen", "demo.example", "--selector", f"s{round_}")
+            assert made.returncode == 0, made.stderr
+            refused = relay("rotate", "demo.example")
+            assert refused.returncode == 1 and f"s{round_} is not published" in refused.stderr
+            key = DomainKeys(root, "demo.example").load_key(f"s{round_}")
+            dns.add(f"s{round_}._domainkey.demo.example", "TXT", 300, _txt(dns_record(key)))
+            rotated = relay("rotate", "demo.example")
+            assert rotated.returncode == 0, rotated.stderr
+            assert f"s{round_} now signs" in rotated.stdout
+        assert "s1 retired" in rotated.stdout
+        active = load_signing_keys(root)["demo.example"]
+        assert [k.selector for k in active] == ["s2"]
+    finally:
+        dns.stop()
