@@ -42,7 +42,10 @@ class DnsServer:
     """
 
     def __init__(
-        self, records: dict[str, list[Record]] | None = None, soa_minimum: int = 30
+        self,
+        records: dict[str, list[Record]] | None = None,
+        soa_minimum: int = 30,
+        port: int = 0,
     ) -> None:
         self.soa_minimum = soa_minimum
         self.queries: list[tuple[str, str]] = []  # (name, rdtype) as received, in order
@@ -53,7 +56,7 @@ class DnsServer:
             self._records.setdefault(dns.name.from_text(name), [])
             for rdtype, ttl, text in entries:
                 self.add(name, rdtype, ttl, text)
-        self._udp, self._tcp = _bind_pair()
+        self._udp, self._tcp = _bind_pair(port)
         self.port: int = self._udp.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector = selectors.DefaultSelector()
@@ -229,11 +232,11 @@ def _rrset(name: dns.name.Name, entries: list[tuple[int, int, dns.rdata.Rdata]])
     return rrset
 
 
-def _bind_pair() -> tuple[socket.socket, socket.socket]:
-    """A UDP and a TCP socket bound to 127.0.0.1 on the same free port."""
+def _bind_pair(port: int = 0) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to 127.0.0.1 on the same port (a free one for 0)."""
     for _attempt in range(50):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
+        udp.bind(("127.0.0.1", port))
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             tcp.bind(("127.0.0.1", udp.getsockname()[1]))
