@@ -7,6 +7,10 @@ which dkimpy does in pure Python (6.6 ms per RSA-2048 signature measured here, a
 dkimpy's own verifier and with independent implementations, so a change inside dkimpy that
 breaks this shows up there.
 
+Signing runs on the event loop: `python -m bench.dkim_sign` measured here 0.37 ms (2 KB),
+0.43 ms (20 KB) and 0.97 ms (100 KB) per RSA-2048 signature, 0.11 to 0.62 ms for Ed25519,
+all under the 1 ms per message at which a process pool would pay for its copying.
+
 Choices: relaxed/relaxed, no `l=` (a length limit lets anyone append content), `t=` and an
 optional `x=`, and over-signing (N+1) of the headers a forger would most like to add, so a
 second From or Subject cannot be slipped in without breaking the signature. Line endings
@@ -53,6 +57,8 @@ ALSO_SIGNED = (
 
 _RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 _BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -92,7 +98,7 @@ def sign(
     end = message.find(b"\r\n\r\n")
     head, body = (message, b"") if end < 0 else (message[: end + 2], message[end + 4 :])
     headers, _ = dkim.rfc822_parse(head + b"\r\n")
-    body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+    body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     include = _header_list(headers)
     canonical = _RELAXED.canonicalize_headers(headers)
     signed_at = int(time.time() if now is None else now)
@@ -100,6 +106,21 @@ def sign(
         _signature(key, canonical, include, body_hash, signed_at, expire_after) for key in keys
     )
     return signatures + message
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 relaxed body canonicalisation, the same bytes as dkimpy's
+    (a test compares them on random input) at a third of its cost: dkimpy rewrites every
+    single space, here only runs of whitespace and tabs are touched, and only when present.
+    Measured on a 100 KB text body: 3.4 ms with dkimpy, 1.2 ms like this or less."""
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"  " in body or b"\t" in body:
+        body = _WSP_RUN.sub(b" ", body)
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    return body[:end] + b"\r\n" if end else b""
 
 
 def _header_list(headers: list[list[bytes]]) -> list[bytes]:
