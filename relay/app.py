@@ -1,10 +1,10 @@
 """`relay serve`: start the queue, the delivery workers, the listeners and the HTTP endpoint.
 
 Signals (as Postfix admins expect from `postfix reload` and `postfix stop`):
-- SIGHUP reloads `relay.toml`: tenants, credentials, limits and routes change for new
-  commands at once, open sessions stay open. An invalid file is refused with its errors
-  logged, and the running configuration stays. Listener addresses, TLS files and the
-  database need a restart.
+- SIGHUP reloads `relay.toml` and the DKIM keys: tenants, credentials, limits, routes and
+  signing keys change for new commands at once, open sessions stay open. An invalid file is
+  refused with its errors logged, and the running configuration stays. Listener addresses,
+  TLS files and the database need a restart.
 - SIGTERM/SIGINT: stop accepting connections, give open sessions and deliveries in flight
   `_GRACE_SECONDS` to finish, release this process's leases, stop the embedded database.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
+from relay.dkim.service import DkimSigner
 from relay.http import start_http
 from relay.queue.database import Database
 from relay.queue.store import Enqueuer
@@ -34,7 +35,8 @@ async def serve(config_path: Path, config: Config) -> None:
     enqueuer = Enqueuer(
         database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
     )
-    handler = SubmissionHandler(config, enqueuer)
+    signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
+    handler = SubmissionHandler(config, enqueuer, signer)
     worker = DeliveryWorker(database.pool, database.dsn, config)
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
@@ -58,6 +60,8 @@ async def serve(config_path: Path, config: Config) -> None:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        signer.expire_after = new.dkim.expire_after or None
+        signer.reload()
         handler.reload(new)
         worker.reload(new)
         log.info("configuration reloaded from %s", config_path)

@@ -46,12 +46,11 @@ def _txt(record: str) -> str:
     return " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
 
 
-@pytest.fixture(scope="module")
-def dnsfunc(dns_server: DnsServer) -> Callable[..., bytes | None]:
-    """dkimpy's DNS hook, answered by real queries to the loopback DNS server."""
+def dkimpy_dnsfunc(port: int) -> Callable[..., bytes | None]:
+    """dkimpy's DNS hook, answered by real queries to the loopback DNS server on `port`."""
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = ["127.0.0.1"]
-    resolver.port = dns_server.port
+    resolver.port = port
 
     def lookup(name: bytes, timeout: float = 5) -> bytes | None:
         try:
@@ -61,6 +60,11 @@ def dnsfunc(dns_server: DnsServer) -> Callable[..., bytes | None]:
         return b"".join(b"".join(r.strings) for r in answer)
 
     return lookup
+
+
+@pytest.fixture(scope="module")
+def dnsfunc(dns_server: DnsServer) -> Callable[..., bytes | None]:
+    return dkimpy_dnsfunc(dns_server.port)
 
 
 def _verify_all(message: bytes, dnsfunc: Callable[..., bytes | None]) -> list[bool]:

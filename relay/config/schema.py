@@ -130,6 +130,12 @@ class DeliverySection(Strict):
     one value keeps it simple)."""
 
 
+class DkimSection(Strict):
+    expire_after: Seconds = Field(default="7d", ge=0)
+    """Signature lifetime written as `x=` (RFC 6376 3.5); 0 leaves `x=` out. Keys live in
+    `data_dir/dkim` (`relay dkim keygen`, `relay dkim rotate`)."""
+
+
 class HttpSection(Strict):
     address: HostPort = "127.0.0.1:9587"
     """Listener for `/metrics` and `/healthz`; keep it on a private address."""
@@ -200,6 +206,7 @@ class Config(Strict):
     listeners: list[ListenerSection] = Field(min_length=1)
     smtp: SmtpSection = SmtpSection()
     delivery: DeliverySection = DeliverySection()
+    dkim: DkimSection = DkimSection()
     http: HttpSection = HttpSection()
     tenants: list[TenantSection] = []
     routes: list[RouteSection] = []

@@ -6,8 +6,9 @@
   otherwise: the relay never relays for anyone else); the sender domain must belong to the
   tenant (P-HDR-ALIGN); the declared SIZE must fit (552); the tenant's rate must allow it.
 - RCPT: at most the tenant's recipients per message (452 4.5.3, RFC 5321 4.5.3.1.10).
-- DATA: add `Received:` (RFC 5321 4.4) and a Message-ID if missing (RFC 5322 3.6.4), then
-  commit to the queue and only then answer 250.
+- DATA: add `Received:` (RFC 5321 4.4) and a Message-ID if missing (RFC 5322 3.6.4),
+  DKIM-sign with the tenant domain's keys (P-DKIM), then commit to the queue and only then
+  answer 250.
 """
 
 import base64
@@ -23,6 +24,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from relay import metrics
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants, owns_domain
+from relay.dkim.service import DkimSigner
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
 from relay.smtp.address import Path
@@ -39,8 +41,9 @@ _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-:\[\]_]")
 class SubmissionHandler:
     """aiosmtpd handler shared by all sessions of all submission listeners of a process."""
 
-    def __init__(self, config: Config, enqueuer: Enqueuer) -> None:
+    def __init__(self, config: Config, enqueuer: Enqueuer, signer: DkimSigner) -> None:
         self.enqueuer = enqueuer
+        self.signer = signer
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
         self.authenticator = Authenticator(config.smtp, {})
@@ -194,7 +197,7 @@ class SubmissionHandler:
             tenant=tenant.name,
             mail_from=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
-            content=headers + body,
+            content=self.signer.sign(tenant, headers + body),
             header_message_id=header_id,
             client_address=session.client_ip,
         )
