@@ -52,7 +52,8 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        found = re.search(r"at line (\d+)", str(exc))  # tomllib has no lineno before 3.14
+        line = int(found.group(1)) if found else None
         raise ConfigError(path, [ConfigProblem("", line, f"not valid TOML: {exc}")]) from exc
     try:
         config = Config.model_validate(raw)
