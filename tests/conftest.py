@@ -2,6 +2,8 @@
 
 import asyncio
 import os
+import shutil
+import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,9 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    base = tmp_path_factory.mktemp("pg")
+    # Outside pytest's own temp folders: pytest prunes old runs' folders, and a run started
+    # meanwhile must not delete the data directory of a server still in use.
+    base = Path(tempfile.mkdtemp(prefix="relay-test-pg-"))
     (base / "run").mkdir(mode=0o700)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(base / "run"))
     import pgserver
@@ -35,6 +39,7 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri("postgres")
     finally:
         server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

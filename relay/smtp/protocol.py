@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 
 from relay.smtp import replies
 from relay.smtp.address import AddressError, Path, parse_path
@@ -94,6 +94,7 @@ class RelaySMTP(SMTP):
             lambda: 512, {"MAIL": 1024, "RCPT": 1024}
         )
         self._errors = 0
+        self._greeted = False
         self._refusal: str | None = None
         self._holds_slot = False
         self._client = ""
@@ -139,8 +140,14 @@ class RelaySMTP(SMTP):
     # -- replies ---------------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        """Send a reply with an enhanced code; close the session after too many errors."""
-        if isinstance(status, str):
+        """Send a reply with an enhanced code; close the session after too many errors.
+
+        The first reply is aiosmtpd's greeting, which RFC 2034 3 exempts (as it does the
+        replies to HELO and EHLO, which bypass this method).
+        """
+        if isinstance(status, str) and not self._greeted:
+            self._greeted = True
+        elif isinstance(status, str):
             status = replies.with_enhanced_code(status)
             if status[:1] in "45" and not status.startswith("421"):
                 self._errors += 1
@@ -151,6 +158,19 @@ class RelaySMTP(SMTP):
             self.transport.close()
 
     # -- commands --------------------------------------------------------------------------
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        """aiosmtpd's HELO, with the reply `250 SP Domain` (RFC 5321 4.1.1.1) sent as it is:
+        RFC 2034 3 exempts it from enhanced codes, and one would stand in for the domain."""
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: HELO hostname")
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.extended_smtp = False
+        self.session.host_name = hostname
+        await SMTP.push(self, f"250 {self.hostname}")
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not hostname:
@@ -256,6 +276,7 @@ class RelaySMTP(SMTP):
             return
         except asyncio.IncompleteReadError:
             return  # the client went away; eof_received ends the session
+        self._reset_timeout()  # back to command_timeout for the next command
         status = self._check_data(data, too_big, limit)
         if status is None:
             if self.options.normalize_newlines:

@@ -67,15 +67,10 @@ def with_enhanced_code(reply: str) -> str:
     """Add an enhanced status code to a reply from aiosmtpd's core that lacks one.
 
     Once ENHANCEDSTATUSCODES is advertised, RFC 2034 section 3 asks for a code on every
-    2xx/4xx/5xx reply except the greeting and the EHLO response (which never pass here).
+    2xx/4xx/5xx reply except the greeting and the HELO/EHLO responses (which the session
+    sends without passing them here); the 220 to STARTTLS gets one like any other reply.
     """
-    if (
-        len(reply) < 4
-        or reply[0] not in "245"
-        or reply[3] not in " -"
-        or reply.startswith("220")
-        or _HAS_CODE.match(reply)
-    ):
+    if len(reply) < 4 or reply[0] not in "245" or reply[3] not in " -" or _HAS_CODE.match(reply):
         return reply
     code = reply[:3]
     enhanced = _DEFAULT_CODES.get(code, f"{code[0]}.0.0")
