@@ -3,6 +3,7 @@
 import smtplib
 import ssl
 from email.message import EmailMessage
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def test_demo_config_delivers_the_readme_message_on_embedded_postgres(
         msg["From"] = "app@demo.example"
         msg["To"] = "alice@inbox.example"
         msg["Subject"] = "Hello from the relay"
+        msg["Date"] = formatdate()
         msg.set_content("It works.\n")
         context = ssl.create_default_context()
         context.check_hostname = False

@@ -37,9 +37,8 @@ SETTLE = 2.0
 
 def head(subject: str = "Receipt") -> bytes:
     return (
-        b"From: app@acme.example\r\nTo: alice@inbox.example\r\nSubject: "
-        + subject.encode()
-        + b"\r\n\r\n"
+        b"From: app@acme.example\r\nTo: alice@inbox.example\r\n"
+        b"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\nSubject: " + subject.encode() + b"\r\n\r\n"
     )
 
 
@@ -373,7 +372,8 @@ def test_normalize_listener_turns_bare_newlines_into_crlf(
     RFC 5321 2.3.8 clean; the end of the data is still only CRLF.CRLF."""
     relay_config.bare_newlines = "normalize"
     sent = (
-        b"From: app@acme.example\nTo: alice@inbox.example\nSubject: old device\n\n"
+        b"From: app@acme.example\nTo: alice@inbox.example\nSubject: old device\n"
+        b"Date: Mon, 23 Nov 2026 22:00:00 +0000\n\n"
         b"line one\nline two\rline three\r\nline four\n"
     )
     with running(relay_config, tmp_path) as relay:
@@ -384,7 +384,8 @@ def test_normalize_listener_turns_bare_newlines_into_crlf(
             dialogue.close()
         ((_, _, content),) = sink.wait_count(1)
     expected = (
-        b"From: app@acme.example\r\nTo: alice@inbox.example\r\nSubject: old device\r\n\r\n"
+        b"From: app@acme.example\r\nTo: alice@inbox.example\r\nSubject: old device\r\n"
+        b"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\n\r\n"
         b"line one\r\nline two\r\nline three\r\nline four\r\n\r\n"
     )
     assert content.endswith(b"\r\n" + expected)

@@ -24,7 +24,10 @@ SETTLE = 2.0
 """Seconds to give the relay before asserting that no (further) message was delivered
 (the test config retries deliveries after 1-2 s)."""
 
-HEAD = b"From: app@acme.example\r\nTo: alice@inbox.example\r\nSubject: smuggling\r\n\r\nhello"
+HEAD = (
+    b"From: app@acme.example\r\nTo: alice@inbox.example\r\nSubject: smuggling\r\n"
+    b"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\n\r\nhello"
+)
 SECOND = (
     b"MAIL FROM:<evil@acme.example>\r\nRCPT TO:<victim@inbox.example>\r\nDATA\r\n\r\nsmuggled\r\n"
 )

@@ -10,12 +10,20 @@ import ipaddress
 import socket
 from typing import Annotated, Literal
 
+import idna
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relay.config.units import Bytes, Seconds
 
 HostPort = Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$")]
 """`host:port`, IPv6 hosts in brackets (`[::1]:587`)."""
+
+
+def _a_label(domain: str) -> str:
+    try:
+        return idna.encode(domain.strip().rstrip("."), uts46=True).decode("ascii").lower()
+    except idna.IDNAError as exc:
+        raise ValueError(f"{domain!r} is not a valid domain name: {exc}") from exc
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -166,11 +174,20 @@ class TenantSection(Strict):
     """Client networks trusted without AUTH (devices that cannot log in, like Postfix's
     mynetworks), e.g. `["192.0.2.0/24"]`."""
     limits: TenantLimits = TenantLimits()
+    stream: Literal["transactional", "bulk", "mixed"] = "transactional"
+    """What the tenant sends. Bulk (newsletters, marketing) faces the stricter rules; a message
+    with Precedence: bulk|list, List-Id or Feedback-ID counts as bulk whatever this says."""
+    verified: bool = False
+    """Whether the tenant's identity has been verified; unverified tenants send no bulk
+    (P-AUTH)."""
+    policy_skip: list[Annotated[str, Field(pattern=r"^P-[A-Z-]+$")]] = []
+    """Policy rules (P-IDs) not applied to this tenant; the default applies them all."""
 
     @field_validator("domains")
     @classmethod
     def _lower_domains(cls, domains: list[str]) -> list[str]:
-        return [d.strip().lower().rstrip(".") for d in domains]
+        """As lower-case IDNA A-labels, the form envelope and header domains are compared in."""
+        return [_a_label(d) for d in domains]
 
     @field_validator("networks")
     @classmethod
@@ -196,7 +213,7 @@ class RouteSection(Strict):
     @field_validator("domain")
     @classmethod
     def _lower(cls, domain: str) -> str:
-        return domain.strip().lower().rstrip(".")
+        return _a_label(domain)
 
 
 class Config(Strict):

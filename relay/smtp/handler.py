@@ -6,8 +6,9 @@
   otherwise: the relay never relays for anyone else); the sender domain must belong to the
   tenant (P-HDR-ALIGN); the declared SIZE must fit (552); the tenant's rate must allow it.
 - RCPT: at most the tenant's recipients per message (452 4.5.3, RFC 5321 4.5.3.1.10).
-- DATA: add `Received:` (RFC 5321 4.4) and a Message-ID if missing (RFC 5322 3.6.4),
-  DKIM-sign with the tenant domain's keys (P-DKIM), then commit to the queue and only then
+- DATA: add a Message-ID if missing (RFC 5322 3.6.4), run the policy pipeline's DATA
+  checks (a refusal cites its P-rule and nothing is queued), add `Received:` (RFC 5321
+  4.4), DKIM-sign with the tenant domain's keys (P-DKIM), then commit to the queue and only then
   answer 250.
 """
 
@@ -25,6 +26,8 @@ from relay import metrics
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants, owns_domain
 from relay.dkim.service import DkimSigner
+from relay.policy.context import PolicyContext
+from relay.policy.pipeline import Pipeline, refusal
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
 from relay.smtp.address import Path
@@ -41,9 +44,16 @@ _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-:\[\]_]")
 class SubmissionHandler:
     """aiosmtpd handler shared by all sessions of all submission listeners of a process."""
 
-    def __init__(self, config: Config, enqueuer: Enqueuer, signer: DkimSigner) -> None:
+    def __init__(
+        self,
+        config: Config,
+        enqueuer: Enqueuer,
+        signer: DkimSigner,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.enqueuer = enqueuer
         self.signer = signer
+        self.pipeline = pipeline or Pipeline()
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
         self.authenticator = Authenticator(config.smtp, {})
@@ -188,10 +198,14 @@ class SubmissionHandler:
         assert isinstance(body, bytes)
         queue_id = uuid.uuid4()
         header_id = _message_id(body)
-        headers = self._received(session, envelope, queue_id)
-        if header_id is None:
+        if header_id is None:  # P-HDR-SANE allows adding it, never a false one
             header_id = f"<{queue_id}@{self.hostname}>"
-            headers += b"Message-ID: " + header_id.encode() + b"\r\n"
+            body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
+        ctx = PolicyContext(tenant, envelope.mail_from, list(envelope.rcpt_tos), body)
+        refused = refusal(await self.pipeline.run("data", ctx))
+        if refused is not None:
+            return self._refuse(tenant.name, refused.rule, refused.reply())
+        headers = self._received(session, envelope, queue_id)
         message = NewMessage(
             id=queue_id,
             tenant=tenant.name,

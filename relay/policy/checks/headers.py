@@ -1,0 +1,109 @@
+"""P-HDR-FROM, P-HDR-ALIGN, P-HDR-SANE: truthful, well-formed identity headers (DATA phase).
+
+Domains are compared as IDNA A-labels (UTS 46 through the `idna` library), so a look-alike
+of a tenant domain in another script (`acme.example` spelt with a Cyrillic a) is a different
+domain and is refused, as is any domain the tenant does not own.
+"""
+
+import re
+from email.utils import getaddresses, parsedate_to_datetime
+
+from relay.config.tenants import owns_domain
+from relay.policy.context import PolicyContext
+from relay.policy.verdict import Verdict
+from relay.smtp.address import AddressError, to_a_label
+
+SINGLETONS = (
+    "Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc",
+    "Message-ID", "In-Reply-To", "References", "Subject",
+)  # fmt: skip
+"""RFC 5322 3.6: fields that may appear at most once."""
+
+_MSG_ID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
+
+
+def _addresses(values: list[str]) -> list[str]:
+    return [addr for _, addr in getaddresses(values)]
+
+
+def _domain(address: str) -> str | None:
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return None
+    try:
+        return to_a_label(domain)
+    except AddressError:
+        return None
+
+
+class FromHeader:
+    """P-HDR-FROM: exactly one From with exactly one address in a tenant's domain."""
+
+    rule = "P-HDR-FROM"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        values = ctx.headers("From")
+        if len(values) != 1:
+            return Verdict.reject(self.rule, f"the message has {len(values)} From headers, not 1")
+        addresses = [a for a in _addresses(values) if a]
+        if len(addresses) != 1:
+            return Verdict.reject(self.rule, f"From holds {len(addresses)} addresses, not 1")
+        domain = _domain(addresses[0])
+        if domain is None:
+            return Verdict.reject(self.rule, f"From address {addresses[0]!r} is malformed")
+        if not owns_domain(ctx.tenant, domain):
+            return Verdict.reject(
+                self.rule,
+                f"From domain {domain} is not a verified domain of tenant {ctx.tenant.name}",
+            )
+        return Verdict.ok(self.rule, f"From domain {domain} belongs to {ctx.tenant.name}")
+
+
+class AlignedHeaders:
+    """P-HDR-ALIGN: Sender and Reply-To use domains the tenant owns."""
+
+    rule = "P-HDR-ALIGN"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        for name in ("Sender", "Reply-To"):
+            for address in _addresses(ctx.headers(name)):
+                domain = _domain(address)
+                if domain is None or not owns_domain(ctx.tenant, domain):
+                    return Verdict.reject(
+                        self.rule,
+                        f"{name} domain {domain or address!r} is not a domain of tenant "
+                        f"{ctx.tenant.name}",
+                    )
+        return Verdict.ok(self.rule, "Sender and Reply-To, where present, use tenant domains")
+
+
+class SaneHeaders:
+    """P-HDR-SANE: Date and Message-ID present and well formed, no repeated singletons."""
+
+    rule = "P-HDR-SANE"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        message = ctx.message
+        for name in SINGLETONS:
+            count = len(message.get_all(name, []))
+            if count > 1:
+                return Verdict.reject(self.rule, f"{name} appears {count} times (RFC 5322 3.6)")
+        date = message.get("Date")
+        if date is None:
+            return Verdict.reject(self.rule, "the Date header is missing (RFC 5322 3.6.1)")
+        try:
+            parsedate_to_datetime(str(date))
+        except (TypeError, ValueError):
+            return Verdict.reject(self.rule, f"the Date header {str(date)!r} is not a valid date")
+        message_id = message.get("Message-ID")
+        if message_id is None:
+            return Verdict.reject(self.rule, "the Message-ID header is missing (RFC 5322 3.6.4)")
+        if not _MSG_ID.match(str(message_id).strip()):
+            return Verdict.reject(self.rule, f"Message-ID {str(message_id)!r} is malformed")
+        for name, value in message.items():
+            if any(c in str(value) for c in "\r\n\0"):
+                return Verdict.reject(self.rule, f"the {name} header holds a control character")
+        return Verdict.ok(self.rule, "Date and Message-ID well formed, no repeated headers")

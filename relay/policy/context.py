@@ -1,0 +1,48 @@
+"""What the checks look at: the tenant, the envelope and the message, parsed once.
+
+The message is parsed lazily, the first time a DATA check asks, with the standard library's
+`email` package and its modern policy, and then shared by every check. Whether a message is
+bulk follows POLICY.md: the tenant's stream says so, or the message carries
+`Precedence: bulk|list`, `List-Id` or `Feedback-ID`.
+"""
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from functools import cached_property
+from typing import Literal
+
+from relay.config.schema import TenantSection
+
+Phase = Literal["connect", "mail", "rcpt", "data"]
+_PARSER = BytesParser(policy=default)
+
+
+@dataclass
+class PolicyContext:
+    tenant: TenantSection
+    mail_from: str = ""
+    recipients: list[str] = field(default_factory=list)
+    raw: bytes = b""
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        parsed = _PARSER.parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def headers(self, name: str) -> list[str]:
+        """Every value of a header, as text (unparseable values as they are)."""
+        return [str(v) for v in self.message.get_all(name, [])]
+
+    @cached_property
+    def is_bulk(self) -> bool:
+        if self.tenant.stream == "bulk":
+            return True
+        precedence = " ".join(self.headers("Precedence")).strip().lower()
+        return (
+            precedence in ("bulk", "list")
+            or bool(self.message.get_all("List-Id"))
+            or bool(self.message.get_all("Feedback-ID"))
+        )

@@ -1,0 +1,69 @@
+"""The policy pipeline: the checks of each SMTP phase, cheapest first, each citing its rule.
+
+In the SMTP transaction the pipeline stops at the first refusal (nothing after it could
+change the answer, and the client is waiting); `relay policy explain` runs every check so
+an admin sees all verdicts. Every verdict is counted in `relay_policy_verdicts_total`.
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders
+from relay.policy.checks.subject import MisleadingSubject
+from relay.policy.context import Phase, PolicyContext
+from relay.policy.verdict import Outcome, Verdict
+
+VERDICTS = Counter(
+    "relay_policy_verdicts",
+    "Policy check results by rule (P-ID) and verdict (pass, reject, tempfail, hold, skip).",
+    ["rule", "verdict"],
+)
+
+
+class Check(Protocol):
+    rule: str
+    phase: str
+
+    async def check(self, ctx: PolicyContext) -> Verdict: ...
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    SaneHeaders(),
+    FromHeader(),
+    AlignedHeaders(),
+    MisleadingSubject(),
+)
+"""In order: cheap structural checks first, then identity, then content."""
+
+
+class Pipeline:
+    def __init__(self, checks: Sequence[Check] = DEFAULT_CHECKS) -> None:
+        self.checks = tuple(checks)
+
+    def order(self, phase: Phase | None = None) -> list[str]:
+        return [f"{c.phase}:{c.rule}" for c in self.checks if phase in (None, c.phase)]
+
+    async def run(
+        self, phase: Phase, ctx: PolicyContext, *, stop_at_refusal: bool = True
+    ) -> list[Verdict]:
+        verdicts = []
+        skipped = set(ctx.tenant.policy_skip)
+        for check in self.checks:
+            if check.phase != phase:
+                continue
+            if check.rule in skipped:
+                verdict = Verdict.skip(check.rule, f"disabled for tenant {ctx.tenant.name}")
+            else:
+                verdict = await check.check(ctx)
+            VERDICTS.labels(verdict.rule, verdict.outcome.value).inc()
+            verdicts.append(verdict)
+            if stop_at_refusal and verdict.refuses:
+                break
+        return verdicts
+
+
+def refusal(verdicts: list[Verdict]) -> Verdict | None:
+    """The first verdict that refuses the message, if any."""
+    return next((v for v in verdicts if v.outcome in (Outcome.REJECT, Outcome.TEMPFAIL)), None)

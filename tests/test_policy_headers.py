@@ -1,0 +1,137 @@
+"""P-HDR-FROM, P-HDR-ALIGN, P-HDR-SANE and P-SUBJECT, table-driven: accepted and refused."""
+
+import asyncio
+
+import pytest
+
+from relay.config.schema import TenantSection
+from relay.policy.context import PolicyContext
+from relay.policy.pipeline import Pipeline, refusal
+from relay.policy.verdict import Outcome
+
+TENANT = TenantSection(name="acme", domains=["acme.example"], networks=["10.0.0.0/8"])
+BULK_TENANT = TENANT.model_copy(update={"stream": "bulk"})
+GOOD_HEADERS = {
+    "From": "Acme <news@acme.example>",
+    "To": "alice@inbox.example",
+    "Subject": "Your receipt",
+    "Date": "Mon, 23 Nov 2026 22:00:00 +0000",
+    "Message-ID": "<1@acme.example>",
+}
+
+
+def _message(headers: dict[str, str | list[str] | None], body: str = "Hello.\r\n") -> bytes:
+    merged: dict[str, str | list[str] | None] = {**GOOD_HEADERS, **headers}
+    lines = []
+    for name, value in merged.items():
+        for item in [value] if isinstance(value, str) else value or []:
+            lines.append(f"{name}: {item}\r\n")
+    return ("".join(lines) + "\r\n" + body).encode()
+
+
+def _verdicts(raw: bytes, tenant: TenantSection = TENANT) -> dict[str, tuple[Outcome, str]]:
+    ctx = PolicyContext(tenant, "app@acme.example", ["alice@inbox.example"], raw)
+    verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
+    return {v.rule: (v.outcome, v.reason) for v in verdicts}
+
+
+ACCEPTED = {
+    "plain": {},
+    "subdomain From": {"From": "news@mail.acme.example"},
+    "IDNA U-label of an own domain": {"From": "news@ACME.example"},
+    "Reply-To own domain": {"Reply-To": "support@acme.example"},
+    "Sender own domain": {"Sender": "bounces@mail.acme.example"},
+}
+
+
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_accepted(case: str) -> None:
+    verdicts = _verdicts(_message(ACCEPTED[case]))
+    assert all(o in (Outcome.PASS, Outcome.SKIP) for o, _ in verdicts.values()), verdicts
+
+
+REFUSED = {
+    "no From": ({"From": None}, "P-HDR-FROM", "0 From headers"),
+    "two From headers": (
+        {"From": ["a@acme.example", "b@acme.example"]}, "P-HDR-SANE", "From appears 2 times",
+    ),
+    "two addresses in From": (
+        {"From": "a@acme.example, b@acme.example"}, "P-HDR-FROM", "2 addresses",
+    ),
+    "foreign From": ({"From": "ceo@bank.example"}, "P-HDR-FROM", "bank.example is not a verified"),
+    "look-alike From (Cyrillic a)": (
+        {"From": "news@\u0430cme.example"}, "P-HDR-FROM", "xn--cme-5cd.example is not a verified",
+    ),
+    "suffix trick": ({"From": "news@evilacme.example"}, "P-HDR-FROM", "evilacme.example"),
+    "foreign Reply-To": ({"Reply-To": "x@gmail.example"}, "P-HDR-ALIGN", "Reply-To domain"),
+    "foreign Sender": ({"Sender": "x@other.example"}, "P-HDR-ALIGN", "Sender domain"),
+    "no Date": ({"Date": None}, "P-HDR-SANE", "Date header is missing"),
+    "bad Date": ({"Date": "yesterday"}, "P-HDR-SANE", "not a valid date"),
+    "no Message-ID": ({"Message-ID": None}, "P-HDR-SANE", "Message-ID header is missing"),
+    "bad Message-ID": ({"Message-ID": "12345"}, "P-HDR-SANE", "is malformed"),
+    "two Subjects": ({"Subject": ["a", "b"]}, "P-HDR-SANE", "Subject appears 2 times"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_refused(case: str) -> None:
+    headers, rule, reason = REFUSED[case]
+    ctx = PolicyContext(TENANT, "app@acme.example", ["a@x.example"], _message(headers))
+    verdict = refusal(asyncio.run(Pipeline().run("data", ctx)))
+    assert verdict is not None and verdict.rule == rule, verdict
+    assert reason in verdict.reason
+    assert verdict.reply().startswith(f"550 5.7.1 [{rule}] ")
+
+
+SUBJECTS = {
+    "Your weekly news": None,
+    "Re: your order": "'Re'",
+    "RE: your order": "'RE'",
+    "Fwd: a great offer": "'Fwd'",
+    "AW: Angebot": "'AW'",
+    "SV: Tilbud": "'SV'",
+    "[Acme] Re: news": "'Re'",
+    "回复\uff1a优惠": "'回复'",  # fullwidth colon
+    "Regarding our offer": None,  # a word, not a prefix
+    "": "non-empty Subject",
+}
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_bulk_subject(subject: str) -> None:
+    """P-SUBJECT: bulk mail must not fake a reply or forward, nor have an empty subject."""
+    verdict = _verdicts(_message({"Subject": subject}), BULK_TENANT)["P-SUBJECT"]
+    expected = SUBJECTS[subject]
+    if expected is None:
+        assert verdict[0] is Outcome.PASS
+    else:
+        assert verdict[0] is Outcome.REJECT and expected in verdict[1]
+
+
+def test_reply_prefix_allowed_on_a_real_reply_and_on_transactional_mail() -> None:
+    real_reply = _message({"Subject": "Re: your question", "In-Reply-To": "<q@x.example>"})
+    assert _verdicts(real_reply, BULK_TENANT)["P-SUBJECT"][0] is Outcome.PASS
+    transactional = _message({"Subject": "Re: your ticket"})
+    assert _verdicts(transactional)["P-SUBJECT"][0] is Outcome.SKIP
+
+
+def test_list_headers_make_mail_bulk() -> None:
+    """POLICY.md: List-Id, Feedback-ID or Precedence: bulk|list make a message bulk."""
+    for header in ({"List-Id": "<news.acme.example>"}, {"Precedence": "bulk"}):
+        assert _verdicts(_message({"Subject": "Fwd: deal", **header}))["P-SUBJECT"][0] is (
+            Outcome.REJECT
+        )
+
+
+def test_rules_can_be_disabled_per_tenant() -> None:
+    relaxed = BULK_TENANT.model_copy(update={"policy_skip": ["P-SUBJECT"]})
+    assert _verdicts(_message({"Subject": "Re: deal"}), relaxed)["P-SUBJECT"][0] is Outcome.SKIP
+
+
+def test_pipeline_order_is_cheap_first() -> None:
+    assert Pipeline().order("data") == [
+        "data:P-HDR-SANE",
+        "data:P-HDR-FROM",
+        "data:P-HDR-ALIGN",
+        "data:P-SUBJECT",
+    ]
