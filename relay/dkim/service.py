@@ -6,34 +6,13 @@ Keys are read from `data_dir/dkim` at start and on reload, never per message.
 """
 
 import logging
-import re
-from email.utils import getaddresses
 from pathlib import Path
 
 from relay.config.schema import TenantSection
 from relay.dkim.keys import load_signing_keys
 from relay.dkim.sign import SigningKey, sign
-from relay.smtp.address import AddressError, to_a_label
 
 log = logging.getLogger(__name__)
-_FROM = re.compile(rb"^from[ \t]*:((?:[^\r\n]*)(?:\r\n[ \t][^\r\n]*)*)", re.I | re.M)
-
-
-def from_domain(message: bytes) -> str | None:
-    """The A-label domain of the first address in the From header, if there is one."""
-    end = message.find(b"\r\n\r\n")
-    head = b"\r\n" + (message if end < 0 else message[: end + 2])
-    match = _FROM.search(head)
-    if not match:
-        return None
-    value = match.group(1).decode("utf-8", "replace").replace("\r\n", "")
-    for _, address in getaddresses([value]):
-        if "@" in address:
-            try:
-                return to_a_label(address.rpartition("@")[2])
-            except AddressError:
-                return None
-    return None
 
 
 class DkimSigner:
@@ -43,10 +22,12 @@ class DkimSigner:
         self.root = Path(data_dir) / "dkim"
         self.expire_after = expire_after
         self.keys: dict[str, list[SigningKey]] = {}
+        self._warned: set[tuple[str, str | None]] = set()
         self.reload()
 
     def reload(self) -> None:
         self.keys = load_signing_keys(self.root)
+        self._warned.clear()
         log.info("DKIM keys loaded for %d domains", len(self.keys))
 
     def keys_for(self, tenant: TenantSection, domain: str | None) -> list[SigningKey]:
@@ -57,11 +38,13 @@ class DkimSigner:
                 return self.keys[owned]
         return []
 
-    def sign(self, tenant: TenantSection, message: bytes) -> bytes:
-        """The message with its signatures on top; unchanged when no key applies."""
-        domain = from_domain(message)
+    def sign(self, tenant: TenantSection, message: bytes, domain: str | None) -> bytes:
+        """The message with its signatures on top for From domain `domain` (an A-label);
+        unchanged when no key applies."""
         keys = self.keys_for(tenant, domain)
         if not keys:
-            log.warning("no DKIM key for From domain %s of tenant %s", domain, tenant.name)
+            if (tenant.name, domain) not in self._warned:  # once per domain, not per message
+                self._warned.add((tenant.name, domain))
+                log.warning("no DKIM key for From domain %s of tenant %s", domain, tenant.name)
             return message
         return sign(message, keys, expire_after=self.expire_after)

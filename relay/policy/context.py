@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
+from email.utils import getaddresses
 from functools import cached_property
 from typing import Literal
 
 from relay.config.schema import TenantSection
+from relay.smtp.address import AddressError, to_a_label
 
 Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
@@ -35,6 +37,18 @@ class PolicyContext:
     def headers(self, name: str) -> list[str]:
         """Every value of a header, as text (unparseable values as they are)."""
         return [str(v) for v in self.message.get_all(name, [])]
+
+    @cached_property
+    def from_domain(self) -> str | None:
+        """The A-label domain of the first From address, if it has a valid one."""
+        for _, address in getaddresses(self.headers("From")):
+            local, at, domain = address.rpartition("@")
+            if at and local:
+                try:
+                    return to_a_label(domain)
+                except AddressError:
+                    return None
+        return None
 
     @cached_property
     def is_bulk(self) -> bool:

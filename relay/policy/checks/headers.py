@@ -49,7 +49,7 @@ class FromHeader:
         addresses = [a for a in _addresses(values) if a]
         if len(addresses) != 1:
             return Verdict.reject(self.rule, f"From holds {len(addresses)} addresses, not 1")
-        domain = _domain(addresses[0])
+        domain = ctx.from_domain
         if domain is None:
             return Verdict.reject(self.rule, f"From address {addresses[0]!r} is malformed")
         if not owns_domain(ctx.tenant, domain):
