@@ -226,6 +226,38 @@ queue.command("delete", help="Stop delivering a message (kept, marked deleted)."
 
 
 @main.group()
+def policy() -> None:
+    """The sending policy: explain its verdicts."""
+
+
+@policy.command("explain")
+@_CONFIG
+@click.argument("message", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--tenant", "tenant_name", required=True, help="Tenant whose rules apply.")
+@click.option("--mail-from", default="", help="Envelope sender (default: none).")
+def policy_explain(config_path: Path, message: Path, tenant_name: str, mail_from: str) -> None:
+    """Run every check on MESSAGE (an .eml file) offline and print each verdict."""
+    from relay.policy.context import PolicyContext
+    from relay.policy.pipeline import Pipeline, refusal
+
+    config = _load(config_path)
+    tenant = next((t for t in config.tenants if t.name == tenant_name), None)
+    if tenant is None:
+        raise click.ClickException(f"no tenant {tenant_name!r} in {config_path}")
+    raw = message.read_bytes()
+    pipeline = Pipeline()
+    ctx = PolicyContext(tenant, mail_from, [], raw)
+    verdicts = _run(pipeline.run("data", ctx, stop_at_refusal=False))
+    click.echo(f"pipeline order: {' -> '.join(pipeline.order())}")
+    click.echo(f"message: {message} ({'bulk' if ctx.is_bulk else 'transactional'})")
+    for v in verdicts:
+        click.echo(f"  {v.rule:14} {v.outcome.value:8} {v.reason}")
+    refused = refusal(verdicts)
+    click.echo("result: " + (refused.reply() if refused else "accepted"))
+    sys.exit(1 if refused else 0)
+
+
+@main.group()
 def dkim() -> None:
     """DKIM keys: generate, publish, rotate."""
 

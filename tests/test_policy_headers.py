@@ -1,6 +1,9 @@
 """P-HDR-FROM, P-HDR-ALIGN, P-HDR-SANE and P-SUBJECT, table-driven: accepted and refused."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,7 @@ from relay.config.schema import TenantSection
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline, refusal
 from relay.policy.verdict import Outcome
+from tests.peers import ROOT
 
 TENANT = TenantSection(name="acme", domains=["acme.example"], networks=["10.0.0.0/8"])
 BULK_TENANT = TENANT.model_copy(update={"stream": "bulk"})
@@ -135,3 +139,21 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",
     ]
+
+
+def test_explain_prints_every_verdict(tmp_path: Path) -> None:
+    """`relay policy explain` runs all checks offline and names the refusal."""
+    eml = tmp_path / "news.eml"
+    eml.write_bytes(
+        _message({"From": "news@demo.example", "Subject": "Fwd: sale", "List-Id": "<l.demo>"})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "policy", "explain", str(eml), "--tenant", "demo",
+         "--config", str(ROOT / "relay.toml")],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("pipeline order: data:P-HDR-SANE -> data:P-HDR-FROM")
+    assert any(line.split()[:2] == ["P-HDR-FROM", "pass"] for line in lines)
+    assert lines[-1].startswith("result: 550 5.7.1 [P-SUBJECT]")
