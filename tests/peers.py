@@ -151,6 +151,7 @@ address = "127.0.0.1:{self.http_port}"
 [[tenants]]
 name = "acme"
 domains = ["acme.example"]
+verified = true
 
 [[tenants.credentials]]
 username = "acme"

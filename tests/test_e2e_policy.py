@@ -2,13 +2,14 @@
 
 import asyncio
 import smtplib
+import time
 import urllib.request
 from email.policy import SMTP
 
 import asyncpg
 import pytest
 
-from tests.peers import RelayProcess, Sink
+from tests.peers import RelayProcess, Sink, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -53,3 +54,42 @@ def test_policy_refusals_cite_the_rule(
     metrics = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
     rule = reply.split(b"[")[1].split(b"]")[0].decode()
     assert f'relay_policy_verdicts_total{{rule="{rule}",verdict="reject"}} 1.0' in metrics
+
+
+def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sink: Sink) -> None:
+    """P-SUSPEND: new mail gets 550 naming the reason; queued mail is held, not lost, and
+    goes out once an admin lifts the suspension (reload)."""
+    sink.handler.script = ["451 4.7.0 try later"]  # keep the first message queued
+    with submission(relay.config.submission_port) as client:
+        client.send_message(message(subject="queued before"))
+    wait_for(lambda: _attempts(relay.config.dsn) >= 1, 15, "first attempt")
+    text = relay.config.render().replace(
+        '[[tenants]]\nname = "acme"\n',
+        '[[tenants]]\nname = "acme"\nsuspended = "complaint rate over 0.3%"\n',
+    )
+    relay.write_config(text)
+    relay.signal(1)
+    wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+    with submission(relay.config.submission_port) as client:
+        code, reply = client.docmd("MAIL", "FROM:<app@acme.example>")
+    assert (code, reply) == (
+        550,
+        b"5.7.1 [P-SUSPEND] tenant acme is suspended: complaint rate over 0.3%",
+    )
+    time.sleep(3)  # retries are due after 1-2 s: a held message must not go out
+    assert sink.messages == [] and _queued(relay.config.dsn) == 1
+    relay.write_config()
+    relay.signal(1)
+    ((_, _, content),) = sink.wait_count(1, timeout=20)
+    assert b"Subject: queued before" in content
+
+
+def _attempts(dsn: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM attempts"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())

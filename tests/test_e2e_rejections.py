@@ -204,7 +204,7 @@ def test_trusted_network_may_use_only_its_own_domains(
         ("app@other.example", "553 5.7.1 [P-HDR-ALIGN] Sender domain other.example is not"),
         ("app@evilacme.example", "553 5.7.1 [P-HDR-ALIGN] Sender domain evilacme.example "),
         ("app@acme.example.evil.test", "553 5.7.1 [P-HDR-ALIGN] Sender domain acme.example."),
-        ("", replies.NULL_SENDER),
+        ("", "553 5.7.1 [P-HDR-ALIGN] The null sender <> cannot be used for submission"),
         ("app@acme.example", replies.SENDER_OK),
         ("app@news.acme.example", replies.SENDER_OK),
         ("app@NEWS.Acme.Example", replies.SENDER_OK),

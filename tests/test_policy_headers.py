@@ -14,7 +14,7 @@ from relay.policy.verdict import Outcome
 from tests.peers import ROOT
 
 TENANT = TenantSection(name="acme", domains=["acme.example"], networks=["10.0.0.0/8"])
-BULK_TENANT = TENANT.model_copy(update={"stream": "bulk"})
+BULK_TENANT = TENANT.model_copy(update={"stream": "bulk", "verified": True})
 GOOD_HEADERS = {
     "From": "Acme <news@acme.example>",
     "To": "alice@inbox.example",
@@ -121,10 +121,10 @@ def test_reply_prefix_allowed_on_a_real_reply_and_on_transactional_mail() -> Non
 
 def test_list_headers_make_mail_bulk() -> None:
     """POLICY.md: List-Id, Feedback-ID or Precedence: bulk|list make a message bulk."""
+    verified = TENANT.model_copy(update={"verified": True})
     for header in ({"List-Id": "<news.acme.example>"}, {"Precedence": "bulk"}):
-        assert _verdicts(_message({"Subject": "Fwd: deal", **header}))["P-SUBJECT"][0] is (
-            Outcome.REJECT
-        )
+        verdicts = _verdicts(_message({"Subject": "Fwd: deal", **header}), verified)
+        assert verdicts["P-SUBJECT"][0] is Outcome.REJECT
 
 
 def test_rules_can_be_disabled_per_tenant() -> None:
@@ -133,7 +133,9 @@ def test_rules_can_be_disabled_per_tenant() -> None:
 
 
 def test_pipeline_order_is_cheap_first() -> None:
+    assert Pipeline().order("mail") == ["mail:P-SUSPEND", "mail:P-HDR-ALIGN"]
     assert Pipeline().order("data") == [
+        "data:P-AUTH",
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",
         "data:P-HDR-ALIGN",
@@ -154,6 +156,36 @@ def test_explain_prints_every_verdict(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("pipeline order: data:P-HDR-SANE -> data:P-HDR-FROM")
+    assert lines[0].startswith("pipeline order: mail:P-SUSPEND -> mail:P-HDR-ALIGN -> data:P-AUTH")
     assert any(line.split()[:2] == ["P-HDR-FROM", "pass"] for line in lines)
-    assert lines[-1].startswith("result: 550 5.7.1 [P-SUBJECT]")
+    assert any(line.split()[:2] == ["P-SUBJECT", "reject"] for line in lines)
+    assert lines[-1].startswith("result: 550 5.7.1 [P-AUTH]")  # the demo tenant is unverified
+
+
+def _mail_phase(tenant: TenantSection, mail_from: str) -> str | None:
+    ctx = PolicyContext(tenant, mail_from)
+    verdict = refusal(asyncio.run(Pipeline().run("mail", ctx)))
+    return verdict.reply() if verdict else None
+
+
+def test_mail_phase_standing_and_envelope_sender() -> None:
+    """P-SUSPEND names the reason; P-HDR-ALIGN refuses a foreign or null envelope sender."""
+    suspended = TENANT.model_copy(update={"suspended": "complaint rate 0.5% (ticket 42)"})
+    assert _mail_phase(suspended, "app@acme.example") == (
+        "550 5.7.1 [P-SUSPEND] tenant acme is suspended: complaint rate 0.5% (ticket 42)"
+    )
+    assert _mail_phase(TENANT, "app@mail.acme.example") is None
+    assert _mail_phase(TENANT, "app@other.example") == (
+        "553 5.7.1 [P-HDR-ALIGN] Sender domain other.example is not a sending domain of tenant acme"
+    )
+    assert (_mail_phase(TENANT, "") or "").startswith("553 5.7.1 [P-HDR-ALIGN] The null sender")
+
+
+def test_unverified_tenant_sends_no_bulk() -> None:
+    """P-AUTH: transactional mail passes, bulk mail from an unverified tenant does not."""
+    assert _verdicts(_message({}))["P-AUTH"][0] is Outcome.PASS
+    bulk = _message({"List-Id": "<news.acme.example>"})
+    outcome, reason = _verdicts(bulk)["P-AUTH"]
+    assert outcome is Outcome.REJECT and "not verified" in reason
+    verified = TENANT.model_copy(update={"verified": True})
+    assert _verdicts(bulk, verified)["P-AUTH"][0] is Outcome.PASS

@@ -91,7 +91,7 @@ async def _lease(
     pool: asyncpg.Pool, owner: str, seconds: float, limit: int
 ) -> tuple[uuid.UUID, list[int]]:
     token = uuid.uuid4()
-    rows = await pool.fetch(QUERIES["lease_due"], owner, token, seconds, limit)
+    rows = await pool.fetch(QUERIES["lease_due"], owner, token, seconds, limit, [])
     return token, [r["id"] for r in rows]
 
 
@@ -125,3 +125,18 @@ async def test_leases_are_disjoint_and_expire(pool: asyncpg.Pool) -> None:
     _, again = await _lease(pool, "w4", 30, 10)
     assert sorted(again) == sorted(set(first + second) - {first[0]})
     assert t2 != t3
+
+
+async def test_suspended_tenants_mail_is_held(pool: asyncpg.Pool) -> None:
+    """P-SUSPEND: a held tenant's deliveries are not leased; they stay queued, not lost."""
+    enqueuer = Enqueuer(pool, lifetime=3600, batch_max=16)
+    committer = asyncio.create_task(enqueuer.run())
+    held = NewMessage("frozen", "a@frozen.example", ("x@y.example",), b"Subject: x\r\n\r\nx\r\n")
+    await asyncio.gather(enqueuer.enqueue(held), enqueuer.enqueue(_message(1, ("a@x.example",))))
+    committer.cancel()
+    token = uuid.uuid4()
+    rows = await pool.fetch(QUERIES["lease_due"], "w1", token, 30, 10, ["frozen"])
+    assert [r["tenant"] for r in rows] == ["acme"]
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'queued'") == 2
+    released = await pool.fetch(QUERIES["lease_due"], "w2", uuid.uuid4(), 30, 10, [])
+    assert [r["tenant"] for r in released] == ["frozen"]

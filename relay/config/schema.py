@@ -180,6 +180,10 @@ class TenantSection(Strict):
     verified: bool = False
     """Whether the tenant's identity has been verified; unverified tenants send no bulk
     (P-AUTH)."""
+    suspended: str = ""
+    """Empty: active. Otherwise the reason the tenant is suspended (P-SUSPEND): its
+    submissions are refused with it, and its queued mail is held, not delivered, until an
+    admin clears it (reload) or deletes the mail (`relay queue delete`)."""
     policy_skip: list[Annotated[str, Field(pattern=r"^P-[A-Z-]+$")]] = []
     """Policy rules (P-IDs) not applied to this tenant; the default applies them all."""
 

@@ -82,6 +82,7 @@ class DeliveryWorker:
         self.routes = {r.domain: (r.host, r.port) for r in config.routes}
         self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max)
         self.tls = TlsPolicy(self.settings.tls, self.settings.verify_certificates)
+        self.held_tenants = [t.name for t in config.tenants if t.suspended]
 
     # -- the loops -----------------------------------------------------------------------------
 
@@ -123,7 +124,12 @@ class DeliveryWorker:
         token = uuid.uuid4()
         try:
             rows = await self.pool.fetch(
-                QUERIES["lease_due"], self.owner, token, self.settings.lease, capacity
+                QUERIES["lease_due"],
+                self.owner,
+                token,
+                self.settings.lease,
+                capacity,
+                self.held_tenants,
             )
             metrics.DATABASE_UP.set(1)
         except _DB_ERRORS as exc:

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders
 from relay.policy.checks.subject import MisleadingSubject
+from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
 from relay.policy.context import Phase, PolicyContext
 from relay.policy.verdict import Outcome, Verdict
 
@@ -30,6 +31,9 @@ class Check(Protocol):
 
 
 DEFAULT_CHECKS: tuple[Check, ...] = (
+    TenantStanding(),
+    EnvelopeSender(),
+    VerifiedForBulk(),
     SaneHeaders(),
     FromHeader(),
     AlignedHeaders(),

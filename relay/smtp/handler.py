@@ -24,7 +24,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import metrics
 from relay.config.schema import Config, TenantSection
-from relay.config.tenants import Tenants, owns_domain
+from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline, refusal
@@ -158,14 +158,10 @@ class SubmissionHandler:
         tenant = self._tenant(session)
         if tenant is None:
             return self._refuse("", "auth", replies.AUTH_REQUIRED)
-        if path.is_null:
-            return self._refuse(tenant.name, "sender", replies.NULL_SENDER)
-        if not owns_domain(tenant, path.domain):
-            return self._refuse(
-                tenant.name,
-                "sender",
-                replies.SENDER_NOT_OWNED.format(domain=path.domain, tenant=tenant.name),
-            )
+        ctx = PolicyContext(tenant, path.address)
+        refused = refusal(await self.pipeline.run("mail", ctx))
+        if refused is not None:
+            return self._refuse(tenant.name, refused.rule, refused.reply())
         limit = self.size_limit(session)
         if int(path.params.get("SIZE") or 0) > limit:
             return self._refuse(tenant.name, "size", replies.MESSAGE_TOO_BIG.format(limit=limit))

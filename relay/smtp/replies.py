@@ -43,10 +43,6 @@ BAD_SENDER = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 UNKNOWN_PARAMETER = "555 5.5.4 Parameter {param} not recognized"
 BAD_BODY = "501 5.5.4 BODY must be 7BIT or 8BITMIME"
-NULL_SENDER = "553 5.7.1 [P-HDR-ALIGN] The null sender <> cannot be used for submission"
-SENDER_NOT_OWNED = (
-    "553 5.7.1 [P-HDR-ALIGN] Sender domain {domain} is not a sending domain of tenant {tenant}"
-)
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds the limit of {limit} bytes"
 NUL_IN_DATA = "554 5.6.0 NUL characters are not allowed in message data"
 BARE_NEWLINE_IN_DATA = "554 5.5.2 Bare CR or LF is not allowed in message data (RFC 5321 2.3.8)"

@@ -17,18 +17,20 @@ SELECT pg_notify('relay_queue', '');
 
 -- name: lease_due
 -- Oldest due deliveries not leased by a live worker; SKIP LOCKED lets several workers and
--- several relay processes take disjoint batches without waiting on each other.
+-- several relay processes take disjoint batches without waiting on each other. Mail of
+-- the tenants in $5 (suspended, P-SUSPEND) is held: it stays queued, untouched.
 UPDATE deliveries AS d
 SET lease_owner = $1, lease_token = $2, lease_expires_at = now() + make_interval(secs => $3)
 FROM (
-    SELECT id FROM deliveries
-    WHERE state = 'queued' AND next_attempt_at <= now()
-      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-    ORDER BY next_attempt_at
+    SELECT due.id FROM deliveries AS due JOIN messages AS owner ON owner.id = due.message_id
+    WHERE due.state = 'queued' AND due.next_attempt_at <= now()
+      AND (due.lease_expires_at IS NULL OR due.lease_expires_at < now())
+      AND owner.tenant <> ALL($5::text[])
+    ORDER BY due.next_attempt_at
     LIMIT $4
-    FOR UPDATE SKIP LOCKED
-) AS due, messages AS m
-WHERE d.id = due.id AND m.id = d.message_id
+    FOR UPDATE OF due SKIP LOCKED
+) AS picked, messages AS m
+WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
           m.tenant, m.mail_from, m.received_at;
 
