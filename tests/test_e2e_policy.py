@@ -2,14 +2,17 @@
 
 import asyncio
 import smtplib
+import subprocess
+import sys
 import time
 import urllib.request
 from email.policy import SMTP
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.peers import RelayProcess, Sink, wait_for
+from tests.peers import ROOT, RelayProcess, Sink, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -93,3 +96,48 @@ def _attempts(dsn: str) -> int:
             await conn.close()
 
     return asyncio.run(count())
+
+
+def _cli(relay: RelayProcess, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, input=stdin,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
+    """P-SUPPRESS: a suppressed address gets 550 5.7.1 at RCPT (case-insensitively), the
+    other recipients of the message still go out; the list is managed with the CLI."""
+    assert "added 1 of 1" in _cli(
+        relay, "suppression", "add", "Gone@Inbox.Example", "--tenant", "acme",
+        "--reason", "unsubscribe",
+    )  # fmt: skip
+    with submission(relay.config.submission_port) as client:
+        client.mail("app@acme.example")
+        code, reply = client.rcpt("gone@inbox.example")
+        assert code == 550
+        assert reply.decode().startswith(
+            "5.7.1 [P-SUPPRESS] <gone@inbox.example> is on tenant acme's suppression list "
+            "(unsubscribe since "
+        )
+        assert client.rcpt("alice@inbox.example")[0] == 250
+        assert client.data(message().as_bytes(policy=SMTP))[0] == 250
+    ((_, rcpts, _),) = sink.wait_count(1)
+    assert rcpts == ["alice@inbox.example"]
+    listing = _cli(relay, "suppression", "ls", "--tenant", "acme")
+    assert "gone@inbox.example" in listing and "unsubscribe" in listing and "cli" in listing
+
+
+def test_suppression_import_and_export(relay: RelayProcess, tmp_path: Path) -> None:
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email,name\nbob@x.example,Bob\nnot an address,?\ncarol@y.example,C\n")
+    out = _cli(relay, "suppression", "import", str(csv_file), "--tenant", "acme")
+    assert "imported 2 new" in out and "refused line 3: 'not an address'" in out
+    exported = _cli(relay, "suppression", "export", "--tenant", "acme").splitlines()
+    assert exported[0] == "address,reason,source,created_at"
+    assert [line.split(",")[:3] for line in exported[1:3]] == [
+        ["bob@x.example", "manual", "import"],
+        ["carol@y.example", "manual", "import"],
+    ]

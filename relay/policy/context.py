@@ -14,6 +14,8 @@ from email.utils import getaddresses
 from functools import cached_property
 from typing import Literal
 
+import asyncpg
+
 from relay.config.schema import TenantSection
 from relay.smtp.address import AddressError, to_a_label
 
@@ -27,6 +29,8 @@ class PolicyContext:
     mail_from: str = ""
     recipients: list[str] = field(default_factory=list)
     raw: bytes = b""
+    database: "asyncpg.Pool | None" = None
+    """For checks that look up shared state (suppressions); None when run offline."""
 
     @cached_property
     def message(self) -> EmailMessage:

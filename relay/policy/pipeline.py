@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders
 from relay.policy.checks.subject import MisleadingSubject
+from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
 from relay.policy.context import Phase, PolicyContext
 from relay.policy.verdict import Outcome, Verdict
@@ -34,6 +35,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     TenantStanding(),
     EnvelopeSender(),
     VerifiedForBulk(),
+    SuppressedRecipient(),
     SaneHeaders(),
     FromHeader(),
     AlignedHeaders(),

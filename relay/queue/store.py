@@ -49,7 +49,7 @@ class Enqueuer:
     """Collects messages from concurrent sessions and commits them in batches."""
 
     def __init__(self, pool: asyncpg.Pool, *, lifetime: float, batch_max: int) -> None:
-        self._pool = pool
+        self.pool = pool
         self.lifetime = lifetime
         self._batch_max = batch_max
         self._pending: asyncio.Queue[tuple[NewMessage, asyncio.Future[None]]] = asyncio.Queue()
@@ -106,7 +106,7 @@ class Enqueuer:
             self._slots.release()
 
     async def _store(self, messages: list[NewMessage]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             await insert_messages(conn, messages, self.lifetime)
 
 

@@ -5,7 +5,8 @@
 - MAIL: the client must be authenticated or come from a tenant's trusted network (530
   otherwise: the relay never relays for anyone else); the sender domain must belong to the
   tenant (P-HDR-ALIGN); the declared SIZE must fit (552); the tenant's rate must allow it.
-- RCPT: at most the tenant's recipients per message (452 4.5.3, RFC 5321 4.5.3.1.10).
+- RCPT: at most the tenant's recipients per message (452 4.5.3, RFC 5321 4.5.3.1.10), and
+  none on the tenant's suppression list (P-SUPPRESS).
 - DATA: add a Message-ID if missing (RFC 5322 3.6.4), run the policy pipeline's DATA
   checks (a refusal cites its P-rule and nothing is queued), add `Received:` (RFC 5321
   4.4), DKIM-sign with the tenant domain's keys (P-DKIM), then commit to the queue and only then
@@ -182,6 +183,12 @@ class SubmissionHandler:
         assert tenant is not None  # MAIL succeeded
         if len(envelope.rcpt_tos) >= tenant.limits.recipients_per_message:
             return self._refuse(tenant.name, "recipients", replies.TOO_MANY_RECIPIENTS)
+        ctx = PolicyContext(
+            tenant, envelope.mail_from or "", [path.address], database=self.enqueuer.pool
+        )
+        refused = refusal(await self.pipeline.run("rcpt", ctx))
+        if refused is not None:
+            return self._refuse(tenant.name, refused.rule, refused.reply())
         envelope.rcpt_tos.append(path.address)
         return replies.RECIPIENT_OK
 

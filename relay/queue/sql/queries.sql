@@ -101,3 +101,21 @@ UPDATE deliveries SET state = 'deleted', lease_owner = NULL, lease_token = NULL,
        lease_expires_at = NULL, last_reply = 'deleted by admin', updated_at = now()
 WHERE message_id = $1 AND state = 'queued'
 RETURNING id;
+
+-- name: suppression_of
+SELECT reason, source, created_at FROM suppressions WHERE tenant = $1 AND address = lower($2);
+
+-- name: suppression_add
+INSERT INTO suppressions (tenant, address, reason, source)
+SELECT $1, lower(a), $3, $4 FROM unnest($2::text[]) AS a
+ON CONFLICT (tenant, address) DO NOTHING
+RETURNING address;
+
+-- name: suppression_remove
+DELETE FROM suppressions WHERE tenant = $1 AND address = lower($2) RETURNING address;
+
+-- name: suppression_list
+SELECT tenant, address, reason, source, created_at FROM suppressions
+WHERE ($1::text IS NULL OR tenant = $1)
+ORDER BY tenant, address
+LIMIT $2;

@@ -1,0 +1,38 @@
+"""P-SUPPRESS: no mail to an address that unsubscribed from, complained about or
+hard-bounced for this tenant; refused at RCPT, so the client learns at once, never silently.
+
+One primary-key look-up per RCPT in PostgreSQL (the list is shared by every relay process).
+If the database cannot answer, the recipient is deferred (4xx) rather than let through.
+"""
+
+import asyncpg
+
+from relay.policy.context import PolicyContext
+from relay.policy.verdict import Verdict
+from relay.queue.sql import QUERIES
+
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class SuppressedRecipient:
+    rule = "P-SUPPRESS"
+    phase = "rcpt"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        if ctx.database is None:
+            return Verdict.skip(self.rule, "no suppression list at hand (offline)")
+        recipient = ctx.recipients[-1]
+        try:
+            row = await ctx.database.fetchrow(QUERIES["suppression_of"], ctx.tenant.name, recipient)
+        except _DB_ERRORS as exc:
+            return Verdict.tempfail(
+                self.rule, f"suppression list unavailable ({type(exc).__name__})", 451, "4.3.0"
+            )
+        if row is None:
+            return Verdict.ok(self.rule, f"{recipient} is not suppressed")
+        since = row["created_at"].date().isoformat()
+        return Verdict.reject(
+            self.rule,
+            f"<{recipient}> is on tenant {ctx.tenant.name}'s suppression list "
+            f"({row['reason']} since {since})",
+        )
