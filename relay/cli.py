@@ -180,6 +180,7 @@ def queue_show(config_path: Path, message: str, as_json: bool) -> None:
         msg = dict(await pool.fetchrow(QUERIES["show_message"], mid))
         msg["deliveries"] = [dict(r) for r in await pool.fetch(QUERIES["show_deliveries"], mid)]
         msg["attempts"] = [dict(r) for r in await pool.fetch(QUERIES["show_attempts"], mid)]
+        msg["policy"] = [dict(r) for r in await pool.fetch(QUERIES["show_policy_results"], mid)]
         return msg
 
     info = _run(_with_db(config, action))
@@ -196,6 +197,8 @@ def queue_show(config_path: Path, message: str, as_json: bool) -> None:
     click.echo(f"size      {info['size']} bytes\nheader id {info['header_message_id']}")
     for d in info["deliveries"]:
         click.echo(f"  rcpt <{d['recipient']}> {d['state']} after {d['attempts']} attempt(s)")
+    for p in info["policy"]:
+        click.echo(f"  policy {p['rule']:14} {p['outcome']:8} {p['reason']}")
     for a in info["attempts"]:
         click.echo(f"  attempt {a['at']} {a['host'] or '-'} {a['outcome']}: {a['reply']}")
     click.echo("headers:\n" + headers)

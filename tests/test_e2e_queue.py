@@ -115,6 +115,13 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     message_id = str(_fetch(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
     shown = _cli(relay, "queue", "show", message_id[:8])
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
+    audit = _fetch(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
+    assert [r["rule"] for r in audit] == [
+        "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-AUTH", "P-HDR-SANE", "P-HDR-FROM",
+        "P-HDR-ALIGN", "P-SUBJECT",
+    ]  # fmt: skip
+    assert {r["outcome"] for r in audit} <= {"pass", "skip"}
+    assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown
     assert "rescheduled 1" in _cli(relay, "queue", "retry", message_id)
     assert "deleted 1" in _cli(relay, "queue", "delete", message_id)
     states = _fetch(relay.config.dsn, "SELECT state FROM deliveries")

@@ -39,6 +39,8 @@ class NewMessage:
     header_message_id: str | None = None
     client_address: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    audit: tuple[tuple[str, str, str], ...] = ()
+    """(rule, outcome, reason) of every policy verdict, stored with the message."""
 
 
 def domain_of(address: str) -> str:
@@ -134,4 +136,8 @@ async def insert_messages(
         [domain_of(r) for _, r in todo],
         lifetime,
     )
+    audit = [(m.id, n, *v) for m in messages if m.id in new for n, v in enumerate(m.audit)]
+    if audit:
+        columns = [list(col) for col in zip(*audit, strict=True)]
+        await conn.execute(QUERIES["insert_policy_results"], *columns)
     await conn.execute(QUERIES["notify_queue"])

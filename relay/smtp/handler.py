@@ -160,7 +160,8 @@ class SubmissionHandler:
         if tenant is None:
             return self._refuse("", "auth", replies.AUTH_REQUIRED)
         ctx = PolicyContext(tenant, path.address)
-        refused = refusal(await self.pipeline.run("mail", ctx))
+        verdicts = await self.pipeline.run("mail", ctx)
+        refused = refusal(verdicts)
         if refused is not None:
             return self._refuse(tenant.name, refused.rule, refused.reply())
         limit = self.size_limit(session)
@@ -172,6 +173,7 @@ class SubmissionHandler:
             )
             return self._refuse(tenant.name, "rate", reply)
         envelope.mail_from = path.address
+        envelope.policy_verdicts = list(verdicts)  # the audit trail, completed at DATA
         envelope.mail_options = [f"{k}={v}" if v else k for k, v in path.params.items()]
         envelope.smtp_utf8 = "SMTPUTF8" in path.params
         return replies.SENDER_OK
@@ -186,9 +188,11 @@ class SubmissionHandler:
         ctx = PolicyContext(
             tenant, envelope.mail_from or "", [path.address], database=self.enqueuer.pool
         )
-        refused = refusal(await self.pipeline.run("rcpt", ctx))
+        verdicts = await self.pipeline.run("rcpt", ctx)
+        refused = refusal(verdicts)
         if refused is not None:
             return self._refuse(tenant.name, refused.rule, refused.reply())
+        envelope.policy_verdicts.extend(verdicts)
         envelope.rcpt_tos.append(path.address)
         return replies.RECIPIENT_OK
 
@@ -205,9 +209,11 @@ class SubmissionHandler:
             header_id = f"<{queue_id}@{self.hostname}>"
             body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
         ctx = PolicyContext(tenant, envelope.mail_from, list(envelope.rcpt_tos), body)
-        refused = refusal(await self.pipeline.run("data", ctx))
+        verdicts = await self.pipeline.run("data", ctx)
+        refused = refusal(verdicts)
         if refused is not None:
             return self._refuse(tenant.name, refused.rule, refused.reply())
+        audit = [*envelope.policy_verdicts, *verdicts]
         headers = self._received(session, envelope, queue_id)
         message = NewMessage(
             id=queue_id,
@@ -217,6 +223,7 @@ class SubmissionHandler:
             content=self.signer.sign(tenant, headers + body, ctx.from_domain),
             header_message_id=header_id,
             client_address=session.client_ip,
+            audit=tuple((v.rule, v.outcome.value, v.reason) for v in audit),
         )
         try:
             await self.enqueuer.enqueue(message)

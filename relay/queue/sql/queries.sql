@@ -119,3 +119,10 @@ SELECT tenant, address, reason, source, created_at FROM suppressions
 WHERE ($1::text IS NULL OR tenant = $1)
 ORDER BY tenant, address
 LIMIT $2;
+
+-- name: insert_policy_results
+INSERT INTO policy_results (message_id, position, rule, outcome, reason)
+SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[]);
+
+-- name: show_policy_results
+SELECT rule, outcome, reason FROM policy_results WHERE message_id = $1 ORDER BY position;
