@@ -12,8 +12,8 @@ MESSAGES_RECEIVED = Counter(
 )
 MESSAGES_REJECTED = Counter(
     "relay_messages_rejected",
-    "SMTP commands refused during submission, by tenant ('' before it is known) and reason "
-    "(auth, sender, size, recipients, rate, syntax, data, queue, internal).",
+    "SMTP commands refused during submission, by tenant ('' before it is known) and reason: "
+    "auth, rate, queue, internal, or the P-rule ID of a policy refusal (P-SIZE, P-HDR-FROM...).",
     ["tenant", "reason"],
 )
 DELIVERIES = Counter(

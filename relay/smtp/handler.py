@@ -166,7 +166,7 @@ class SubmissionHandler:
             return self._refuse(tenant.name, refused.rule, refused.reply())
         limit = self.size_limit(session)
         if int(path.params.get("SIZE") or 0) > limit:
-            return self._refuse(tenant.name, "size", replies.MESSAGE_TOO_BIG.format(limit=limit))
+            return self._refuse(tenant.name, "P-SIZE", replies.MESSAGE_TOO_BIG.format(limit=limit))
         if not self.rates.allow(tenant.name, tenant.limits.messages_per_minute):
             reply = replies.RATE_LIMITED.format(
                 tenant=tenant.name, limit=tenant.limits.messages_per_minute
@@ -184,7 +184,7 @@ class SubmissionHandler:
         tenant = self._tenant(session)
         assert tenant is not None  # MAIL succeeded
         if len(envelope.rcpt_tos) >= tenant.limits.recipients_per_message:
-            return self._refuse(tenant.name, "recipients", replies.TOO_MANY_RECIPIENTS)
+            return self._refuse(tenant.name, "P-SIZE", replies.TOO_MANY_RECIPIENTS)
         ctx = PolicyContext(
             tenant, envelope.mail_from or "", [path.address], database=self.enqueuer.pool
         )

@@ -23,7 +23,9 @@ TOO_MANY_CONNECTIONS_FROM_CLIENT = "421 4.7.0 Too many connections from your add
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 DATA_TIMEOUT = "421 4.4.2 Timeout while receiving data, closing connection"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
-TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients for one message, send the rest in another"
+TOO_MANY_RECIPIENTS = (
+    "452 4.5.3 [P-SIZE] Too many recipients for one message, send the rest in another"
+)
 RATE_LIMITED = "450 4.7.1 Tenant {tenant} is over its limit of {limit} messages per minute"
 AUTH_LOCKED = "454 4.7.0 Too many failed authentication attempts, try again later"
 
@@ -43,7 +45,7 @@ BAD_SENDER = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 UNKNOWN_PARAMETER = "555 5.5.4 Parameter {param} not recognized"
 BAD_BODY = "501 5.5.4 BODY must be 7BIT or 8BITMIME"
-MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds the limit of {limit} bytes"
+MESSAGE_TOO_BIG = "552 5.3.4 [P-SIZE] Message size exceeds the limit of {limit} bytes"
 NUL_IN_DATA = "554 5.6.0 NUL characters are not allowed in message data"
 BARE_NEWLINE_IN_DATA = "554 5.5.2 Bare CR or LF is not allowed in message data (RFC 5321 2.3.8)"
 
