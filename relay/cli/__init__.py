@@ -1,0 +1,97 @@
+"""The `relay` command: serve, check-config, hash-password, migrate, sink, and the groups
+queue, suppression, policy and dkim (one module each)."""
+
+import getpass
+import sys
+from pathlib import Path
+
+import asyncpg
+import click
+
+from relay.cli.common import config_option, load, run, setup_logging, with_db
+from relay.cli.dkim import dkim
+from relay.cli.policy import policy
+from relay.cli.queue import queue
+from relay.cli.suppression import suppression
+from relay.config.schema import split_host_port
+from relay.queue.migrate import migrate
+from relay.smtp.auth import hash_password
+
+
+@click.group()
+def main() -> None:
+    """A multi-tenant outbound SMTP relay with a PostgreSQL queue."""
+
+
+@main.command()
+@config_option
+def serve(config_path: Path) -> None:
+    """Run the relay until SIGTERM (SIGHUP reloads the configuration)."""
+    config = load(config_path)
+    setup_logging(config.relay.log_level)
+    from relay.app import serve as serve_forever
+
+    run(serve_forever(config_path, config))
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), default="relay.toml")
+def check_config(path: Path) -> None:
+    """Validate a configuration file without starting anything."""
+    config = load(path)
+    click.echo(
+        f"{path}: OK ({len(config.tenants)} tenants, {len(config.listeners)} listeners, "
+        f"{len(config.routes)} routes)"
+    )
+
+
+@main.command("hash-password")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def hash_password_command(password_stdin: bool) -> None:
+    """Print an argon2 hash for a tenant credential's `password_hash`."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise click.ClickException("the passwords differ")
+    if not password:
+        raise click.ClickException("empty password")
+    click.echo(hash_password(password))
+
+
+@main.command("migrate")
+@config_option
+def migrate_command(config_path: Path) -> None:
+    """Apply pending schema migrations (serve does this at start too)."""
+    config = load(config_path)
+
+    async def action(pool: asyncpg.Pool) -> list[str]:
+        async with pool.acquire() as conn:
+            return await migrate(conn)
+
+    applied = run(with_db(config, action))
+    click.echo("schema up to date" + (f" (applied {', '.join(applied)})" if applied else ""))
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:2526", show_default=True, help="host:port")
+@click.option(
+    "--store", type=click.Path(path_type=Path, file_okay=False), help="Keep N.eml/N.json here."
+)
+@click.option("--quiet", is_flag=True, help="Do not print messages.")
+@click.option("--reply", "script", multiple=True, help="Answer DATA with these replies first.")
+def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) -> None:
+    """Run a capture SMTP server that prints (and stores) every message it gets."""
+    from relay.sink import SinkHandler, run_sink
+
+    host, port = split_host_port(listen)
+    handler = SinkHandler(store=store, echo=None if quiet else sys.stdout, script=list(script))
+    try:
+        run(run_sink(host, port, handler))
+    except KeyboardInterrupt:
+        pass
+
+
+for group in (queue, suppression, policy, dkim):
+    main.add_command(group)

@@ -1,0 +1,70 @@
+"""What every `relay` subcommand shares: the --config option, loading, the event loop."""
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from relay.config.load import ConfigError, load_config
+from relay.config.schema import Config
+from relay.queue.database import Database
+
+T = TypeVar("T")
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="relay.toml",
+    show_default=True,
+    help="Configuration file.",
+)
+
+
+def run(coro: Awaitable[T]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line
+
+
+async def with_db(config: Config, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    database = await Database.open(config)
+    try:
+        return await action(database.pool)
+    finally:
+        await database.close()
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
