@@ -141,3 +141,47 @@ def test_suppression_import_and_export(relay: RelayProcess, tmp_path: Path) -> N
         ["bob@x.example", "manual", "import"],
         ["carol@y.example", "manual", "import"],
     ]
+
+
+CONSENT_CSV = """address,consented_at,source,form_version,consent_text,method
+Ann@Inbox.example,2026-03-01T10:00:00+01:00,203.0.113.7,signup-v3,"Yes, send news",double-opt-in
+bob@inbox.example,2026-03-02 09:00,203.0.113.8,signup-v3,"Yes, send me news",web-form
+carl@inbox.example,yesterday,203.0.113.9,signup-v3,"Yes",web-form
+dan@inbox.example,2026-03-02T09:00:00Z,,signup-v3,"Yes",web-form
+eve@inbox.example,2026-03-02T09:00:00Z,list-broker,v1,"-",purchased
+"""
+
+
+def _bulk(relay: RelayProcess, recipients: list[str]) -> tuple[int, bytes]:
+    msg = message()
+    msg["List-Id"] = "<news.acme.example>"
+    with submission(relay.config.submission_port) as client:
+        client.mail("app@acme.example")
+        for rcpt in recipients:
+            assert client.rcpt(rcpt)[0] == 250
+        return client.data(msg.as_bytes(policy=SMTP))
+
+
+def test_consent_records_import_show_and_enforce(
+    relay: RelayProcess, sink: Sink, tmp_path: Path
+) -> None:
+    """P-CONSENT-RECORD: the CSV import refuses rows that prove nothing and says why; bulk
+    mail to a recipient without a record is refused naming it; with records it goes out."""
+    csv_file = tmp_path / "consent.csv"
+    csv_file.write_text(CONSENT_CSV)
+    out = _cli(relay, "consent", "import", str(csv_file), "--tenant", "acme")
+    assert "stored 2 consent records for acme, refused 3" in out
+    assert "refused line 4: consented_at 'yesterday' is not ISO 8601" in out
+    assert "refused line 5: empty source" in out
+    assert "refused line 6: method 'purchased' is not one of" in out
+    shown = _cli(relay, "consent", "show", "ann@inbox.example", "--tenant", "acme")
+    assert "double-opt-in" in shown and "203.0.113.7" in shown and "signup-v3" in shown
+    assert "2026-03-01 09:00:00+00:00" in shown
+
+    code, reply = _bulk(relay, ["ann@inbox.example", "zed@inbox.example"])
+    assert code == 550 and reply.startswith(
+        b"5.7.1 [P-CONSENT-RECORD] bulk mail without a consent record of <zed@inbox.example>"
+    )
+    assert _bulk(relay, ["ann@inbox.example", "Bob@inbox.example"])[0] == 250
+    ((_, rcpts, _),) = sink.wait_count(1)
+    assert sorted(rcpts) == ["Bob@inbox.example", "ann@inbox.example"]

@@ -117,8 +117,8 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
     audit = _fetch(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
     assert [r["rule"] for r in audit] == [
-        "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-AUTH", "P-HDR-SANE", "P-HDR-FROM",
-        "P-HDR-ALIGN", "P-SUBJECT",
+        "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-HDR-SANE",
+        "P-HDR-FROM", "P-HDR-ALIGN", "P-SUBJECT", "P-CONSENT-RECORD",
     ]  # fmt: skip
     assert {r["outcome"] for r in audit} <= {"pass", "skip"}
     assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown

@@ -140,6 +140,7 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-HDR-FROM",
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",
+        "data:P-CONSENT-RECORD",
     ]
 
 

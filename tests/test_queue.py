@@ -140,3 +140,29 @@ async def test_suspended_tenants_mail_is_held(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'queued'") == 2
     released = await pool.fetch(QUERIES["lease_due"], "w2", uuid.uuid4(), 30, 10, [])
     assert [r["tenant"] for r in released] == ["frozen"]
+
+
+async def test_consent_checks_at_rcpt_for_bulk_tenants(pool: asyncpg.Pool) -> None:
+    """P-CONSENT-RECORD at RCPT: a bulk tenant's recipient without a record is refused."""
+    from datetime import UTC, datetime
+
+    from relay.config.schema import TenantSection
+    from relay.policy.checks.consent import ConsentAtRcpt
+    from relay.policy.context import PolicyContext
+    from relay.policy.verdict import Outcome
+
+    tenant = TenantSection(name="news", domains=["news.example"], networks=["10.0.0.0/8"],
+                           stream="bulk", verified=True)  # fmt: skip
+    await pool.execute(
+        QUERIES["consent_upsert"], "news", ["ok@x.example"], [datetime(2026, 1, 1, tzinfo=UTC)],
+        ["198.51.100.1"], ["v1"], ["Yes please"], ["double-opt-in"],
+    )  # fmt: skip
+
+    async def verdict(recipient: str, tenant: TenantSection = tenant) -> Outcome:
+        ctx = PolicyContext(tenant, "a@news.example", [recipient], database=pool)
+        return (await ConsentAtRcpt().check(ctx)).outcome
+
+    assert await verdict("OK@x.example") is Outcome.PASS
+    assert await verdict("other@x.example") is Outcome.REJECT
+    relaxed = tenant.model_copy(update={"require_consent": False})
+    assert await verdict("other@x.example", relaxed) is Outcome.SKIP

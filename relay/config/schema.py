@@ -180,6 +180,9 @@ class TenantSection(Strict):
     verified: bool = False
     """Whether the tenant's identity has been verified; unverified tenants send no bulk
     (P-AUTH)."""
+    require_consent: bool = True
+    """Bulk mail only to recipients with a consent record (P-CONSENT-RECORD); the strict
+    default. Import records with `relay consent import`."""
     suspended: str = ""
     """Empty: active. Otherwise the reason the tenant is suspended (P-SUSPEND): its
     submissions are refused with it, and its queued mail is held, not delivered, until an

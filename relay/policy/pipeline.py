@@ -10,6 +10,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
@@ -36,10 +37,12 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     EnvelopeSender(),
     VerifiedForBulk(),
     SuppressedRecipient(),
+    ConsentAtRcpt(),
     SaneHeaders(),
     FromHeader(),
     AlignedHeaders(),
     MisleadingSubject(),
+    ConsentAtData(),
 )
 """In order: cheap structural checks first, then identity, then content."""
 

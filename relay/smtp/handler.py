@@ -208,7 +208,9 @@ class SubmissionHandler:
         if header_id is None:  # P-HDR-SANE allows adding it, never a false one
             header_id = f"<{queue_id}@{self.hostname}>"
             body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
-        ctx = PolicyContext(tenant, envelope.mail_from, list(envelope.rcpt_tos), body)
+        ctx = PolicyContext(
+            tenant, envelope.mail_from, list(envelope.rcpt_tos), body, self.enqueuer.pool
+        )
         verdicts = await self.pipeline.run("data", ctx)
         refused = refusal(verdicts)
         if refused is not None:

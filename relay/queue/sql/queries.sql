@@ -126,3 +126,24 @@ SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::tex
 
 -- name: show_policy_results
 SELECT rule, outcome, reason FROM policy_results WHERE message_id = $1 ORDER BY position;
+
+-- name: consent_upsert
+INSERT INTO consent_records (tenant, address, consented_at, source, form_version, consent_text, method)
+SELECT $1, lower(a), c, s, f, t, m
+FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS r (a, c, s, f, t, m)
+ON CONFLICT (tenant, address) DO UPDATE
+SET consented_at = excluded.consented_at, source = excluded.source,
+    form_version = excluded.form_version, consent_text = excluded.consent_text,
+    method = excluded.method, recorded_at = now();
+
+-- name: consent_missing
+-- The recipients of a batch without a consent record: one indexed look-up for all of them.
+SELECT a AS address FROM unnest($2::text[]) AS a
+WHERE NOT EXISTS (
+    SELECT 1 FROM consent_records c WHERE c.tenant = $1 AND c.address = lower(a)
+);
+
+-- name: consent_show
+SELECT tenant, address, consented_at, source, form_version, consent_text, method, recorded_at
+FROM consent_records WHERE tenant = $1 AND address = lower($2);
