@@ -20,6 +20,7 @@ from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.service import DkimSigner
 from relay.http import start_http
+from relay.policy.domain_status import DomainStatus
 from relay.queue.database import Database
 from relay.queue.store import Enqueuer
 from relay.smtp.handler import SubmissionHandler
@@ -36,11 +37,14 @@ async def serve(config_path: Path, config: Config) -> None:
         database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
     )
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
-    handler = SubmissionHandler(config, enqueuer, signer)
+    domains = DomainStatus(database.pool, config)
+    await domains.refresh()
+    handler = SubmissionHandler(config, enqueuer, signer, domains)
     worker = DeliveryWorker(database.pool, database.dsn, config)
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
         asyncio.create_task(worker.run(), name="delivery"),
+        asyncio.create_task(domains.run(), name="domain-status"),
     ]
     servers, sessions = await start_listeners(config, handler, server_context(config))
     http = await start_http(config.http.address, database.pool)
@@ -54,6 +58,8 @@ async def serve(config_path: Path, config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    pending: set[asyncio.Task[None]] = set()
+
     def reload() -> None:
         try:
             new = load_config(config_path)
@@ -64,6 +70,10 @@ async def serve(config_path: Path, config: Config) -> None:
         signer.reload()
         handler.reload(new)
         worker.reload(new)
+        domains.config = new
+        refresh = loop.create_task(domains.refresh())  # verifications made since, at once
+        pending.add(refresh)
+        refresh.add_done_callback(pending.discard)
         log.info("configuration reloaded from %s", config_path)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -83,8 +93,10 @@ async def serve(config_path: Path, config: Config) -> None:
             while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
                 await asyncio.sleep(0.1)
     tasks[1].cancel()
+    tasks[2].cancel()
     await worker.drain(_GRACE_SECONDS)
     tasks[0].cancel()
+    watch[0].cancel()
     await asyncio.gather(*tasks, *watch, return_exceptions=True)
     await http.cleanup()
     await database.close()

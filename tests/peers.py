@@ -104,6 +104,7 @@ class RelayConfig:
     extra_delivery: str = ""
     extra_tenants: str = ""
     bare_newlines: str = "reject"
+    require_verified_domains: bool = False
     submission_port: int = field(default_factory=free_port)
     smtps_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -144,6 +145,10 @@ retry_max = "2s"
 connect_timeout = "5s"
 command_timeout = "10s"
 {self.extra_delivery}
+
+[policy]
+require_verified_domains = {"true" if self.require_verified_domains else "false"}
+spf_mechanism = "include:_spf.relay.test"
 
 [http]
 address = "127.0.0.1:{self.http_port}"

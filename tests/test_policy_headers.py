@@ -138,6 +138,7 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-AUTH",
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",
+        "data:P-DNSAUTH",
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",
         "data:P-CONSENT-RECORD",

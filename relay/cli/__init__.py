@@ -1,5 +1,5 @@
 """The `relay` command: serve, check-config, hash-password, migrate, sink, and the groups
-queue, suppression, consent, policy and dkim (one module each)."""
+queue, suppression, consent, policy, domain and dkim (one module each)."""
 
 import getpass
 import sys
@@ -11,6 +11,7 @@ import click
 from relay.cli.common import config_option, load, run, setup_logging, with_db
 from relay.cli.consent import consent
 from relay.cli.dkim import dkim
+from relay.cli.domain import domain
 from relay.cli.policy import policy
 from relay.cli.queue import queue
 from relay.cli.suppression import suppression
@@ -94,5 +95,5 @@ def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) 
         pass
 
 
-for group in (queue, suppression, consent, policy, dkim):
+for group in (queue, suppression, consent, policy, domain, dkim):
     main.add_command(group)

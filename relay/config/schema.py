@@ -144,6 +144,17 @@ class DkimSection(Strict):
     `data_dir/dkim` (`relay dkim keygen`, `relay dkim rotate`)."""
 
 
+class PolicySection(Strict):
+    require_verified_domains: bool = True
+    """Send only from domains that passed `relay domain verify` (P-DNSAUTH): SPF
+    authorising the relay, the DKIM keys published, a DMARC record."""
+    spf_mechanism: str = ""
+    """What a sending domain's SPF must contain to authorise the relay, e.g.
+    `include:_spf.relay.example` or `ip4:192.0.2.10`."""
+    recheck_every: Seconds = Field(default="1d", gt=0)
+    """How often the running relay re-verifies every recorded domain."""
+
+
 class HttpSection(Strict):
     address: HostPort = "127.0.0.1:9587"
     """Listener for `/metrics` and `/healthz`; keep it on a private address."""
@@ -231,6 +242,7 @@ class Config(Strict):
     smtp: SmtpSection = SmtpSection()
     delivery: DeliverySection = DeliverySection()
     dkim: DkimSection = DkimSection()
+    policy: PolicySection = PolicySection()
     http: HttpSection = HttpSection()
     tenants: list[TenantSection] = []
     routes: list[RouteSection] = []

@@ -45,7 +45,18 @@ class Tenants:
         return None
 
 
+def is_within(domain: str, parent: str) -> bool:
+    """`domain` is `parent` or a subdomain of it (both A-labels, lower case)."""
+    return domain == parent or domain.endswith("." + parent)
+
+
+def owning_domain(tenant: TenantSection, domain: str) -> str | None:
+    """The tenant domain that `domain` (an A-label) is, or is under; the longest wins."""
+    domain = domain.lower()
+    matches = [d for d in tenant.domains if is_within(domain, d)]
+    return max(matches, key=len) if matches else None
+
+
 def owns_domain(tenant: TenantSection, domain: str) -> bool:
     """True if `domain` (an A-label) is one of the tenant's domains or a subdomain of one."""
-    domain = domain.lower()
-    return any(domain == d or domain.endswith("." + d) for d in tenant.domains)
+    return owning_domain(tenant, domain) is not None

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from relay.config.schema import TenantSection
+from relay.config.tenants import is_within
 from relay.dkim.keys import load_signing_keys
 from relay.dkim.sign import SigningKey, sign
 
@@ -33,8 +34,8 @@ class DkimSigner:
     def keys_for(self, tenant: TenantSection, domain: str | None) -> list[SigningKey]:
         if domain is None:
             return []
-        for owned in sorted(tenant.domains, key=len, reverse=True):
-            if (domain == owned or domain.endswith("." + owned)) and owned in self.keys:
+        for owned in sorted(tenant.domains, key=len, reverse=True):  # most specific first
+            if owned in self.keys and is_within(domain, owned):
                 return self.keys[owned]
         return []
 

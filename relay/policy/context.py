@@ -31,6 +31,8 @@ class PolicyContext:
     raw: bytes = b""
     database: "asyncpg.Pool | None" = None
     """For checks that look up shared state (suppressions); None when run offline."""
+    verified_domains: frozenset[str] | None = None
+    """Sending domains that passed verification; None when not required (or offline)."""
 
     @cached_property
     def message(self) -> EmailMessage:

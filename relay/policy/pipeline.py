@@ -11,7 +11,7 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
-from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders
+from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders, VerifiedDomain
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
@@ -40,6 +40,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     ConsentAtRcpt(),
     SaneHeaders(),
     FromHeader(),
+    VerifiedDomain(),
     AlignedHeaders(),
     MisleadingSubject(),
     ConsentAtData(),

@@ -28,6 +28,7 @@ from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
 from relay.policy.context import PolicyContext
+from relay.policy.domain_status import DomainStatus
 from relay.policy.pipeline import Pipeline, refusal
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
@@ -50,10 +51,12 @@ class SubmissionHandler:
         config: Config,
         enqueuer: Enqueuer,
         signer: DkimSigner,
+        domains: DomainStatus | None = None,
         pipeline: Pipeline | None = None,
     ) -> None:
         self.enqueuer = enqueuer
         self.signer = signer
+        self.domains = domains
         self.pipeline = pipeline or Pipeline()
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
@@ -209,7 +212,12 @@ class SubmissionHandler:
             header_id = f"<{queue_id}@{self.hostname}>"
             body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
         ctx = PolicyContext(
-            tenant, envelope.mail_from, list(envelope.rcpt_tos), body, self.enqueuer.pool
+            tenant,
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            body,
+            self.enqueuer.pool,
+            self.domains.for_policy() if self.domains else None,
         )
         verdicts = await self.pipeline.run("data", ctx)
         refused = refusal(verdicts)

@@ -8,7 +8,7 @@ domain and is refused, as is any domain the tenant does not own.
 import re
 from email.utils import getaddresses, parsedate_to_datetime
 
-from relay.config.tenants import owns_domain
+from relay.config.tenants import owning_domain, owns_domain
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 from relay.smtp.address import AddressError, to_a_label
@@ -107,3 +107,25 @@ class SaneHeaders:
             if any(c in str(value) for c in "\r\n\0"):
                 return Verdict.reject(self.rule, f"the {name} header holds a control character")
         return Verdict.ok(self.rule, "Date and Message-ID well formed, no repeated headers")
+
+
+class VerifiedDomain:
+    """P-DNSAUTH: the From domain's tenant domain has passed verification (SPF authorising
+    the relay, DKIM keys published, DMARC present), read from the stored result."""
+
+    rule = "P-DNSAUTH"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        if ctx.verified_domains is None:
+            return Verdict.skip(self.rule, "this deployment does not require verified domains")
+        owner = owning_domain(ctx.tenant, ctx.from_domain or "")
+        if owner is None:
+            return Verdict.skip(self.rule, "no From domain of the tenant (P-HDR-FROM decides)")
+        if owner not in ctx.verified_domains:
+            return Verdict.reject(
+                self.rule,
+                f"sending domain {owner} has not passed verification (SPF, DKIM, DMARC): "
+                f"see relay domain verify {owner}",
+            )
+        return Verdict.ok(self.rule, f"sending domain {owner} is verified")

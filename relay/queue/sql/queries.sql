@@ -147,3 +147,19 @@ WHERE NOT EXISTS (
 -- name: consent_show
 SELECT tenant, address, consented_at, source, form_version, consent_text, method, recorded_at
 FROM consent_records WHERE tenant = $1 AND address = lower($2);
+
+-- name: domain_record
+INSERT INTO domains (domain, tenant, passed, findings, checked_at)
+VALUES ($1, $2, $3, $4::jsonb, now())
+ON CONFLICT (domain) DO UPDATE
+SET tenant = excluded.tenant, passed = excluded.passed, findings = excluded.findings,
+    checked_at = now();
+
+-- name: domain_list
+SELECT domain, tenant, passed, findings, checked_at FROM domains ORDER BY domain;
+
+-- name: domains_passed
+SELECT domain FROM domains WHERE passed;
+
+-- name: domains_due
+SELECT domain FROM domains WHERE checked_at < now() - make_interval(secs => $1);

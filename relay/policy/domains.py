@@ -1,0 +1,126 @@
+"""P-DNSAUTH: a sending domain publishes what receivers need to trust the relay's mail.
+
+Checked when a domain is verified (`relay domain verify`), never per message:
+- SPF (RFC 7208) authorises the relay: the configured mechanism (`[policy] spf_mechanism`,
+  e.g. `include:_spf.relay.example`) appears in the record or in one it includes or
+  redirects to, within the 10-lookup limit, and the record does not end in `+all`;
+- DKIM (RFC 6376): the record of every active or next key of the domain is published;
+- DMARC (RFC 7489): a record exists; `p=none` passes with a warning, quarantine or reject
+  is what we recommend.
+checkdmarc parses and evaluates SPF and DMARC (dnspython underneath); each finding says what
+to publish when it fails. The result is stored, and the SMTP path only reads that result.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dns.resolver
+from checkdmarc import dmarc, spf
+
+from relay.config.schema import Config, split_host_port
+from relay.dkim.keys import DomainKeys, dns_record
+from relay.dkim.publish import is_published
+
+Status = Literal["pass", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # spf | dkim | dmarc
+    status: Status
+    detail: str
+    publish: str = ""  # the record to publish when it fails
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.check, "status": self.status, "detail": self.detail,
+                "publish": self.publish}  # fmt: skip
+
+
+def passed(findings: list[Finding]) -> bool:
+    return all(f.status != "fail" for f in findings)
+
+
+def _resolver(nameservers: list[str]) -> dns.resolver.Resolver:
+    resolver = dns.resolver.Resolver(configure=not nameservers)
+    if nameservers:
+        pairs = [split_host_port(ns) for ns in nameservers]
+        resolver.nameservers = [host for host, _ in pairs]
+        resolver.port = pairs[0][1]
+    return resolver
+
+
+def _mechanisms(parsed: dict[str, Any]) -> list[str]:
+    """Every `mechanism:value` in an evaluated SPF tree, includes and redirects followed."""
+    found = []
+    for m in parsed.get("mechanisms", []):
+        found.append(f"{m['mechanism']}:{m['value']}")
+        if isinstance(m.get("parsed"), dict):
+            found += _mechanisms(m["parsed"])
+    redirect = parsed.get("redirect")
+    if isinstance(redirect, dict):
+        found.append(f"redirect:{redirect.get('domain')}")
+        if isinstance(redirect.get("parsed"), dict):
+            found += _mechanisms(redirect["parsed"])
+    return found
+
+
+def check_spf(domain: str, mechanism: str, resolver: dns.resolver.Resolver) -> Finding:
+    publish = f'{domain}. IN TXT "v=spf1 {mechanism} -all"'
+    try:
+        result = spf.check_spf(domain, resolver=resolver)
+    except Exception as exc:  # checkdmarc raises its own errors for every kind of flaw
+        return Finding("spf", "fail", f"SPF: {exc}", publish)
+    if not result.get("valid"):
+        return Finding("spf", "fail", f"SPF: {result.get('error', 'invalid record')}", publish)
+    parsed = result["parsed"]
+    if parsed.get("all") == "pass":
+        return Finding("spf", "fail", "SPF ends in +all: it authorises the whole internet",
+                       publish)  # fmt: skip
+    if mechanism.lower() not in (m.lower() for m in _mechanisms(parsed)):
+        return Finding("spf", "fail", f"SPF does not authorise the relay ({mechanism})",
+                       f"add {mechanism} to: {result['record']}")  # fmt: skip
+    return Finding("spf", "pass", f"SPF authorises the relay: {result['record']}")
+
+
+def check_dmarc(domain: str, resolver: dns.resolver.Resolver) -> Finding:
+    publish = f'_dmarc.{domain}. IN TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@{domain}"'
+    try:
+        result = dmarc.check_dmarc(domain, resolver=resolver)
+    except Exception as exc:
+        return Finding("dmarc", "fail", f"DMARC: {exc}", publish)
+    if not result.get("valid") or not result.get("record"):
+        return Finding("dmarc", "fail", f"no DMARC record ({result.get('error', '')})", publish)
+    policy = result["tags"]["p"]["value"]
+    if policy == "none":
+        return Finding("dmarc", "warn", "DMARC p=none: receivers are not asked to act on "
+                       "failures; p=quarantine or stricter is recommended", publish)  # fmt: skip
+    return Finding("dmarc", "pass", f"DMARC p={policy}: {result['record']}")
+
+
+async def check_dkim(domain: str, config: Config) -> list[Finding]:
+    keys = DomainKeys(Path(config.relay.data_dir) / "dkim", domain)
+    selectors = [s for st in keys.state.values() for s in (st.active, st.next) if s]
+    if not selectors:
+        return [Finding("dkim", "fail", "no DKIM key: run `relay dkim keygen " + domain + "`")]
+    findings = []
+    for selector in selectors:
+        key = keys.load_key(selector)
+        if await is_published(domain, selector, key, config.delivery.nameservers):
+            findings.append(Finding("dkim", "pass", f"DKIM key {selector} is published"))
+        else:
+            findings.append(Finding("dkim", "fail", f"DKIM key {selector} is not published",
+                                    f'{selector}._domainkey.{domain}. IN TXT "'
+                                    f'{dns_record(key)}"'))  # fmt: skip
+    return findings
+
+
+async def verify_domain(domain: str, config: Config) -> list[Finding]:
+    """Every P-DNSAUTH finding for `domain` (an A-label)."""
+    resolver = _resolver(config.delivery.nameservers)
+    spf_finding, dmarc_finding = await asyncio.gather(
+        asyncio.to_thread(check_spf, domain, config.policy.spf_mechanism, resolver),
+        asyncio.to_thread(check_dmarc, domain, resolver),
+    )
+    return [spf_finding, *await check_dkim(domain, config), dmarc_finding]

@@ -1,0 +1,124 @@
+"""P-DNSAUTH: domain verification against a real DNS server, and its enforcement."""
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from email.policy import SMTP
+from pathlib import Path
+
+import pytest
+
+from relay.config.load import load_config
+from relay.dkim.keys import DomainKeys, dns_record
+from relay.policy.domains import passed, verify_domain
+from tests.dns_server import DnsServer
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.smtp_client import message, submission
+from tests.test_dkim import _txt
+
+SPF_RELAY = ("TXT", 300, '"v=spf1 ip4:192.0.2.0/24 -all"')
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    server = DnsServer({"_spf.relay.test": [SPF_RELAY]})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _publish(dns: DnsServer, data_dir: Path, domain: str, dmarc: str | None, spf: str) -> None:
+    keys = DomainKeys(data_dir / "dkim", domain)
+    selector, key = keys.add_next("rsa")
+    keys.promote("rsa")
+    dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, _txt(dns_record(key)))
+    dns.add(domain, "TXT", 300, f'"{spf}"')
+    if dmarc:
+        dns.add(f"_dmarc.{domain}", "TXT", 300, f'"{dmarc}"')
+
+
+def _config(tmp_path: Path, dns: DnsServer, domains: list[str]) -> Path:
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        (ROOT / "relay.toml")
+        .read_text()
+        .replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
+        .replace("nameservers = []", f'nameservers = ["127.0.0.1:{dns.port}"]')
+        .replace('spf_mechanism = "include:_spf.relay.localhost"',
+                 'spf_mechanism = "include:_spf.relay.test"')
+        .replace('domains = ["demo.example"]', f"domains = {domains!r}".replace("'", '"'))
+    )  # fmt: skip
+    return path
+
+
+CASES = {
+    "good.example": ("v=DMARC1; p=reject", "v=spf1 include:_spf.relay.test -all", True, []),
+    "lax.example": ("v=DMARC1; p=none", "v=spf1 include:_spf.relay.test ~all", True, ["warn"]),
+    "nodmarc.example": (None, "v=spf1 include:_spf.relay.test -all", False, ["dmarc"]),
+    "otherspf.example": ("v=DMARC1; p=reject", "v=spf1 include:_spf.esp.example -all", False,
+                         ["spf"]),
+    "open.example": ("v=DMARC1; p=reject", "v=spf1 include:_spf.relay.test +all", False, ["spf"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("domain", CASES)
+def test_verification(domain: str, dns: DnsServer, tmp_path: Path) -> None:
+    """SPF must authorise the relay (not +all), DKIM keys be published, DMARC exist
+    (p=none passes with a warning); a failure says what to publish."""
+    dmarc, spf, ok, problems = CASES[domain]
+    dns.add("_spf.esp.example", "TXT", 300, '"v=spf1 ip4:198.51.100.0/24 -all"')
+    _publish(dns, tmp_path / "data", domain, dmarc, spf)
+    config = load_config(_config(tmp_path, dns, [domain]))
+    findings = asyncio.run(verify_domain(domain, config))
+    assert passed(findings) is ok, findings
+    assert [f.check for f in findings] == ["spf", "dkim", "dmarc"]
+    for f in findings:
+        if f.check in problems:
+            assert f.status == "fail" and f.publish, f
+        if "warn" in problems and f.check == "dmarc":
+            assert f.status == "warn" and "p=none" in f.detail
+
+
+def test_unpublished_dkim_key_fails(dns: DnsServer, tmp_path: Path) -> None:
+    _publish(dns, tmp_path / "data", "shop.example", "v=DMARC1; p=reject",
+             "v=spf1 include:_spf.relay.test -all")  # fmt: skip
+    DomainKeys(tmp_path / "data" / "dkim", "shop.example").add_next("ed25519")
+    config = load_config(_config(tmp_path, dns, ["shop.example"]))
+    dkim = [f for f in asyncio.run(verify_domain("shop.example", config)) if f.check == "dkim"]
+    assert [f.status for f in dkim] == ["pass", "fail"]
+    assert "k=ed25519" in dkim[1].publish
+
+
+@pytest.mark.e2e
+def test_only_verified_domains_send(
+    relay_config: RelayConfig, sink: Sink, dns: DnsServer, tmp_path: Path
+) -> None:
+    """With require_verified_domains, a From domain that has not passed `relay domain
+    verify` is refused with [P-DNSAUTH]; once verified (and reloaded) it sends."""
+    relay_config.require_verified_domains = True
+    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
+    with running(relay_config, tmp_path) as relay:
+        with submission(relay.config.submission_port) as client:
+            code, reply = client.mail("app@acme.example")
+            client.rcpt("alice@inbox.example")
+            code, reply = client.data(message().as_bytes(policy=SMTP))
+        assert code == 550 and reply.startswith(b"5.7.1 [P-DNSAUTH] sending domain acme.example")
+        _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=quarantine",
+                 "v=spf1 include:_spf.relay.test -all")  # fmt: skip
+        result = _cli(relay, "domain", "verify", "acme.example")
+        assert result.returncode == 0 and "acme.example: verified" in result.stdout, result
+        assert "acme.example" in _cli(relay, "domain", "ls").stdout
+        relay.signal(1)  # reload: the relay reads verification results at once
+        wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+        with submission(relay.config.submission_port) as client:
+            client.send_message(message())
+        sink.wait_count(1)
+
+
+def _cli(relay: RelayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
