@@ -158,6 +158,11 @@ name = "acme"
 domains = ["acme.example"]
 verified = true
 
+[tenants.identity]
+name = "Acme Widgets GmbH"
+postal_address = "Hauptstraße 5, 10115 Berlin, Germany"
+contact_email = "hello@acme.example"
+
 [[tenants.credentials]]
 username = "acme"
 password_hash = "{ACME_HASH}"

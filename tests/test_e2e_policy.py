@@ -14,6 +14,7 @@ import pytest
 
 from tests.peers import ROOT, RelayProcess, Sink, wait_for
 from tests.smtp_client import message, submission
+from tests.test_policy_bulk import newsletter
 
 pytestmark = pytest.mark.e2e
 
@@ -153,13 +154,13 @@ eve@inbox.example,2026-03-02T09:00:00Z,list-broker,v1,"-",purchased
 
 
 def _bulk(relay: RelayProcess, recipients: list[str]) -> tuple[int, bytes]:
-    msg = message()
-    msg["List-Id"] = "<news.acme.example>"
+    """A newsletter that meets every other bulk rule, so consent alone decides."""
+    raw = newsletter().replace(b"To: alice@inbox.example", b"List-Id: <news.acme.example>")
     with submission(relay.config.submission_port) as client:
         client.mail("app@acme.example")
         for rcpt in recipients:
             assert client.rcpt(rcpt)[0] == 250
-        return client.data(msg.as_bytes(policy=SMTP))
+        return client.data(raw)
 
 
 def test_consent_records_import_show_and_enforce(

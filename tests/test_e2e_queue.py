@@ -118,7 +118,8 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     audit = _fetch(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
     assert [r["rule"] for r in audit] == [
         "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-HDR-SANE",
-        "P-HDR-FROM", "P-DNSAUTH", "P-HDR-ALIGN", "P-SUBJECT", "P-CONSENT-RECORD",
+        "P-HDR-FROM", "P-DNSAUTH", "P-HDR-ALIGN", "P-SUBJECT", "P-UNSUB", "P-IDENTITY",
+        "P-CONSENT-NOTE", "P-NO-SERVICE-CONTACT", "P-CONSENT-RECORD",
     ]  # fmt: skip
     assert {r["outcome"] for r in audit} <= {"pass", "skip"}
     assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown

@@ -141,6 +141,10 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-DNSAUTH",
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",
+        "data:P-UNSUB",
+        "data:P-IDENTITY",
+        "data:P-CONSENT-NOTE",
+        "data:P-NO-SERVICE-CONTACT",
         "data:P-CONSENT-RECORD",
     ]
 

@@ -153,6 +153,9 @@ class PolicySection(Strict):
     `include:_spf.relay.example` or `ip4:192.0.2.10`."""
     recheck_every: Seconds = Field(default="1d", gt=0)
     """How often the running relay re-verifies every recorded domain."""
+    service_contacts: list[str] = []
+    """The sending service's own contact details (abuse address, website) that tenants'
+    bulk mail must not show as its own (P-NO-SERVICE-CONTACT)."""
 
 
 class HttpSection(Strict):
@@ -175,6 +178,19 @@ class TenantLimits(Strict):
     """Largest message; more get `552 5.3.4`."""
 
 
+class Identity(Strict):
+    """Who sends the tenant's bulk mail, as each message must show it (P-IDENTITY)."""
+
+    name: str = Field(min_length=2)
+    """Full name of the sender (person or company)."""
+    postal_address: str = Field(min_length=5)
+    """Physical postal address or registered office, as written in the mail's footer."""
+    contact_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    consent_statement: str = ""
+    """The sentence the tenant uses to say why recipients get its mail (P-CONSENT-NOTE);
+    common phrasings in several languages are recognised without it."""
+
+
 class TenantSection(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     domains: list[str] = Field(min_length=1)
@@ -191,6 +207,8 @@ class TenantSection(Strict):
     verified: bool = False
     """Whether the tenant's identity has been verified; unverified tenants send no bulk
     (P-AUTH)."""
+    identity: Identity | None = None
+    """Required for bulk mail (P-IDENTITY)."""
     require_consent: bool = True
     """Bulk mail only to recipients with a consent record (P-CONSENT-RECORD); the strict
     default. Import records with `relay consent import`."""

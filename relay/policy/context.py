@@ -33,6 +33,10 @@ class PolicyContext:
     """For checks that look up shared state (suppressions); None when run offline."""
     verified_domains: frozenset[str] | None = None
     """Sending domains that passed verification; None when not required (or offline)."""
+    service_contacts: tuple[str, ...] = ()
+    """The sending service's own contacts (P-NO-SERVICE-CONTACT)."""
+    extras: dict[str, object] = field(default_factory=dict)
+    """What checks compute once and share (the visible text, say)."""
 
     @cached_property
     def message(self) -> EmailMessage:

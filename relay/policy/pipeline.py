@@ -10,6 +10,12 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from relay.policy.checks.bulk import (
+    ConsentNote,
+    NoServiceContact,
+    OneClickUnsubscribe,
+    SenderIdentity,
+)
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders, VerifiedDomain
 from relay.policy.checks.subject import MisleadingSubject
@@ -43,6 +49,10 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     VerifiedDomain(),
     AlignedHeaders(),
     MisleadingSubject(),
+    OneClickUnsubscribe(),
+    SenderIdentity(),
+    ConsentNote(),
+    NoServiceContact(),
     ConsentAtData(),
 )
 """In order: cheap structural checks first, then identity, then content."""

@@ -218,6 +218,7 @@ class SubmissionHandler:
             body,
             self.enqueuer.pool,
             self.domains.for_policy() if self.domains else None,
+            tuple(self.config.policy.service_contacts),
         )
         verdicts = await self.pipeline.run("data", ctx)
         refused = refusal(verdicts)
