@@ -23,6 +23,12 @@ Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
 
 
+def _utf8(value: str) -> str:
+    """A raw header value parsed from bytes holds 8-bit octets as surrogates: make them the
+    UTF-8 text they are (RFC 6532 allows UTF-8 in headers)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @dataclass
 class PolicyContext:
     tenant: TenantSection
@@ -44,8 +50,18 @@ class PolicyContext:
         assert isinstance(parsed, EmailMessage)
         return parsed
 
+    @cached_property
+    def _raw_headers(self) -> list[tuple[str, str]]:
+        return [(k.lower(), " ".join(_utf8(v).split())) for k, v in self.message.raw_items()]
+
     def headers(self, name: str) -> list[str]:
-        """Every value of a header, as text (unparseable values as they are)."""
+        """Every value of a header as sent, unfolded; not decoded, so cheap (the header
+        registry's full parse costs far more than the checks need)."""
+        name = name.lower()
+        return [v for k, v in self._raw_headers if k == name]
+
+    def decoded(self, name: str) -> list[str]:
+        """Every value of a header with RFC 2047 encoded-words decoded (e.g. a Subject)."""
         return [str(v) for v in self.message.get_all(name, [])]
 
     @cached_property
@@ -67,6 +83,6 @@ class PolicyContext:
         precedence = " ".join(self.headers("Precedence")).strip().lower()
         return (
             precedence in ("bulk", "list")
-            or bool(self.message.get_all("List-Id"))
-            or bool(self.message.get_all("Feedback-ID"))
+            or bool(self.headers("List-Id"))
+            or bool(self.headers("Feedback-ID"))
         )

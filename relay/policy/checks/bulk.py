@@ -16,7 +16,7 @@ Transactional mail is exempt from all four.
 import re
 from functools import cached_property
 
-from relay.policy.checks.text import links, visible_text
+from relay.policy.checks.text import Rendered, render
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 
@@ -55,12 +55,16 @@ class _BulkText:
         self.ctx = ctx
 
     @cached_property
-    def text(self) -> str:
-        return _squash(visible_text(self.ctx.message))
+    def rendered(self) -> Rendered:
+        return render(self.ctx.message)
 
     @cached_property
+    def text(self) -> str:
+        return self.rendered.text.casefold()
+
+    @property
     def links(self) -> list[str]:
-        return links(self.ctx.message)
+        return self.rendered.links
 
 
 def _bulk_text(ctx: PolicyContext) -> _BulkText:

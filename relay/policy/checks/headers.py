@@ -20,6 +20,7 @@ SINGLETONS = (
 """RFC 5322 3.6: fields that may appear at most once."""
 
 _MSG_ID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
+_BARE_NEWLINE = re.compile(r"\r(?!\n)|(?<!\r)\n(?![ \t])")  # a fold is CRLF + WSP
 
 
 def _addresses(values: list[str]) -> list[str]:
@@ -86,25 +87,24 @@ class SaneHeaders:
     phase = "data"
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        message = ctx.message
         for name in SINGLETONS:
-            count = len(message.get_all(name, []))
+            count = len(ctx.headers(name))
             if count > 1:
                 return Verdict.reject(self.rule, f"{name} appears {count} times (RFC 5322 3.6)")
-        date = message.get("Date")
-        if date is None:
+        dates = ctx.headers("Date")
+        if not dates:
             return Verdict.reject(self.rule, "the Date header is missing (RFC 5322 3.6.1)")
         try:
-            parsedate_to_datetime(str(date))
+            parsedate_to_datetime(dates[0])
         except (TypeError, ValueError):
-            return Verdict.reject(self.rule, f"the Date header {str(date)!r} is not a valid date")
-        message_id = message.get("Message-ID")
-        if message_id is None:
+            return Verdict.reject(self.rule, f"the Date header {dates[0]!r} is not a valid date")
+        ids = ctx.headers("Message-ID")
+        if not ids:
             return Verdict.reject(self.rule, "the Message-ID header is missing (RFC 5322 3.6.4)")
-        if not _MSG_ID.match(str(message_id).strip()):
-            return Verdict.reject(self.rule, f"Message-ID {str(message_id)!r} is malformed")
-        for name, value in message.items():
-            if any(c in str(value) for c in "\r\n\0"):
+        if not _MSG_ID.match(ids[0]):
+            return Verdict.reject(self.rule, f"Message-ID {ids[0]!r} is malformed")
+        for name, value in ctx.message.raw_items():
+            if "\0" in value or _BARE_NEWLINE.search(value):
                 return Verdict.reject(self.rule, f"the {name} header holds a control character")
         return Verdict.ok(self.rule, "Date and Message-ID well formed, no repeated headers")
 

@@ -34,12 +34,12 @@ class MisleadingSubject:
     async def check(self, ctx: PolicyContext) -> Verdict:
         if not ctx.is_bulk:
             return Verdict.skip(self.rule, "transactional mail")
-        subjects = ctx.headers("Subject")
+        subjects = ctx.decoded("Subject")
         subject = subjects[0].strip() if subjects else ""
         if not subject:
             return Verdict.reject(self.rule, "bulk mail needs a non-empty Subject")
         match = _PREFIX.match(subject)
-        answers = ctx.message.get("In-Reply-To") or ctx.message.get("References")
+        answers = ctx.headers("In-Reply-To") or ctx.headers("References")
         if match and not answers:
             return Verdict.reject(
                 self.rule,

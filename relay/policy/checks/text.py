@@ -6,6 +6,7 @@ library's parser (script and style dropped, link targets collected), whitespace 
 """
 
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage
 from html import unescape
 from html.parser import HTMLParser
@@ -62,17 +63,32 @@ def _html(content: str) -> _HtmlText:
     return parser
 
 
-def visible_text(message: EmailMessage) -> str:
-    """All inline text of the message, HTML rendered to text, whitespace collapsed."""
-    texts = []
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    """All inline text, HTML rendered to text, whitespace collapsed."""
+    links: list[str]
+    """href values of HTML parts and URLs written in plain text parts."""
+
+
+def render(message: EmailMessage) -> Rendered:
+    """Decode and render the message's text parts once, for every check that reads them."""
+    texts: list[str] = []
+    found: list[str] = []
     for kind, content in _parts(message):
-        texts.append("".join(_html(content).parts) if kind == "text/html" else content)
-    return " ".join(unescape(" ".join(texts)).split())
+        if kind == "text/html":
+            html = _html(content)
+            texts.append("".join(html.parts))
+            found += html.hrefs
+        else:
+            texts.append(content)
+            found += _URL.findall(content)
+    return Rendered(" ".join(unescape(" ".join(texts)).split()), found)
+
+
+def visible_text(message: EmailMessage) -> str:
+    return render(message).text
 
 
 def links(message: EmailMessage) -> list[str]:
-    """Link targets: href values of HTML parts and URLs written in plain text parts."""
-    found: list[str] = []
-    for kind, content in _parts(message):
-        found += _html(content).hrefs if kind == "text/html" else _URL.findall(content)
-    return found
+    return render(message).links
