@@ -160,3 +160,32 @@ def test_check_config_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert f"{broken}:5: delivery.concurency: unknown key" in bad.stderr
+
+
+def test_hash_password_makes_an_argon2_hash_that_verifies() -> None:
+    """`relay hash-password` prints what `password_hash` takes; the password is not in it."""
+    from argon2 import PasswordHasher
+
+    made = subprocess.run(
+        [sys.executable, "-m", "relay", "hash-password", "--password-stdin"],
+        input="s3cret pass\n", capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    hashed = made.stdout.strip()
+    assert hashed.startswith("$argon2id$") and "s3cret" not in hashed
+    assert PasswordHasher().verify(hashed, "s3cret pass")
+
+
+@pytest.mark.queue
+def test_migrate_command_applies_once(database: str, tmp_path: Path) -> None:
+    """`relay migrate` applies the schema to a fresh database, then has nothing to do."""
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[queue]\ndsn = "{database}"\n' + MINIMAL)
+
+    def migrate() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "relay", "migrate", "--config", str(config)],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        ).stdout  # fmt: skip
+
+    assert "applied 0001_initial.sql" in migrate()
+    assert migrate().strip() == "schema up to date"

@@ -72,7 +72,7 @@ def migrate_command(config_path: Path) -> None:
         async with pool.acquire() as conn:
             return await migrate(conn)
 
-    applied = run(with_db(config, action))
+    applied = run(with_db(config, action, migrate=False))
     click.echo("schema up to date" + (f" (applied {', '.join(applied)})" if applied else ""))
 
 

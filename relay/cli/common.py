@@ -52,8 +52,11 @@ def setup_logging(level: str) -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line
 
 
-async def with_db(config: Config, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    database = await Database.open(config)
+async def with_db(
+    config: Config, action: Callable[[asyncpg.Pool], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Run `action` with a pool on the configured database (migrated first, by default)."""
+    database = await Database.open(config, run_migrations=migrate)
     try:
         return await action(database.pool)
     finally:
