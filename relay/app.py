@@ -19,6 +19,7 @@ from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.service import DkimSigner
+from relay.feedback.unsubscribe import SECRET_ENV, load_secret
 from relay.http import start_http
 from relay.policy.domain_status import DomainStatus
 from relay.queue.database import Database
@@ -32,6 +33,12 @@ _GRACE_SECONDS = 10.0
 
 
 async def serve(config_path: Path, config: Config) -> None:
+    secret = load_secret(config.policy.unsubscribe_secret_file)
+    if secret is None and any(t.unsubscribe == "relay" for t in config.tenants):
+        raise SystemExit(
+            f"tenants with unsubscribe = \"relay\" need a secret: {SECRET_ENV} or "
+            "[policy] unsubscribe_secret_file"
+        )
     database = await Database.open(config)
     enqueuer = Enqueuer(
         database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
@@ -39,7 +46,7 @@ async def serve(config_path: Path, config: Config) -> None:
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)
     await domains.refresh()
-    handler = SubmissionHandler(config, enqueuer, signer, domains)
+    handler = SubmissionHandler(config, enqueuer, signer, domains, unsubscribe_secret=secret)
     worker = DeliveryWorker(database.pool, database.dsn, config)
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),

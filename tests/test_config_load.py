@@ -189,3 +189,12 @@ def test_migrate_command_applies_once(database: str, tmp_path: Path) -> None:
 
     assert "applied 0001_initial.sql" in migrate()
     assert migrate().strip() == "schema up to date"
+
+
+def test_relay_unsubscribe_needs_an_endpoint(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + '[[tenants]]\nname = "a"\ndomains = ["a.example"]\nnetworks = ["10.0.0.0/8"]\n'
+        + 'unsubscribe = "relay"\n'
+    )
+    assert 'use unsubscribe = "relay": set [policy] unsubscribe_url' in _errors(tmp_path, text)

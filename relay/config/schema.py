@@ -153,6 +153,12 @@ class PolicySection(Strict):
     `include:_spf.relay.example` or `ip4:192.0.2.10`."""
     recheck_every: Seconds = Field(default="1d", gt=0)
     """How often the running relay re-verifies every recorded domain."""
+    unsubscribe_url: str = Field(default="", pattern=r"^(https://\S+)?$")
+    """https base URL of the one-click unsubscribe endpoint, for tenants with
+    `unsubscribe = "relay"`; the signed token is appended as the last path segment."""
+    unsubscribe_secret_file: str = ""
+    """File holding the HMAC secret of unsubscribe tokens (32 bytes or more); empty: the
+    RELAY_UNSUBSCRIBE_SECRET environment variable."""
     service_contacts: list[str] = []
     """The sending service's own contact details (abuse address, website) that tenants'
     bulk mail must not show as its own (P-NO-SERVICE-CONTACT)."""
@@ -209,6 +215,10 @@ class TenantSection(Strict):
     (P-AUTH)."""
     identity: Identity | None = None
     """Required for bulk mail (P-IDENTITY)."""
+    unsubscribe: Literal["tenant", "relay"] = "tenant"
+    """P-UNSUB: `tenant` sends its own List-Unsubscribe headers; `relay` lets the relay add
+    its own signed one-click URI (`[policy] unsubscribe_url`) where they are missing, to
+    messages with one recipient."""
     require_consent: bool = True
     """Bulk mail only to recipients with a consent record (P-CONSENT-RECORD); the strict
     default. Import records with `relay consent import`."""
@@ -264,6 +274,16 @@ class Config(Strict):
     http: HttpSection = HttpSection()
     tenants: list[TenantSection] = []
     routes: list[RouteSection] = []
+
+    @model_validator(mode="after")
+    def _unsubscribe_endpoint(self) -> "Config":
+        relayed = [t.name for t in self.tenants if t.unsubscribe == "relay"]
+        if relayed and not self.policy.unsubscribe_url:
+            raise ValueError(
+                f'tenants {", ".join(relayed)} use unsubscribe = "relay": '
+                "set [policy] unsubscribe_url"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -27,6 +27,8 @@ from relay import metrics
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
+from relay.feedback.unsubscribe import Unsubscribe
+from relay.feedback.unsubscribe import headers as unsubscribe_headers
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
 from relay.policy.pipeline import Pipeline, refusal
@@ -53,7 +55,9 @@ class SubmissionHandler:
         signer: DkimSigner,
         domains: DomainStatus | None = None,
         pipeline: Pipeline | None = None,
+        unsubscribe_secret: bytes | None = None,
     ) -> None:
+        self.unsubscribe_secret = unsubscribe_secret
         self.enqueuer = enqueuer
         self.signer = signer
         self.domains = domains
@@ -225,6 +229,16 @@ class SubmissionHandler:
         if refused is not None:
             return self._refuse(tenant.name, refused.rule, refused.reply())
         audit = [*envelope.policy_verdicts, *verdicts]
+        if ctx.extras.get("add_unsubscribe"):  # P-UNSUB: before signing, so DKIM covers it
+            if self.unsubscribe_secret is None:
+                return self._refuse(tenant.name, "internal", replies.INTERNAL_ERROR)
+            request = Unsubscribe(tenant.name, envelope.rcpt_tos[0], header_id)
+            body = (
+                unsubscribe_headers(
+                    self.config.policy.unsubscribe_url, self.unsubscribe_secret, request
+                )
+                + body
+            )
         headers = self._received(session, envelope, queue_id)
         message = NewMessage(
             id=queue_id,

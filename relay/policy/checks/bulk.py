@@ -154,6 +154,8 @@ class OneClickUnsubscribe:
             return Verdict.skip(self.rule, "transactional mail")
         header = " ".join(ctx.headers("List-Unsubscribe"))
         uris = _ANGLE_URIS.findall(header)
+        if not header and ctx.tenant.unsubscribe == "relay":
+            return self._relay_adds(ctx)
         if not any(u.strip().lower().startswith("https://") for u in uris):
             return Verdict.reject(
                 self.rule, "bulk mail needs List-Unsubscribe with an https URI (RFC 2369, 8058)"
@@ -169,3 +171,17 @@ class OneClickUnsubscribe:
         if not visible:
             return Verdict.reject(self.rule, "bulk mail needs a visible unsubscribe link")
         return Verdict.ok(self.rule, "one-click List-Unsubscribe and a visible link")
+
+    def _relay_adds(self, ctx: PolicyContext) -> Verdict:
+        """The relay's own signed URI names one recipient, so it needs a message per
+        recipient (as bulk senders send anyway)."""
+        if len(ctx.recipients) != 1:
+            return Verdict.reject(
+                self.rule,
+                "the relay adds its one-click unsubscribe URI to single-recipient messages "
+                f"only; send bulk mail one recipient per message ({len(ctx.recipients)} here)",
+            )
+        if not _bulk_text(ctx).links:
+            return Verdict.reject(self.rule, "bulk mail needs a visible unsubscribe link")
+        ctx.extras["add_unsubscribe"] = True
+        return Verdict.ok(self.rule, "the relay adds its signed one-click List-Unsubscribe")
