@@ -36,7 +36,7 @@ async def serve(config_path: Path, config: Config) -> None:
     secret = load_secret(config.policy.unsubscribe_secret_file)
     if secret is None and any(t.unsubscribe == "relay" for t in config.tenants):
         raise SystemExit(
-            f"tenants with unsubscribe = \"relay\" need a secret: {SECRET_ENV} or "
+            f'tenants with unsubscribe = "relay" need a secret: {SECRET_ENV} or '
             "[policy] unsubscribe_secret_file"
         )
     database = await Database.open(config)
