@@ -451,6 +451,27 @@ def test_too_many_errors_close_the_session(relay_config: RelayConfig, tmp_path: 
             dialogue.close()
 
 
+def test_a_delivered_message_resets_the_error_count(
+    relay_config: RelayConfig, tmp_path: Path
+) -> None:
+    """The limit counts errors made without delivering mail (Postfix's wording): a client
+    whose refused recipients are interleaved with accepted messages is not cut off."""
+    relay_config.extra_smtp = "max_errors = 3"
+    with running(relay_config, tmp_path) as relay:
+        dialogue = secure(relay.config.submission_port)
+        try:
+            for _ in range(3):
+                assert dialogue.command("MAIL FROM:<no at sign>") == replies.BAD_SENDER
+                assert dialogue.command("RCPT TO:<a@inbox.example>") == (
+                    replies.BAD_SEQUENCE_NEED_MAIL
+                )
+                reply = transaction(dialogue, head() + b"body\r\n.\r\n")
+                assert QUEUED.match(reply), reply
+            assert dialogue.command("NOOP") == replies.OK
+        finally:
+            dialogue.close()
+
+
 def test_trickling_data_is_cut_off(
     relay_config: RelayConfig, tmp_path: Path, sink: Sink, database: str
 ) -> None:

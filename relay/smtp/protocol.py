@@ -284,6 +284,8 @@ class RelaySMTP(SMTP):
             self.envelope.content = self.envelope.original_content = unstuff(data)
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        if status.startswith("250"):
+            self._errors = 0  # like Postfix: the limit is on errors "without delivering mail"
         await self.push(status)
 
     async def _read_data(self, limit: int) -> tuple[bytes, bool]:
