@@ -93,8 +93,8 @@ class SmtpSection(Strict):
     data_timeout: Seconds = Field(default=600, gt=0)
     """Time allowed for the whole DATA transfer; a client trickling data is cut off."""
     max_errors: int = Field(default=20, ge=1)
-    """Error replies in one session before it is closed with 421, like Postfix's
-    `smtpd_hard_error_limit`."""
+    """Error replies in one session, with no message accepted in between, before it is
+    closed with 421, like Postfix's `smtpd_hard_error_limit`."""
     max_message_size: Bytes = Field(default="50MiB", ge=1024)
     """Largest message any tenant may send; advertised in EHLO SIZE."""
     auth_failure_delay: Seconds = Field(default=1.0, ge=0)
