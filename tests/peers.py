@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from relay.sink import SinkHandler, make_sink_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +32,23 @@ ACME_HASH = (
     "$argon2id$v=19$m=65536,t=3,p=4$zXMQViShmucajOzh0PjSaQ$"
     "OEu7CFB2X4r6fefSe4qV1ENxKJx9Wf4npIjlr4AvIUY"
 )
+
+
+def db_rows(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """Run one query on the relay's database (a real connection) and return its rows."""
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def db_count(dsn: str, table: str) -> int:
+    return int(db_rows(dsn, f"SELECT count(*) AS n FROM {table}")[0]["n"])
 
 
 def free_port() -> int:

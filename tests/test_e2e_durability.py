@@ -1,6 +1,5 @@
 """End to end: nothing answered 250 is lost, not on kill -9, not when PostgreSQL stops."""
 
-import asyncio
 import email
 import email.policy
 import os
@@ -11,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.peers import RelayConfig, RelayProcess, Sink, db_count, running, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -67,17 +65,6 @@ def _stop(server: Any) -> None:
     pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
-def _count_messages(dsn: str) -> int:
-    async def run() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM messages"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def test_database_down_gets_451_and_the_relay_recovers(
     private_postgres: Any, sink: Sink, tmp_path: Path
 ) -> None:
@@ -110,5 +97,5 @@ def test_database_down_gets_451_and_the_relay_recovers(
                 time.sleep(0.5)
         ((_, _, content),) = sink.wait_count(1)
         assert b"Subject: after the restart" in content
-        assert _count_messages(private_postgres.get_uri("postgres")) == 1
+        assert db_count(private_postgres.get_uri("postgres"), "messages") == 1
         assert relay.healthy()

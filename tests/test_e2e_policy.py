@@ -1,6 +1,5 @@
 """End to end: a policy refusal is a 5xx citing its P-rule, and nothing is queued."""
 
-import asyncio
 import smtplib
 import subprocess
 import sys
@@ -9,25 +8,13 @@ import urllib.request
 from email.policy import SMTP
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.peers import ROOT, RelayProcess, Sink, wait_for
+from tests.peers import ROOT, RelayProcess, Sink, db_count, wait_for
 from tests.smtp_client import message, submission
 from tests.test_policy_bulk import newsletter
 
 pytestmark = pytest.mark.e2e
-
-
-def _queued(dsn: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM messages"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
 
 
 @pytest.mark.parametrize(
@@ -54,7 +41,7 @@ def test_policy_refusals_cite_the_rule(
     ):
         client.sendmail("app@acme.example", ["alice@inbox.example"], msg.as_bytes(policy=SMTP))
     assert refused.value.smtp_code == 550 and refused.value.smtp_error.startswith(reply)
-    assert _queued(relay.config.dsn) == 0 and sink.messages == []
+    assert db_count(relay.config.dsn, "messages") == 0 and sink.messages == []
     metrics = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
     rule = reply.split(b"[")[1].split(b"]")[0].decode()
     assert f'relay_policy_verdicts_total{{rule="{rule}",verdict="reject"}} 1.0' in metrics
@@ -66,7 +53,7 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
     sink.handler.script = ["451 4.7.0 try later"]  # keep the first message queued
     with submission(relay.config.submission_port) as client:
         client.send_message(message(subject="queued before"))
-    wait_for(lambda: _attempts(relay.config.dsn) >= 1, 15, "first attempt")
+    wait_for(lambda: db_count(relay.config.dsn, "attempts") >= 1, 15, "first attempt")
     text = relay.config.render().replace(
         '[[tenants]]\nname = "acme"\n',
         '[[tenants]]\nname = "acme"\nsuspended = "complaint rate over 0.3%"\n',
@@ -81,22 +68,11 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
         b"5.7.1 [P-SUSPEND] tenant acme is suspended: complaint rate over 0.3%",
     )
     time.sleep(3)  # retries are due after 1-2 s: a held message must not go out
-    assert sink.messages == [] and _queued(relay.config.dsn) == 1
+    assert sink.messages == [] and db_count(relay.config.dsn, "messages") == 1
     relay.write_config()
     relay.signal(1)
     ((_, _, content),) = sink.wait_count(1, timeout=20)
     assert b"Subject: queued before" in content
-
-
-def _attempts(dsn: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM attempts"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
 
 
 def _cli(relay: RelayProcess, *args: str, stdin: str | None = None) -> str:

@@ -1,6 +1,5 @@
 """End to end: retries, bounces, MX delivery, the queue commands, reload and metrics."""
 
-import asyncio
 import email
 import email.policy
 import subprocess
@@ -8,11 +7,19 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port, running, wait_for
+from tests.peers import (
+    ROOT,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    db_rows,
+    free_port,
+    running,
+    wait_for,
+)
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -23,17 +30,6 @@ def _send(relay: RelayProcess, to: str = "alice@inbox.example", **kw: str) -> st
     with submission(relay.config.submission_port) as client:
         client.send_message(msg)
     return str(msg["Message-ID"])
-
-
-def _fetch(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _cli(relay: RelayProcess, *args: str) -> str:
@@ -54,8 +50,8 @@ def test_temporary_failure_is_retried(relay: RelayProcess, sink: Sink) -> None:
     sink.handler.script = ["451 4.3.0 Try again later"]
     _send(relay)
     assert len(sink.wait_count(1, timeout=30)) == 1
-    wait_for(lambda: len(_fetch(relay.config.dsn, "SELECT 1 FROM attempts")) == 2, 10, "2 rows")
-    rows = _fetch(relay.config.dsn, "SELECT outcome, reply, host FROM attempts ORDER BY id")
+    wait_for(lambda: len(db_rows(relay.config.dsn, "SELECT 1 FROM attempts")) == 2, 10, "2 rows")
+    rows = db_rows(relay.config.dsn, "SELECT outcome, reply, host FROM attempts ORDER BY id")
     assert [r["outcome"] for r in rows] == ["deferred", "delivered"]
     assert rows[0]["reply"].startswith("451 4.3.0") and rows[0]["host"] == "127.0.0.1"
 
@@ -76,7 +72,7 @@ def test_permanent_failure_bounces_with_a_dsn(relay: RelayProcess, sink: Sink) -
     assert "Action: failed" in status_text and "Status: 5.1.1" in status_text
     assert "no such user" in status_text
     assert message_id in headers.as_string()
-    state = _fetch(relay.config.dsn, "SELECT state FROM deliveries ORDER BY id")
+    state = db_rows(relay.config.dsn, "SELECT state FROM deliveries ORDER BY id")
     assert [r["state"] for r in state] == ["bounced", "delivered"]
 
 
@@ -109,13 +105,13 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     """`relay queue ls|show|retry|delete` show and act on what is in the queue."""
     sink.handler.script = ["451 4.7.0 greylisted"] * 50
     _send(relay, subject="stuck")
-    wait_for(lambda: bool(_fetch(relay.config.dsn, "SELECT 1 FROM attempts")), 15, "first attempt")
+    wait_for(lambda: bool(db_rows(relay.config.dsn, "SELECT 1 FROM attempts")), 15, "first attempt")
     listing = _cli(relay, "queue", "ls", "--state", "queued")
     assert "alice@inbox.example" in listing and "acme" in listing
-    message_id = str(_fetch(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
+    message_id = str(db_rows(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
     shown = _cli(relay, "queue", "show", message_id[:8])
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
-    audit = _fetch(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
+    audit = db_rows(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
     assert [r["rule"] for r in audit] == [
         "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-HDR-SANE",
         "P-HDR-FROM", "P-DNSAUTH", "P-HDR-ALIGN", "P-SUBJECT", "P-UNSUB", "P-IDENTITY",
@@ -125,7 +121,7 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown
     assert "rescheduled 1" in _cli(relay, "queue", "retry", message_id)
     assert "deleted 1" in _cli(relay, "queue", "delete", message_id)
-    states = _fetch(relay.config.dsn, "SELECT state FROM deliveries")
+    states = db_rows(relay.config.dsn, "SELECT state FROM deliveries")
     assert [r["state"] for r in states] == ["deleted"]
     sink.handler.script = []
     assert "alice@inbox.example" not in _cli(relay, "queue", "ls", "--state", "queued")

@@ -13,7 +13,6 @@ import smtplib
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from relay.config.schema import Config
@@ -21,7 +20,7 @@ from relay.dkim.service import DkimSigner
 from relay.queue.store import Enqueuer
 from relay.smtp import replies
 from relay.smtp.handler import SubmissionHandler
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, running
+from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, db_count, running
 from tests.smtp_client import Raw, message, submission
 from tests.smtp_dialogue import Dialogue, auth_plain, secure
 
@@ -59,20 +58,6 @@ def transaction(
 def assert_nothing_delivered(sink: Sink) -> None:
     time.sleep(SETTLE)
     assert sink.messages == []
-
-
-def queued_messages(dsn: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM messages"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
-
-
-# -- AUTH ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -506,7 +491,7 @@ def test_trickling_data_is_cut_off(
         finally:
             dialogue.close()
         time.sleep(SETTLE)
-        assert queued_messages(database) == 0
+        assert db_count(database, "messages") == 0
     assert sink.messages == []
 
 
