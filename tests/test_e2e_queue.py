@@ -115,7 +115,7 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     assert [r["rule"] for r in audit] == [
         "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-HDR-SANE",
         "P-HDR-FROM", "P-DNSAUTH", "P-HDR-ALIGN", "P-SUBJECT", "P-UNSUB", "P-IDENTITY",
-        "P-CONSENT-NOTE", "P-NO-SERVICE-CONTACT", "P-CONSENT-RECORD",
+        "P-CONSENT-NOTE", "P-NO-SERVICE-CONTACT", "P-CONTENT", "P-CONSENT-RECORD",
     ]  # fmt: skip
     assert {r["outcome"] for r in audit} <= {"pass", "skip"}
     assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown

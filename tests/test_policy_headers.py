@@ -145,6 +145,7 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-IDENTITY",
         "data:P-CONSENT-NOTE",
         "data:P-NO-SERVICE-CONTACT",
+        "data:P-CONTENT",
         "data:P-CONSENT-RECORD",
     ]
 

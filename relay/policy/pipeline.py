@@ -17,6 +17,7 @@ from relay.policy.checks.bulk import (
     SenderIdentity,
 )
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
+from relay.policy.checks.content import ProhibitedContent
 from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders, VerifiedDomain
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
@@ -53,6 +54,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     SenderIdentity(),
     ConsentNote(),
     NoServiceContact(),
+    ProhibitedContent(),
     ConsentAtData(),
 )
 """In order: cheap structural checks first, then identity, then content."""

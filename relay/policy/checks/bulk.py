@@ -67,6 +67,11 @@ class _BulkText:
         return self.rendered.links
 
 
+def rendered_text(ctx: PolicyContext) -> str:
+    """The message's visible text, rendered once per message for every check."""
+    return _bulk_text(ctx).rendered.text
+
+
 def _bulk_text(ctx: PolicyContext) -> _BulkText:
     cached = ctx.extras.get("bulk_text")
     if not isinstance(cached, _BulkText):

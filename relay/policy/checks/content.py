@@ -1,0 +1,102 @@
+"""P-CONTENT: no mail about prohibited goods and services (DATA phase).
+
+Each prohibited category of POLICY.md is a set of weighted phrase and pattern rules in a
+data file shipped with the package (`relay/policy/data/content_rules.toml`); a deployment
+adds categories, or extends one, with a file of the same shape. The subject and the visible
+text (decoded, tags stripped; shared with the other text checks) are scored per category;
+a category whose score reaches its threshold refuses the message, and the verdict names the
+category and the evidence. Rules are compiled once, at first use.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from relay.policy.checks.bulk import rendered_text
+from relay.policy.context import PolicyContext
+from relay.policy.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class Rule:
+    label: str
+    pattern: re.Pattern[str]
+    weight: float
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    label: str
+    threshold: float
+    rules: tuple[Rule, ...]
+
+    def score(self, text: str) -> tuple[float, list[str]]:
+        total, evidence = 0.0, []
+        for rule in self.rules:
+            match = rule.pattern.search(text)
+            if match:
+                total += rule.weight
+                if rule.weight > 0:
+                    evidence.append(match.group(0))
+        return total, evidence
+
+
+def _compile(raw: dict[str, Any]) -> Rule:
+    if "phrase" in raw:
+        words = r"\s+".join(re.escape(w) for w in str(raw["phrase"]).split())
+        return Rule(
+            raw["phrase"], re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE), raw["weight"]
+        )
+    return Rule(raw["pattern"], re.compile(raw["pattern"], re.IGNORECASE), raw["weight"])
+
+
+def load_categories(extra: Path | None = None) -> tuple[Category, ...]:
+    """The shipped categories, merged with a deployment's file (new categories added,
+    same-named ones extended with its rules)."""
+    shipped = resources.files("relay.policy.data").joinpath("content_rules.toml").read_text()
+    tables = tomllib.loads(shipped)["categories"]
+    if extra is not None:
+        for name, table in tomllib.loads(extra.read_text())["categories"].items():
+            if name in tables:
+                tables[name]["rules"] = tables[name]["rules"] + table.get("rules", [])
+            else:
+                tables[name] = table
+    return tuple(
+        Category(name, t["label"], float(t["threshold"]), tuple(_compile(r) for r in t["rules"]))
+        for name, t in tables.items()
+    )
+
+
+@cache
+def _shipped() -> tuple[Category, ...]:
+    return load_categories()
+
+
+class ProhibitedContent:
+    rule = "P-CONTENT"
+    phase = "data"
+
+    def __init__(self, extra_rules: Path | None = None) -> None:
+        self.categories = load_categories(extra_rules) if extra_rules else _shipped()
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        text = " ".join([*ctx.decoded("Subject"), rendered_text(ctx)])
+        best: tuple[float, Category | None] = (0.0, None)
+        for category in self.categories:
+            score, evidence = category.score(text)
+            if score >= category.threshold:
+                shown = ", ".join(f'"{e}"' for e in evidence[:5])
+                return Verdict.reject(self.rule, f"prohibited content ({category.label}): {shown}")
+            if score > best[0]:
+                best = (score, category)
+        if best[1] is None:
+            return Verdict.ok(self.rule, "no prohibited category scored")
+        return Verdict.ok(
+            self.rule,
+            f"highest score {best[0]:g} of {best[1].threshold:g} for {best[1].label}",
+        )
