@@ -8,21 +8,17 @@ printed and written to bench/results/dkim-latest.json and a dated copy.
 """
 
 import argparse
-import json
-import platform
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 
+from bench.results import write_results
 from relay.dkim.keys import generate
 from relay.dkim.sign import SigningKey, sign
 
-RESULTS = Path(__file__).parent / "results"
 SIZES = {"2KB": 2_000, "20KB": 20_000, "100KB": 100_000}
 
 
@@ -104,17 +100,7 @@ def main() -> None:
             f"{r['algorithm']:10} {r['size']:6} {r['relay_per_s']:>10} {r['dkimpy_per_s']:>10} "
             f"{r['ratio']:>6}x {r['relay_ms']:>7}"
         )
-    result = {
-        "benchmark": "dkim_sign",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or "?"},
-        "seconds_per_cell": args.seconds,
-        "rows": rows,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    text = json.dumps(result, indent=2)
-    (RESULTS / "dkim-latest.json").write_text(text)
-    (RESULTS / f"dkim-{datetime.now(UTC):%Y%m%d-%H%M%S}.json").write_text(text)
+    write_results("dkim", {"seconds_per_cell": args.seconds, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ bench/results/policy-latest.json and a dated copy.
 
 import argparse
 import asyncio
-import json
 import os
 import smtplib
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.results import write_results
 from relay.config.schema import Identity, TenantSection
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
@@ -32,7 +31,6 @@ from tests.peers import RelayConfig, RelayProcess, Sink  # noqa: E402
 from tests.smtp_client import submission  # noqa: E402
 from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 TENANT = TenantSection(
     name="acme", domains=["acme.example"], networks=["10.0.0.0/8"], verified=True,
     require_consent=False,
@@ -131,12 +129,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['message']:22} {r['bytes']:>7} {r['pipeline_cpu_ms']:>10} "
               f"{r['relay_cpu_ms_per_message']:>9} {r['pipeline_share']:>6.0%}")  # fmt: skip
-    result = {"benchmark": "policy_cost", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "messages": args.messages, "repeat": args.repeat, "rows": rows}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    text = json.dumps(result, indent=2)
-    (RESULTS / "policy-latest.json").write_text(text)
-    (RESULTS / f"policy-{datetime.now(UTC):%Y%m%d-%H%M%S}.json").write_text(text)
+    write_results("policy", {"messages": args.messages, "repeat": args.repeat, "rows": rows})
 
 
 if __name__ == "__main__":
