@@ -17,6 +17,7 @@ import os
 import smtplib
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ TENANT = TenantSection(
 
 
 def notice() -> bytes:
-    body = "Your order 4711 has shipped. " * 60
+    body = "\r\n".join(textwrap.wrap("Your order 4711 has shipped. " * 60, 76))
     return (
         "From: Acme <orders@acme.example>\r\nTo: alice@inbox.example\r\n"
         "Subject: Your order has shipped\r\nDate: Mon, 23 Nov 2026 22:00:00 +0000\r\n"
@@ -52,7 +53,7 @@ def notice() -> bytes:
 
 def big_newsletter() -> bytes:
     article = "<p>" + "Our new widgets are lighter, stronger and greener. " * 8 + "</p>"
-    html = "<table><tr><td>" + article * 120 + "</td></tr></table>" + FOOTER_HTML
+    html = "<table><tr><td>" + article * 137 + "</td></tr></table>" + FOOTER_HTML
     raw = newsletter(html=html, text="Read it in HTML.\n" + FOOTER_TEXT, cte="quoted-printable")
     return raw.replace(b"To: alice@inbox.example", b"List-Id: <news.acme.example>")
 

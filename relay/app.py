@@ -54,7 +54,7 @@ async def serve(config_path: Path, config: Config) -> None:
         asyncio.create_task(domains.run(), name="domain-status"),
     ]
     servers, sessions = await start_listeners(config, handler, server_context(config))
-    http = await start_http(config.http.address, database.pool)
+    http = await start_http(config.http.address, database.pool, handler.authenticator)
     log.info(
         "relay ready: listeners %s, http %s, queue %s",
         ", ".join(f"{x.name}={x.address}" for x in config.listeners),

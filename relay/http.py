@@ -1,4 +1,5 @@
-"""The HTTP listener for operations: `/metrics` (Prometheus text format) and `/healthz`.
+"""The HTTP listener: `/metrics` (Prometheus text format) and `/healthz` for operations, and
+the tenants' API (`relay.api`).
 
 Queue gauges are read from PostgreSQL at scrape time, so they are as fresh as the scrape
 and cost nothing between scrapes. `/healthz` answers 200 only when the database answers.
@@ -11,14 +12,15 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay import metrics
+from relay import api, metrics
 from relay.config.schema import split_host_port
 from relay.queue.sql import QUERIES
+from relay.smtp.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
 
-def make_app(pool: asyncpg.Pool) -> web.Application:
+def make_app(pool: asyncpg.Pool, authenticator: Authenticator) -> web.Application:
     async def metrics_view(_: web.Request) -> web.Response:
         await _refresh_queue_gauges(pool)
         body = generate_latest()
@@ -37,6 +39,7 @@ def make_app(pool: asyncpg.Pool) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", health_view)
+    api.add_routes(app, pool, authenticator)
     return app
 
 
@@ -54,8 +57,10 @@ async def _refresh_queue_gauges(pool: asyncpg.Pool) -> None:
     metrics.QUEUE_OLDEST.set(row["oldest_seconds"])
 
 
-async def start_http(address: str, pool: asyncpg.Pool) -> web.AppRunner:
-    runner = web.AppRunner(make_app(pool), access_log=None)
+async def start_http(
+    address: str, pool: asyncpg.Pool, authenticator: Authenticator
+) -> web.AppRunner:
+    runner = web.AppRunner(make_app(pool, authenticator), access_log=None)
     await runner.setup()
     host, port = split_host_port(address)
     await web.TCPSite(runner, host, port).start()

@@ -122,6 +122,7 @@ class RelayConfig:
     extra_smtp: str = ""
     extra_delivery: str = ""
     extra_tenants: str = ""
+    extra_policy: str = ""
     bare_newlines: str = "reject"
     require_verified_domains: bool = False
     submission_port: int = field(default_factory=free_port)
@@ -168,6 +169,8 @@ command_timeout = "10s"
 [policy]
 require_verified_domains = {"true" if self.require_verified_domains else "false"}
 spf_mechanism = "include:_spf.relay.test"
+service_contacts = ["abuse@relay.test"]
+{self.extra_policy}
 
 [http]
 address = "127.0.0.1:{self.http_port}"

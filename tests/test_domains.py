@@ -1,6 +1,7 @@
 """P-DNSAUTH: domain verification against a real DNS server, and its enforcement."""
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from relay.config.load import load_config
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.policy.domains import passed, verify_domain
 from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, running, wait_for
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_count, running, wait_for
+from tests.rdap_server import RdapServer
 from tests.smtp_client import message, submission
 from tests.test_dkim import _txt
 
@@ -73,7 +75,7 @@ def test_verification(domain: str, dns: DnsServer, tmp_path: Path) -> None:
     config = load_config(_config(tmp_path, dns, [domain]))
     findings = asyncio.run(verify_domain(domain, config))
     assert passed(findings) is ok, findings
-    assert [f.check for f in findings] == ["spf", "dkim", "dmarc"]
+    assert [f.check for f in findings] == ["spf", "dkim", "dmarc", "whois"]
     for f in findings:
         if f.check in problems:
             assert f.status == "fail" and f.publish, f
@@ -112,6 +114,51 @@ def test_only_verified_domains_send(
         assert "acme.example" in _cli(relay, "domain", "ls").stdout
         relay.signal(1)  # reload: the relay reads verification results at once
         wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+        with submission(relay.config.submission_port) as client:
+            client.send_message(message())
+        sink.wait_count(1)
+
+
+@pytest.mark.e2e
+def test_a_proxied_registrant_does_not_send(
+    relay_config: RelayConfig, sink: Sink, dns: DnsServer, tmp_path: Path
+) -> None:
+    """P-WHOIS: `relay domain add` finds the registrant behind a privacy service over RDAP,
+    and the From is refused with [P-WHOIS] though the DNS records are right; once the
+    registrant is published it sends, and an RDAP outage keeps that conclusion."""
+    rdap_server = RdapServer({"acme.example": "proxy-domainsbyproxy"})
+    bootstrap = tmp_path / "rdap-dns.json"
+    bootstrap.write_text(json.dumps(rdap_server.bootstrap()))
+    relay_config.require_verified_domains = True
+    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
+    relay_config.extra_policy = f'rdap_bootstrap_file = "{bootstrap}"'
+    _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=reject",
+             "v=spf1 include:_spf.relay.test -all")  # fmt: skip
+    with rdap_server, running(relay_config, tmp_path) as relay:
+        added = _cli(relay, "domain", "add", "acme.example", "--tenant", "acme")
+        assert added.returncode == 1, added
+        assert "FAIL  whois  RDAP: the registrant on record is a privacy or proxy service" in (
+            added.stdout
+        )
+        assert "PASS  spf" in added.stdout and "NOT verified" in added.stdout
+        relay.signal(1)
+        wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+        with submission(relay.config.submission_port) as client:
+            client.mail("app@acme.example")
+            client.rcpt("alice@inbox.example")
+            code, reply = client.data(message().as_bytes(policy=SMTP))
+        assert code == 550 and reply.startswith(
+            b"5.7.1 [P-WHOIS] the registrant of acme.example is hidden behind a privacy"
+        )
+        assert db_count(relay_config.dsn, "messages") == 0
+
+        rdap_server.domains["acme.example"] = "identifiable-org"
+        assert _cli(relay, "domain", "verify", "acme.example").returncode == 0
+        rdap_server.down = True
+        kept = _cli(relay, "domain", "verify", "acme.example")
+        assert kept.returncode == 0 and "kept from the last check" in kept.stdout, kept
+        relay.signal(1)
+        wait_for(lambda: relay.log().count("configuration reloaded") >= 2, 10, "reload")
         with submission(relay.config.submission_port) as client:
             client.send_message(message())
         sink.wait_count(1)

@@ -1,9 +1,12 @@
 """End to end: a policy refusal is a 5xx citing its P-rule, and nothing is queued."""
 
+import base64
+import json
 import smtplib
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from email.policy import SMTP
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 
 from tests.peers import ROOT, RelayProcess, Sink, db_count, wait_for
 from tests.smtp_client import message, submission
-from tests.test_policy_bulk import newsletter
+from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +47,77 @@ def test_policy_refusals_cite_the_rule(
     assert db_count(relay.config.dsn, "messages") == 0 and sink.messages == []
     metrics = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
     rule = reply.split(b"[")[1].split(b"]")[0].decode()
+    assert f'relay_policy_verdicts_total{{rule="{rule}",verdict="reject"}} 1.0' in metrics
+
+
+def _without(line: str) -> dict[str, str]:
+    """Newsletter footers with one line of each taken out."""
+    html = "".join(p for p in FOOTER_HTML.split("</p>") if line not in p and p) + "</p>"
+    text = "\n".join(t for t in FOOTER_TEXT.splitlines() if line not in t)
+    return {"html": html, "text": text}
+
+
+BULK_REFUSALS = {
+    "P-UNSUB": (dict(unsubscribe=None), b"5.7.1 [P-UNSUB] bulk mail needs List-Unsubscribe"),
+    "P-IDENTITY": (_without("Berlin"), b"5.7.1 [P-IDENTITY] "),
+    "P-CONSENT-NOTE": (_without("You receive this"), b"5.7.1 [P-CONSENT-NOTE] "),
+    "P-NO-SERVICE-CONTACT": (
+        {"html": FOOTER_HTML + "<p>Questions? abuse@relay.test</p>"},
+        b"5.7.1 [P-NO-SERVICE-CONTACT] ",
+    ),
+    "P-CONTENT": (
+        {
+            "html": FOOTER_HTML + "<p>Buy cheap viagra and oxycodone online, no prescription "
+            "needed, discreet shipping from our online pharmacy.</p>"
+        },
+        b"5.7.1 [P-CONTENT] ",
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", BULK_REFUSALS)
+def test_bulk_refusals_cite_the_rule(relay: RelayProcess, sink: Sink, rule: str) -> None:
+    """The bulk rules over SMTP: a newsletter that breaks one of them is refused at DATA
+    with the rule's ID, nothing is queued, and the refusal is counted."""
+    change, reply = BULK_REFUSALS[rule]
+    raw = newsletter(**change)  # type: ignore[arg-type]
+    raw = raw.replace(b"To: alice@inbox.example", b"List-Id: <news.acme.example>")
+    with submission(relay.config.submission_port) as client:
+        client.mail("news@acme.example")
+        assert client.rcpt("alice@inbox.example")[0] == 250
+        code, text = client.data(raw)
+    assert code == 550 and text.startswith(reply), text
+    _nothing_queued_and_counted(relay, sink, rule)
+
+
+def test_unverified_tenant_sends_no_bulk(relay: RelayProcess, sink: Sink) -> None:
+    """P-AUTH: a tenant whose identity is not verified (printer) may send a receipt, but a
+    message that is bulk by its headers is refused."""
+    raw = newsletter().replace(b"news@acme.example", b"news@printer.example")
+    raw = raw.replace(b"To: alice@inbox.example", b"Precedence: bulk")
+    with submission(relay.config.submission_port, login=False, source="127.0.0.2") as client:
+        client.mail("news@printer.example")
+        assert client.rcpt("alice@inbox.example")[0] == 250
+        code, text = client.data(raw)
+    assert code == 550 and text.startswith(b"5.7.1 [P-AUTH] "), text
+    _nothing_queued_and_counted(relay, sink, "P-AUTH")
+
+
+def test_overlong_line_is_refused(relay: RelayProcess, sink: Sink) -> None:
+    """P-SIZE: a line over 998 octets (RFC 5321 4.5.3.1.6) is refused, not folded."""
+    msg = message()
+    msg.set_content("x" * 1200 + "\n", cte="8bit")
+    with submission(relay.config.submission_port) as client:
+        client.mail("app@acme.example")
+        client.rcpt("alice@inbox.example")
+        code, text = client.data(msg.as_bytes(policy=SMTP))
+    assert code == 550 and text.startswith(b"5.6.0 [P-SIZE] line "), text
+    _nothing_queued_and_counted(relay, sink, "P-SIZE")
+
+
+def _nothing_queued_and_counted(relay: RelayProcess, sink: Sink, rule: str) -> None:
+    assert db_count(relay.config.dsn, "messages") == 0 and sink.messages == []
+    metrics = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
     assert f'relay_policy_verdicts_total{{rule="{rule}",verdict="reject"}} 1.0' in metrics
 
 
@@ -162,3 +236,45 @@ def test_consent_records_import_show_and_enforce(
     assert _bulk(relay, ["ann@inbox.example", "Bob@inbox.example"])[0] == 250
     ((_, rcpts, _),) = sink.wait_count(1)
     assert sorted(rcpts) == ["Bob@inbox.example", "ann@inbox.example"]
+
+
+def _api(
+    relay: RelayProcess, path: str, body: object = None, password: str = "acme-secret"
+) -> tuple[int, dict[str, object]]:
+    """A request to the relay's HTTP API as tenant acme (HTTP Basic), and its JSON answer."""
+    token = base64.b64encode(f"acme:{password}".encode()).decode()
+    request = urllib.request.Request(
+        relay.url(path),
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_consent_records_posted_over_http(relay: RelayProcess, sink: Sink) -> None:
+    """P-CONSENT-RECORD over the HTTP API: records that prove consent are stored, the others
+    refused with their reason; bulk mail then goes to the posted recipient only."""
+    good = {"address": "Fay@Inbox.example", "consented_at": "2026-05-01T08:00:00Z",
+            "source": "198.51.100.4", "form_version": "footer-v2",
+            "consent_text": "Send me the monthly news", "method": "double-opt-in"}  # fmt: skip
+    bad = dict(good, address="gil@inbox.example", method="purchased")
+    status, answer = _api(relay, "/v1/consent", {"records": [good, bad]})
+    assert status == 200 and answer["stored"] == 1, answer
+    assert answer["refused"] == [{"index": 1, "address": "gil@inbox.example",
+                                  "reason": "method 'purchased' is not one of web-form, "
+                                  "double-opt-in, paper, verbal"}]  # fmt: skip
+    status, record = _api(relay, "/v1/consent/fay@inbox.example")
+    assert status == 200 and record["method"] == "double-opt-in"
+    assert record["source"] == "198.51.100.4" and record["form_version"] == "footer-v2"
+    assert _api(relay, "/v1/consent/gil@inbox.example")[0] == 404
+    assert _api(relay, "/v1/consent", good, password="wrong")[0] == 401
+
+    code, reply = _bulk(relay, ["gil@inbox.example"])
+    assert code == 550 and b"[P-CONSENT-RECORD]" in reply
+    assert _bulk(relay, ["fay@inbox.example"])[0] == 250
+    ((_, rcpts, _),) = sink.wait_count(1)
+    assert rcpts == ["fay@inbox.example"]

@@ -136,9 +136,11 @@ def test_pipeline_order_is_cheap_first() -> None:
     assert Pipeline().order("mail") == ["mail:P-SUSPEND", "mail:P-HDR-ALIGN"]
     assert Pipeline().order("data") == [
         "data:P-AUTH",
+        "data:P-SIZE",
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",
         "data:P-DNSAUTH",
+        "data:P-WHOIS",
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",
         "data:P-UNSUB",
@@ -196,3 +198,23 @@ def test_unverified_tenant_sends_no_bulk() -> None:
     assert outcome is Outcome.REJECT and "not verified" in reason
     verified = TENANT.model_copy(update={"verified": True})
     assert _verdicts(bulk, verified)["P-AUTH"][0] is Outcome.PASS
+
+
+def test_explain_the_sample_newsletter() -> None:
+    """The shipped sample newsletter gets a verdict from every mail- and DATA-phase check,
+    in the pipeline's order; only P-AUTH refuses it (the demo tenant is not verified)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "policy", "explain", "examples/newsletter.eml",
+         "--tenant", "demo", "--config", str(ROOT / "relay.toml")],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    order = lines[0].removeprefix("pipeline order: ").split(" -> ")
+    expected = [step.split(":")[1] for step in order if not step.startswith("rcpt:")]
+    verdicts = [line.split() for line in lines[2:-1]]
+    assert [v[0] for v in verdicts] == expected
+    assert [v[0] for v in verdicts if v[1] == "reject"] == ["P-AUTH"]
+    assert (
+        lines[-1]
+        == "result: 550 5.7.1 [P-AUTH] tenant demo is not verified and may not send bulk mail"
+    )

@@ -1,4 +1,6 @@
-"""`relay domain verify|ls`: P-DNSAUTH checks of a sending domain, with what to publish."""
+"""`relay domain add|verify|ls`: P-DNSAUTH and P-WHOIS checks of a sending domain, with what
+to publish. The tenant's domains are listed in `relay.toml`; `add` starts a listed domain's
+onboarding (its first DKIM key, the first check), `verify` checks it again."""
 
 import json
 import sys
@@ -9,6 +11,7 @@ import click
 
 from relay.cli.common import config_option, load, run, with_db
 from relay.config.tenants import owning_domain
+from relay.dkim.keys import DomainKeys
 from relay.policy.domain_status import verify_and_record
 from relay.policy.domains import Finding, passed
 from relay.queue.sql import QUERIES
@@ -17,19 +20,50 @@ from relay.smtp.address import AddressError, to_a_label
 
 @click.group()
 def domain() -> None:
-    """Sending domains: verify what they publish (SPF, DKIM, DMARC)."""
+    """Sending domains: who registered them (RDAP) and what they publish (SPF, DKIM, DMARC)."""
+
+
+def _a_label(name: str) -> str:
+    try:
+        return to_a_label(name)
+    except AddressError as exc:
+        raise click.ClickException(f"{name!r}: {exc}") from exc
+
+
+@domain.command("add")
+@config_option
+@click.argument("name")
+@click.option("--tenant", required=True, help="The tenant (in relay.toml) that sends from NAME.")
+def domain_add(config_path: Path, name: str, tenant: str) -> None:
+    """Start sending from NAME: make its DKIM key if it has none, check it, and print the
+    records to publish. NAME must be listed in the tenant's `domains` in relay.toml."""
+    config = load(config_path)
+    name = _a_label(name)
+    owner = next((t for t in config.tenants if t.name == tenant), None)
+    if owner is None:
+        raise click.ClickException(f"no tenant named {tenant!r} in {config_path}")
+    if owning_domain(owner, name) != name:
+        raise click.ClickException(
+            f"{name} is not in the domains of tenant {tenant}: add it to `domains` of its "
+            f"[[tenants]] entry in {config_path}, then run this again"
+        )
+    keys = DomainKeys(Path(config.relay.data_dir) / "dkim", name)
+    if not any(st.active or st.next for st in keys.state.values()):
+        selector, _ = keys.add_next("rsa")
+        click.echo(f"made DKIM key {selector} for {name} ({keys.key_path(selector)})")
+    _verify_and_report(config_path, name)
 
 
 @domain.command("verify")
 @config_option
 @click.argument("name")
 def domain_verify(config_path: Path, name: str) -> None:
-    """Check NAME's DNS now, store the result, and print what to publish if it fails."""
+    """Check NAME's registrant and DNS now, store the result, print what to publish."""
+    _verify_and_report(config_path, _a_label(name))
+
+
+def _verify_and_report(config_path: Path, name: str) -> None:
     config = load(config_path)
-    try:
-        name = to_a_label(name)
-    except AddressError as exc:
-        raise click.ClickException(f"{name!r}: {exc}") from exc
     if not any(owning_domain(t, name) == name for t in config.tenants):
         raise click.ClickException(f"{name} is not a domain of any tenant in {config_path}")
 

@@ -32,7 +32,7 @@ def policy_explain(
         raise click.ClickException(f"no tenant {tenant_name!r} in {config_path}")
     raw = message.read_bytes()
     pipeline = Pipeline()
-    ctx = PolicyContext(tenant, "", [], raw)
+    ctx = PolicyContext(tenant, "", [], raw, service_contacts=tuple(config.policy.service_contacts))
     if mail_from is None:
         from email.utils import parseaddr
 
@@ -47,7 +47,7 @@ def policy_explain(
     click.echo(f"pipeline order: {' -> '.join(pipeline.order())}")
     click.echo(f"message: {message} ({'bulk' if ctx.is_bulk else 'transactional'})")
     for v in verdicts:
-        click.echo(f"  {v.rule:14} {v.outcome.value:8} {v.reason}")
+        click.echo(f"  {v.rule:20} {v.outcome.value:8} {v.reason}")
     refused = refusal(verdicts)
     click.echo("result: " + (refused.reply() if refused else "accepted"))
     sys.exit(1 if refused else 0)

@@ -153,6 +153,17 @@ class PolicySection(Strict):
     `include:_spf.relay.example` or `ip4:192.0.2.10`."""
     recheck_every: Seconds = Field(default="1d", gt=0)
     """How often the running relay re-verifies every recorded domain."""
+    rdap_bootstrap_file: str = ""
+    """P-WHOIS: IANA's RDAP bootstrap registry for domains (RFC 9224), a newer copy of
+    https://data.iana.org/rdap/dns.json; empty: the copy shipped with the relay."""
+    rdap_base_url: str = Field(default="", pattern=r"^(https?://\S+/)?$")
+    """P-WHOIS: one RDAP service asked about every domain (a local RDAP proxy, say),
+    ending in `/`; empty: the service the bootstrap registry names for the domain's TLD."""
+    rdap_privacy_file: str = ""
+    """P-WHOIS: more privacy services and redaction markers, in the shape of the shipped
+    `relay/policy/data/privacy_services.toml`; empty: the shipped list alone."""
+    rdap_timeout: Seconds = Field(default=15, gt=0)
+    """P-WHOIS: the longest wait for one RDAP answer."""
     unsubscribe_url: str = Field(default="", pattern=r"^(https://\S+)?$")
     """https base URL of the one-click unsubscribe endpoint, for tenants with
     `unsubscribe = "relay"`; the signed token is appended as the last path segment."""

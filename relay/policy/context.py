@@ -6,6 +6,7 @@ bulk follows POLICY.md: the tenant's stream says so, or the message carries
 `Precedence: bulk|list`, `List-Id` or `Feedback-ID`.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -37,8 +38,9 @@ class PolicyContext:
     raw: bytes = b""
     database: "asyncpg.Pool | None" = None
     """For checks that look up shared state (suppressions); None when run offline."""
-    verified_domains: frozenset[str] | None = None
-    """Sending domains that passed verification; None when not required (or offline)."""
+    domain_failures: Mapping[str, frozenset[str]] | None = None
+    """Per recorded sending domain, the verification checks it failed (empty when it
+    passed: spf, dkim, dmarc, whois); None when not required (or offline)."""
     service_contacts: tuple[str, ...] = ()
     """The sending service's own contacts (P-NO-SERVICE-CONTACT)."""
     extras: dict[str, object] = field(default_factory=dict)

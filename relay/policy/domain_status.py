@@ -1,8 +1,10 @@
 """Which sending domains have passed verification, as the SMTP path needs to know it.
 
-The verdicts live in PostgreSQL (`domains`), written by `relay domain verify` and by the
+The verdicts live in PostgreSQL (`domains`), written by `relay domain add|verify` and by the
 re-check this module runs in the background of `relay serve` (every `recheck_every`); the
-SMTP path reads an in-memory set refreshed every half minute, never DNS per message.
+SMTP path reads an in-memory map refreshed every half minute, never DNS or RDAP per message.
+A look-up that gets no conclusive answer (an RDAP service down) keeps the last conclusive
+finding, so an outage elsewhere does not stop a verified domain's mail.
 """
 
 import asyncio
@@ -25,6 +27,8 @@ async def verify_and_record(pool: asyncpg.Pool, config: Config, domain: str) -> 
     """Verify `domain` now and store the result; returns the findings."""
     tenant = next((t.name for t in config.tenants if owning_domain(t, domain) == domain), "")
     findings = await verify_domain(domain, config)
+    if any(f.transient for f in findings):
+        findings = await _keep_conclusive(pool, domain, findings)
     await pool.execute(
         QUERIES["domain_record"], domain, tenant, passed(findings),
         json.dumps([f.as_dict() for f in findings]),
@@ -32,23 +36,41 @@ async def verify_and_record(pool: asyncpg.Pool, config: Config, domain: str) -> 
     return findings
 
 
+async def _keep_conclusive(
+    pool: asyncpg.Pool, domain: str, findings: list[Finding]
+) -> list[Finding]:
+    """Replace each transient finding by the last stored one of the same check, if any."""
+    stored = await pool.fetchval(QUERIES["domain_findings"], domain)
+    last = {f["check"]: Finding.from_dict(f) for f in json.loads(stored)} if stored else {}
+    kept = []
+    for finding in findings:
+        previous = last.get(finding.check)
+        if finding.transient and previous is not None and previous.status != "fail":
+            note = f" (kept from the last check; now: {finding.detail})"
+            finding = Finding(previous.check, previous.status, previous.detail + note,
+                              previous.publish, previous.seen)  # fmt: skip
+        kept.append(finding)
+    return kept
+
+
 class DomainStatus:
     def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
         self.pool = pool
         self.config = config
-        self.passed: frozenset[str] = frozenset()
+        self.failures: dict[str, frozenset[str]] = {}
 
-    def for_policy(self) -> frozenset[str] | None:
-        """The verified domains, or None when the deployment does not require them."""
-        return self.passed if self.config.policy.require_verified_domains else None
+    def for_policy(self) -> dict[str, frozenset[str]] | None:
+        """Each recorded domain's failed checks, or None when the deployment does not
+        require verified domains."""
+        return self.failures if self.config.policy.require_verified_domains else None
 
     async def refresh(self) -> None:
         try:
-            rows = await self.pool.fetch(QUERIES["domains_passed"])
+            rows = await self.pool.fetch(QUERIES["domain_failures"])
         except _DB_ERRORS as exc:
             log.warning("cannot read domain verification status: %r", exc)
             return
-        self.passed = frozenset(r["domain"] for r in rows)
+        self.failures = {r["domain"]: frozenset(r["failing"]) for r in rows}
 
     async def run(self) -> None:
         """Refresh the set, and re-verify domains whose last check is too old."""

@@ -1,4 +1,5 @@
-"""P-DNSAUTH: a sending domain publishes what receivers need to trust the relay's mail.
+"""P-DNSAUTH and P-WHOIS: a sending domain publishes what receivers need to trust the
+relay's mail, and its registrant is identifiable.
 
 Checked when a domain is verified (`relay domain verify`), never per message:
 - SPF (RFC 7208) authorises the relay: the configured mechanism (`[policy] spf_mechanism`,
@@ -7,6 +8,7 @@ Checked when a domain is verified (`relay domain verify`), never per message:
 - DKIM (RFC 6376): the record of every active or next key of the domain is published;
 - DMARC (RFC 7489): a record exists; `p=none` passes with a warning, quarantine or reject
   is what we recommend.
+- P-WHOIS: the registrant, seen over RDAP, is not a privacy or proxy service (`rdap.py`).
 checkdmarc parses and evaluates SPF and DMARC (dnspython underneath); each finding says what
 to publish when it fails. The result is stored, and the SMTP path only reads that result.
 """
@@ -19,23 +21,34 @@ from typing import Any, Literal
 import dns.resolver
 from checkdmarc import dmarc, spf
 
-from relay.config.schema import Config, split_host_port
+from relay.config.schema import Config, PolicySection, split_host_port
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.dkim.publish import is_published
+from relay.policy import rdap
 
 Status = Literal["pass", "warn", "fail"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # spf | dkim | dmarc
+    check: str  # spf | dkim | dmarc | whois
     status: Status
     detail: str
     publish: str = ""  # the record to publish when it fails
+    seen: dict[str, Any] | None = None  # what a look-up saw, stored for the admin
+    transient: bool = False  # no conclusive answer (a service unreachable): keep the last
 
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "detail": self.detail,
-                "publish": self.publish}  # fmt: skip
+    def as_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"check": self.check, "status": self.status,
+                                 "detail": self.detail, "publish": self.publish}  # fmt: skip
+        if self.seen is not None:
+            found["seen"] = self.seen
+        return found
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Finding":
+        return cls(data["check"], data["status"], data["detail"], data.get("publish", ""),
+                   data.get("seen"))  # fmt: skip
 
 
 def passed(findings: list[Finding]) -> bool:
@@ -116,11 +129,36 @@ async def check_dkim(domain: str, config: Config) -> list[Finding]:
     return findings
 
 
+_WHOIS_STATUS: dict[rdap.Kind, Status] = {
+    "identifiable": "pass",
+    "redacted": "warn",
+    "unknown": "warn",
+    "proxy": "fail",
+}
+
+
+async def check_whois(domain: str, policy: PolicySection) -> Finding:
+    """P-WHOIS: the registrant of `domain`'s registration, over RDAP."""
+    try:
+        answer, url = await rdap.lookup(domain, policy)
+    except LookupError as exc:  # no RDAP service for the TLD: nothing can be checked
+        return Finding("whois", "warn", f"RDAP: {exc}; the registrant cannot be checked")
+    except rdap.RdapError as exc:
+        return Finding("whois", "fail", f"RDAP look-up failed: {exc}", transient=True)
+    registrant = rdap.classify(answer, rdap.load_markers(policy.rdap_privacy_file), url)
+    status: Status = _WHOIS_STATUS[registrant.kind]
+    detail = f"RDAP: {registrant.reason}"
+    if registrant.kind == "proxy":
+        detail += "; register the domain in the sender's own name, without the privacy service"
+    return Finding("whois", status, detail, seen=registrant.seen())
+
+
 async def verify_domain(domain: str, config: Config) -> list[Finding]:
-    """Every P-DNSAUTH finding for `domain` (an A-label)."""
+    """Every P-DNSAUTH and P-WHOIS finding for `domain` (an A-label)."""
     resolver = _resolver(config.delivery.nameservers)
-    spf_finding, dmarc_finding = await asyncio.gather(
+    spf_finding, dmarc_finding, whois_finding = await asyncio.gather(
         asyncio.to_thread(check_spf, domain, config.policy.spf_mechanism, resolver),
         asyncio.to_thread(check_dmarc, domain, resolver),
+        check_whois(domain, config.policy),
     )
-    return [spf_finding, *await check_dkim(domain, config), dmarc_finding]
+    return [spf_finding, *await check_dkim(domain, config), dmarc_finding, whois_finding]

@@ -18,7 +18,14 @@ from relay.policy.checks.bulk import (
 )
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.content import ProhibitedContent
-from relay.policy.checks.headers import AlignedHeaders, FromHeader, SaneHeaders, VerifiedDomain
+from relay.policy.checks.headers import (
+    AlignedHeaders,
+    FromHeader,
+    IdentifiableRegistrant,
+    SaneHeaders,
+    VerifiedDomain,
+)
+from relay.policy.checks.size import LineLength
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
@@ -45,9 +52,11 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     VerifiedForBulk(),
     SuppressedRecipient(),
     ConsentAtRcpt(),
+    LineLength(),
     SaneHeaders(),
     FromHeader(),
     VerifiedDomain(),
+    IdentifiableRegistrant(),
     AlignedHeaders(),
     MisleadingSubject(),
     OneClickUnsubscribe(),

@@ -24,16 +24,21 @@ from relay.policy.verdict import Verdict
 @dataclass(frozen=True)
 class Rule:
     """A phrase (found with str.find, C speed, then checked for word boundaries) or a
-    regular expression (kept for the few rules that need one)."""
+    regular expression (kept for the few rules that need one), run only where one of its
+    anchors (literal pieces of it) occurs: a scan with `re` costs ~1 ms per 50 KB of text,
+    `str.find` a few microseconds."""
 
     label: str
     weight: float
     phrase: str = ""
     pattern: re.Pattern[str] | None = None
+    anchors: tuple[str, ...] = ()
 
     def search(self, text: str) -> str | None:
         """The matched text in `text` (casefolded, whitespace collapsed), or None."""
         if self.pattern is not None:
+            if self.anchors and not any(a in text for a in self.anchors):
+                return None
             match = self.pattern.search(text)
             return match.group(0) if match else None
         start = text.find(self.phrase)
@@ -70,7 +75,8 @@ def _compile(raw: dict[str, Any]) -> Rule:
         phrase = " ".join(str(raw["phrase"]).split()).casefold()
         return Rule(raw["phrase"], float(raw["weight"]), phrase=phrase)
     pattern = re.compile(raw["pattern"])  # matched against casefolded text
-    return Rule(raw["pattern"], float(raw["weight"]), pattern=pattern)
+    anchors = tuple(str(a).casefold() for a in raw.get("anchors", []))
+    return Rule(raw["pattern"], float(raw["weight"]), pattern=pattern, anchors=anchors)
 
 
 def load_categories(extra: Path | None = None) -> tuple[Category, ...]:

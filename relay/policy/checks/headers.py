@@ -109,6 +109,22 @@ class SaneHeaders:
         return Verdict.ok(self.rule, "Date and Message-ID well formed, no repeated headers")
 
 
+def _recorded_domain(ctx: PolicyContext, rule: str) -> tuple[str, frozenset[str]] | Verdict:
+    """The From address's tenant domain and the checks it failed, or the verdict that
+    ends the check early (not required here, not the tenant's, never verified)."""
+    if ctx.domain_failures is None:
+        return Verdict.skip(rule, "this deployment does not require verified domains")
+    owner = owning_domain(ctx.tenant, ctx.from_domain or "")
+    if owner is None:
+        return Verdict.skip(rule, "no From domain of the tenant (P-HDR-FROM decides)")
+    failures = ctx.domain_failures.get(owner)
+    if failures is None:
+        return Verdict.reject(
+            rule, f"sending domain {owner} has not been verified: see relay domain verify {owner}"
+        )
+    return owner, failures
+
+
 class VerifiedDomain:
     """P-DNSAUTH: the From domain's tenant domain has passed verification (SPF authorising
     the relay, DKIM keys published, DMARC present), read from the stored result."""
@@ -117,15 +133,36 @@ class VerifiedDomain:
     phase = "data"
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        if ctx.verified_domains is None:
-            return Verdict.skip(self.rule, "this deployment does not require verified domains")
-        owner = owning_domain(ctx.tenant, ctx.from_domain or "")
-        if owner is None:
-            return Verdict.skip(self.rule, "no From domain of the tenant (P-HDR-FROM decides)")
-        if owner not in ctx.verified_domains:
+        recorded = _recorded_domain(ctx, self.rule)
+        if isinstance(recorded, Verdict):
+            return recorded
+        owner, failures = recorded
+        dns_failures = sorted(failures - {"whois"})
+        if dns_failures:
             return Verdict.reject(
                 self.rule,
-                f"sending domain {owner} has not passed verification (SPF, DKIM, DMARC): "
+                f"sending domain {owner} has not passed verification "
+                f"({', '.join(dns_failures)}): see relay domain verify {owner}",
+            )
+        return Verdict.ok(self.rule, f"sending domain {owner} publishes SPF, DKIM and DMARC")
+
+
+class IdentifiableRegistrant:
+    """P-WHOIS: the From domain's registrant, as RDAP showed it when the domain was last
+    verified, is not a privacy or proxy service (registry GDPR redaction passes)."""
+
+    rule = "P-WHOIS"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        recorded = _recorded_domain(ctx, self.rule)
+        if isinstance(recorded, Verdict):
+            return recorded
+        owner, failures = recorded
+        if "whois" in failures:
+            return Verdict.reject(
+                self.rule,
+                f"the registrant of {owner} is hidden behind a privacy or proxy service: "
                 f"see relay domain verify {owner}",
             )
-        return Verdict.ok(self.rule, f"sending domain {owner} is verified")
+        return Verdict.ok(self.rule, f"the registrant of {owner} is not a proxy service")

@@ -158,8 +158,14 @@ SET tenant = excluded.tenant, passed = excluded.passed, findings = excluded.find
 -- name: domain_list
 SELECT domain, tenant, passed, findings, checked_at FROM domains ORDER BY domain;
 
--- name: domains_passed
-SELECT domain FROM domains WHERE passed;
+-- name: domain_failures
+SELECT domain, coalesce(array_agg(f->>'check') FILTER (WHERE f->>'status' = 'fail'), '{}')
+       AS failing
+FROM domains LEFT JOIN LATERAL jsonb_array_elements(findings) AS f ON true
+GROUP BY domain;
+
+-- name: domain_findings
+SELECT findings FROM domains WHERE domain = $1;
 
 -- name: domains_due
 SELECT domain FROM domains WHERE checked_at < now() - make_interval(secs => $1);
