@@ -107,6 +107,7 @@ def test_only_verified_domains_send(
             client.rcpt("alice@inbox.example")
             code, reply = client.data(message().as_bytes(policy=SMTP))
         assert code == 550 and reply.startswith(b"5.7.1 [P-DNSAUTH] sending domain acme.example")
+        assert db_count(relay_config.dsn, "messages") == 0
         _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=quarantine",
                  "v=spf1 include:_spf.relay.test -all")  # fmt: skip
         result = _cli(relay, "domain", "verify", "acme.example")

@@ -81,6 +81,11 @@ class ListenerSection(Strict):
     """Bare CR or LF in DATA: `reject` with 554 (the safe default), or `normalize` to CRLF for
     old devices, like Postfix's `smtpd_forbid_bare_newline = normalize`. Either way only
     CRLF.CRLF ends the data (no SMTP smuggling)."""
+    role: Literal["submission", "feedback"] = "submission"
+    """`submission`: tenants submit mail (AUTH or trusted networks). `feedback`: the
+    inbound listener for what comes back (port 25, the MX of the return-path domains): no
+    AUTH, mail accepted only for tenants' return-path domains, `[feedback] fbl_addresses`
+    and `abuse_address`; everything else `550 5.7.1`, never relayed."""
 
 
 class SmtpSection(Strict):
@@ -175,6 +180,22 @@ class PolicySection(Strict):
     bulk mail must not show as its own (P-NO-SERVICE-CONTACT)."""
 
 
+class FeedbackSection(Strict):
+    fbl_addresses: list[str] = []
+    """Addresses the feedback listener accepts complaint reports (ARF, RFC 5965) for: the
+    addresses registered with the mailbox providers' feedback loops."""
+    abuse_address: str = ""
+    """The service's abuse desk (P-ABUSE-DESK): reports forwarded here are matched to the
+    message, the reporter is suppressed and the report kept (`relay abuse ls`). Also the
+    HTTP report form at `/abuse` when set."""
+    retention_bodies: Seconds = Field(default="7d", ge=0)
+    """P-RETENTION: a message body is kept this long after its last delivery attempt ended."""
+    retention_events: Seconds = Field(default="90d", gt=0)
+    """P-RETENTION: events and processed reports are kept this long; the hourly rates stay."""
+    process_every: Seconds = Field(default=1.0, gt=0)
+    """How often the feedback processor looks for newly received reports."""
+
+
 class HttpSection(Strict):
     address: HostPort = "127.0.0.1:9587"
     """Listener for `/metrics` and `/healthz`; keep it on a private address."""
@@ -239,6 +260,16 @@ class TenantSection(Strict):
     admin clears it (reload) or deletes the mail (`relay queue delete`)."""
     policy_skip: list[Annotated[str, Field(pattern=r"^P-[A-Z-]+$")]] = []
     """Policy rules (P-IDs) not applied to this tenant; the default applies them all."""
+    return_path_domain: str = ""
+    """Domain of the envelope sender of this tenant's deliveries (VERP): each delivery goes
+    out from `b-TOKEN@return_path_domain`, TOKEN signed and naming the delivery, so an
+    asynchronous bounce maps back to the exact recipient. Its MX must point at the relay's
+    feedback listener; a subdomain of a tenant domain (`bounce.shop.example`) keeps SPF
+    aligned for DMARC. Empty: the tenant's own MAIL FROM, and its bounces go to it."""
+    webhook_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    """Where the tenant's events are POSTed, batched as JSON and signed (HMAC-SHA256)."""
+    webhook_secret_file: str = ""
+    """File holding the webhook signing secret (16 bytes or more); required with webhook_url."""
 
     @field_validator("domains")
     @classmethod
@@ -252,6 +283,17 @@ class TenantSection(Strict):
         for net in networks:
             ipaddress.ip_network(net, strict=False)
         return networks
+
+    @field_validator("return_path_domain")
+    @classmethod
+    def _lower_return_path(cls, domain: str) -> str:
+        return _a_label(domain) if domain else ""
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> "TenantSection":
+        if self.webhook_url and not self.webhook_secret_file:
+            raise ValueError("webhook_url needs webhook_secret_file (the signing secret)")
+        return self
 
     @model_validator(mode="after")
     def _can_submit(self) -> "TenantSection":
@@ -283,6 +325,7 @@ class Config(Strict):
     dkim: DkimSection = DkimSection()
     policy: PolicySection = PolicySection()
     http: HttpSection = HttpSection()
+    feedback: FeedbackSection = FeedbackSection()
     tenants: list[TenantSection] = []
     routes: list[RouteSection] = []
 
@@ -303,6 +346,10 @@ class Config(Strict):
             ("tenants", [t.name for t in self.tenants]),
             ("usernames", [c.username for t in self.tenants for c in t.credentials]),
             ("routes", [r.domain for r in self.routes]),
+            (
+                "return_path_domain",
+                [t.return_path_domain for t in self.tenants if t.return_path_domain],
+            ),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

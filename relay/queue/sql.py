@@ -1,7 +1,8 @@
 """SQL lives in `.sql` files beside this module, not in Python strings.
 
-`queries.sql` holds named blocks (`-- name: lease_due`) loaded once into `QUERIES`;
-migrations are the numbered files (`0001_initial.sql`, ...) applied in order.
+`queries.sql` and `queries_*.sql` (one per feature) hold named blocks (`-- name: lease_due`)
+loaded once into `QUERIES`; migrations are the numbered files (`0001_initial.sql`, ...)
+applied in order.
 """
 
 import re
@@ -11,9 +12,16 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def _load_queries() -> dict[str, str]:
-    text = resources.files("relay.queue").joinpath("sql/queries.sql").read_text("utf-8")
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    queries: dict[str, str] = {}
+    for entry in sorted(resources.files("relay.queue").joinpath("sql").iterdir(), key=str):
+        if not re.match(r"^queries(_\w+)?\.sql$", entry.name):
+            continue
+        parts = _NAME.split(entry.read_text("utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise ValueError(f"query {name} is named twice ({entry.name})")
+            queries[name] = body.strip()
+    return queries
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -169,3 +169,31 @@ SELECT findings FROM domains WHERE domain = $1;
 
 -- name: domains_due
 SELECT domain FROM domains WHERE checked_at < now() - make_interval(secs => $1);
+
+-- name: insert_events
+INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
+SELECT t, k, r, m, p, c, d::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
+     AS x(t, k, r, m, p, c, d);
+
+-- name: add_rates
+-- Adds events to the current hour's bucket of each (tenant, provider, campaign); $4 names
+-- the column each event counts in.
+INSERT INTO rates AS r (tenant, provider, campaign, bucket, delivered, deferred,
+                        hard_bounced, soft_bounced, complained, unsubscribed)
+SELECT t, p, c, date_trunc('hour', now()),
+       count(*) FILTER (WHERE k = 'delivered'), count(*) FILTER (WHERE k = 'deferred'),
+       count(*) FILTER (WHERE k = 'hard_bounced'), count(*) FILTER (WHERE k = 'soft_bounced'),
+       count(*) FILTER (WHERE k = 'complained'), count(*) FILTER (WHERE k = 'unsubscribed')
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(t, p, c, k)
+GROUP BY t, p, c
+ON CONFLICT (tenant, provider, campaign, bucket) DO UPDATE
+SET delivered = r.delivered + excluded.delivered, deferred = r.deferred + excluded.deferred,
+    hard_bounced = r.hard_bounced + excluded.hard_bounced,
+    soft_bounced = r.soft_bounced + excluded.soft_bounced,
+    complained = r.complained + excluded.complained,
+    unsubscribed = r.unsubscribed + excluded.unsubscribed;
+
+-- name: events_after
+SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
+FROM events WHERE ($1::text IS NULL OR tenant = $1) AND id > $2 ORDER BY id LIMIT $3;
