@@ -19,7 +19,11 @@ from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.service import DkimSigner
+from relay.feedback import retention
+from relay.feedback.listener import FeedbackHandler
+from relay.feedback.processor import FeedbackProcessor
 from relay.feedback.unsubscribe import SECRET_ENV, load_secret
+from relay.feedback.webhooks import WebhookDispatcher
 from relay.http import start_http
 from relay.policy.domain_status import DomainStatus
 from relay.queue.database import Database
@@ -34,10 +38,11 @@ _GRACE_SECONDS = 10.0
 
 async def serve(config_path: Path, config: Config) -> None:
     secret = load_secret(config.policy.unsubscribe_secret_file)
-    if secret is None and any(t.unsubscribe == "relay" for t in config.tenants):
+    signing = [t.name for t in config.tenants if t.unsubscribe == "relay" or t.return_path_domain]
+    if secret is None and signing:
         raise SystemExit(
-            f'tenants with unsubscribe = "relay" need a secret: {SECRET_ENV} or '
-            "[policy] unsubscribe_secret_file"
+            f'tenants {", ".join(signing)} (unsubscribe = "relay" or a return_path_domain) '
+            f"need the relay's signing secret: {SECRET_ENV} or [policy] unsubscribe_secret_file"
         )
     database = await Database.open(config)
     enqueuer = Enqueuer(
@@ -47,14 +52,26 @@ async def serve(config_path: Path, config: Config) -> None:
     domains = DomainStatus(database.pool, config)
     await domains.refresh()
     handler = SubmissionHandler(config, enqueuer, signer, domains, unsubscribe_secret=secret)
-    worker = DeliveryWorker(database.pool, database.dsn, config)
+    worker = DeliveryWorker(database.pool, database.dsn, config, secret)
+    webhooks = WebhookDispatcher(database.pool, config)
+    feedback = FeedbackHandler(database.pool, config, secret)
+    processor = FeedbackProcessor(database.pool, config, secret, feedback.received)
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
         asyncio.create_task(worker.run(), name="delivery"),
         asyncio.create_task(domains.run(), name="domain-status"),
+        asyncio.create_task(
+            retention.run(database.pool, lambda: handler.config.feedback), name="retention"
+        ),
+        asyncio.create_task(processor.run(), name="feedback"),
+        asyncio.create_task(webhooks.run(), name="webhooks"),
     ]
-    servers, sessions = await start_listeners(config, handler, server_context(config))
-    http = await start_http(config.http.address, database.pool, handler.authenticator)
+    handlers = {"submission": handler, "feedback": feedback}
+    servers, sessions = await start_listeners(config, handlers, server_context(config))
+    abuse_reports = feedback.received if config.feedback.abuse_address else None
+    http = await start_http(
+        config.http.address, database.pool, handler.authenticator, config.policy, abuse_reports
+    )
     log.info(
         "relay ready: listeners %s, http %s, queue %s",
         ", ".join(f"{x.name}={x.address}" for x in config.listeners),
@@ -77,6 +94,9 @@ async def serve(config_path: Path, config: Config) -> None:
         signer.reload()
         handler.reload(new)
         worker.reload(new)
+        feedback.reload(new)
+        processor.reload(new)
+        webhooks.reload(new)
         domains.config = new
         refresh = loop.create_task(domains.refresh())  # verifications made since, at once
         pending.add(refresh)
@@ -99,8 +119,8 @@ async def serve(config_path: Path, config: Config) -> None:
         async with asyncio.timeout(_GRACE_SECONDS):
             while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
                 await asyncio.sleep(0.1)
-    tasks[1].cancel()
-    tasks[2].cancel()
+    for task in tasks[1:]:  # all but the group commit, which stores what sessions accepted
+        task.cancel()
     await worker.drain(_GRACE_SECONDS)
     tasks[0].cancel()
     watch[0].cancel()

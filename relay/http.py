@@ -1,5 +1,6 @@
-"""The HTTP listener: `/metrics` (Prometheus text format) and `/healthz` for operations, and
-the tenants' API (`relay.api`).
+"""The HTTP listener: `/metrics` (Prometheus text format) and `/healthz` for operations, the
+tenants' API (`relay.api`), the one-click unsubscribe endpoint (`relay.feedback.oneclick`)
+and the abuse report form (`relay.feedback.abuse_form`).
 
 Queue gauges are read from PostgreSQL at scrape time, so they are as fresh as the scrape
 and cost nothing between scrapes. `/healthz` answers 200 only when the database answers.
@@ -13,14 +14,23 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay import api, metrics
-from relay.config.schema import split_host_port
+from relay.config.schema import PolicySection, split_host_port
+from relay.feedback import abuse_form, oneclick
 from relay.queue.sql import QUERIES
 from relay.smtp.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
 
-def make_app(pool: asyncpg.Pool, authenticator: Authenticator) -> web.Application:
+def make_app(
+    pool: asyncpg.Pool,
+    authenticator: Authenticator,
+    policy: PolicySection | None = None,
+    abuse_reports: asyncio.Event | None = None,
+) -> web.Application:
+    """The routes; `policy` mounts the one-click endpoint, `abuse_reports` (set when a
+    report is stored, to wake the feedback processor) the abuse form."""
+
     async def metrics_view(_: web.Request) -> web.Response:
         await _refresh_queue_gauges(pool)
         body = generate_latest()
@@ -40,6 +50,10 @@ def make_app(pool: asyncpg.Pool, authenticator: Authenticator) -> web.Applicatio
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", health_view)
     api.add_routes(app, pool, authenticator)
+    if policy is not None:  # the one-click unsubscribe endpoint (RFC 8058)
+        oneclick.add_routes(app, pool, policy)
+    if abuse_reports is not None:  # P-ABUSE-DESK's report form
+        abuse_form.add_routes(app, pool, abuse_reports)
     return app
 
 
@@ -58,9 +72,14 @@ async def _refresh_queue_gauges(pool: asyncpg.Pool) -> None:
 
 
 async def start_http(
-    address: str, pool: asyncpg.Pool, authenticator: Authenticator
+    address: str,
+    pool: asyncpg.Pool,
+    authenticator: Authenticator,
+    policy: PolicySection | None = None,
+    abuse_reports: asyncio.Event | None = None,
 ) -> web.AppRunner:
-    runner = web.AppRunner(make_app(pool, authenticator), access_log=None)
+    app = make_app(pool, authenticator, policy, abuse_reports)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_host_port(address)
     await web.TCPSite(runner, host, port).start()

@@ -3,7 +3,9 @@
 Like Python's old DebuggingServer: it accepts every message, prints it and, with a
 directory, stores it (`N.eml` with the bytes as received, `N.json` with the envelope), so a
 newcomer can watch the first message arrive without the internet. A scripted list of
-replies (`--reply 451 --reply 250`) makes it play a difficult destination for tests.
+replies (`--reply 451 --reply 250`) makes it play a difficult destination for tests, and
+`rcpt_replies` refuses chosen recipients at RCPT, as a mailbox provider does for an
+address that does not exist.
 """
 
 import asyncio
@@ -31,12 +33,23 @@ class SinkHandler:
         self.store = store
         self.echo = echo
         self.script = list(script or [])
+        self.rcpt_replies: dict[str, str] = {}
+        """Recipient (lower case) -> the reply its RCPT gets instead of 250."""
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.tls: list[bool] = []
         """Per message: whether its session was encrypted (STARTTLS)."""
         self._numbers = itertools.count(1)
         if store:
             store.mkdir(parents=True, exist_ok=True)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.script:

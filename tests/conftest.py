@@ -6,12 +6,14 @@ import shutil
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
+from relay.queue.migrate import migrate
 from tests.peers import RelayConfig, RelayProcess, Sink
 
 
@@ -88,3 +90,15 @@ def relay(relay_config: RelayConfig, tmp_path: Path) -> Iterator[RelayProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest_asyncio.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool to the test's database, with the relay's schema migrated."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=8)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    try:
+        yield pool
+    finally:
+        await pool.close()

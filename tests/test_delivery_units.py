@@ -52,7 +52,7 @@ def test_retry_never_goes_past_expiry() -> None:
 
 
 def _lease(message: uuid.UUID, recipient: str) -> Lease:
-    return Lease(1, uuid.uuid4(), message, recipient, "x.example", 0, NOW, "acme", "a@b", NOW)
+    return Lease(1, uuid.uuid4(), message, recipient, "x.example", 0, NOW, "acme", "a@b", NOW, None)
 
 
 def test_connection_chunks_keep_a_message_together() -> None:

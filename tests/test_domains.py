@@ -170,3 +170,28 @@ def _cli(relay: RelayProcess, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
+
+
+def test_return_path_domain_needs_the_relay_as_mx_and_in_spf(
+    dns: DnsServer, tmp_path: Path
+) -> None:
+    """A tenant's return-path domain (VERP) under a sending domain is verified with it: its
+    MX must be the relay, so bounces come back, and its SPF must authorise the relay."""
+    _publish(dns, tmp_path / "data", "shop.example", "v=DMARC1; p=reject",
+             "v=spf1 include:_spf.relay.test -all")  # fmt: skip
+    path = _config(tmp_path, dns, ["shop.example"])
+    path.write_text(path.read_text().replace(
+        'return_path_domain = ""', 'return_path_domain = "bounce.shop.example"'
+    ))  # fmt: skip
+    config = load_config(path)
+    findings = asyncio.run(verify_domain("shop.example", config))
+    return_path = [f for f in findings if f.check == "return-path"]
+    assert [f.status for f in return_path] == ["fail", "fail"]
+    assert return_path[0].publish == "bounce.shop.example. IN MX 10 relay.localhost."
+    assert not passed(findings)
+
+    dns.add("bounce.shop.example", "MX", 300, "10 relay.localhost.")
+    dns.add("bounce.shop.example", "TXT", 300, '"v=spf1 include:_spf.relay.test -all"')
+    findings = asyncio.run(verify_domain("shop.example", config))
+    assert [f.status for f in findings if f.check == "return-path"] == ["pass", "pass"]
+    assert passed(findings)

@@ -2,28 +2,15 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from relay.queue.migrate import migrate
 from relay.queue.sql import QUERIES, migrations
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 
 pytestmark = [pytest.mark.queue, pytest.mark.asyncio]
-
-
-@pytest_asyncio.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database, min_size=1, max_size=8)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _message(n: int, recipients: tuple[str, ...] = ("a@x.example", "b@y.example")) -> NewMessage:
@@ -114,11 +101,27 @@ async def test_leases_are_disjoint_and_expire(pool: asyncpg.Pool) -> None:
     assert sorted(taken_over) == sorted(first + second)
 
     stale = await pool.fetchval(
-        QUERIES["finish_attempt"], first[0], t1, "delivered", None, "250 ok", "mx", "delivered"
+        QUERIES["finish_attempt"],
+        first[0],
+        t1,
+        "delivered",
+        None,
+        "250 ok",
+        "mx",
+        "delivered",
+        "example",
     )
     assert stale is None
     fresh = await pool.fetchval(
-        QUERIES["finish_attempt"], first[0], t3, "delivered", None, "250 ok", "mx", "delivered"
+        QUERIES["finish_attempt"],
+        first[0],
+        t3,
+        "delivered",
+        None,
+        "250 ok",
+        "mx",
+        "delivered",
+        "example",
     )
     assert fresh == first[0]
     await pool.execute(QUERIES["release_leases"], "w3")

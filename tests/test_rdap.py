@@ -14,6 +14,7 @@ import pytest
 from relay.config.schema import PolicySection
 from relay.policy import rdap
 from relay.policy.domains import check_whois
+from relay.psl import registered_domain
 from tests.rdap_server import RdapServer, sample
 
 KINDS = {
@@ -74,7 +75,7 @@ def test_bootstrap_prefers_https_and_the_longest_suffix() -> None:
     [("news.shop.example", "shop.example"), ("a.b.co.uk", "b.co.uk"), ("shop.com", "shop.com")],
 )
 def test_lookup_is_for_the_registered_domain(domain: str, registered: str) -> None:
-    assert rdap.registered_domain(domain) == registered
+    assert registered_domain(domain) == registered
 
 
 DOMAINS = {

@@ -8,10 +8,13 @@ from pathlib import Path
 import asyncpg
 import click
 
+from relay.cli.abuse import abuse
 from relay.cli.common import config_option, load, run, setup_logging, with_db
 from relay.cli.consent import consent
 from relay.cli.dkim import dkim
 from relay.cli.domain import domain
+from relay.cli.erase import erase_command
+from relay.cli.events import events
 from relay.cli.policy import policy
 from relay.cli.queue import queue
 from relay.cli.suppression import suppression
@@ -95,5 +98,7 @@ def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) 
         pass
 
 
-for group in (queue, suppression, consent, policy, domain, dkim):
+for group in (queue, suppression, consent, policy, domain, dkim, abuse):
     main.add_command(group)
+main.add_command(events)
+main.add_command(erase_command)

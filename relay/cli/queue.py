@@ -86,7 +86,10 @@ def queue_show(config_path: Path, message: str, as_json: bool) -> None:
         click.echo(f"  policy {p['rule']:14} {p['outcome']:8} {p['reason']}")
     for a in info["attempts"]:
         click.echo(f"  attempt {a['at']} {a['host'] or '-'} {a['outcome']}: {a['reply']}")
-    click.echo("headers:\n" + headers)
+    if info["content_purged_at"]:
+        click.echo(f"body purged at {info['content_purged_at']} (P-RETENTION)")
+    else:
+        click.echo("headers:\n" + headers)
 
 
 def _admin_command(query: str, verb: str) -> Callable[[Path, str], None]:

@@ -8,6 +8,8 @@ from typing import TextIO
 import click
 
 from relay.cli.common import config_option, load, run, with_db
+from relay.feedback.erasure import suppression_key
+from relay.feedback.unsubscribe import load_secret
 from relay.queue.sql import QUERIES
 
 
@@ -41,7 +43,10 @@ def suppression_add(
 def suppression_rm(config_path: Path, address: str, tenant: str) -> None:
     """Remove ADDRESS from TENANT's list (only when the person asked to be mailed again)."""
     config = load(config_path)
-    rows = run(with_db(config, lambda p: p.fetch(QUERIES["suppression_remove"], tenant, address)))
+    secret = load_secret(config.policy.unsubscribe_secret_file)
+    hashed = suppression_key(secret, address) if secret else None
+    query = QUERIES["suppression_remove"]
+    rows = run(with_db(config, lambda p: p.fetch(query, tenant, address, hashed)))
     if not rows:
         raise click.ClickException(f"{address} is not suppressed for {tenant}")
     click.echo(f"removed {address}")

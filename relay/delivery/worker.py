@@ -33,6 +33,11 @@ from relay.delivery.dsn import RecipientStatus, build_dsn
 from relay.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver, NullMx
 from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
+from relay.feedback import verp
+from relay.feedback.classify import classify
+from relay.feedback.events import Event, record
+from relay.feedback.suppress import suppress
+from relay.psl import provider_of
 from relay.queue.sql import QUERIES
 from relay.queue.store import NewMessage, insert_messages
 
@@ -55,13 +60,17 @@ class Lease:
     tenant: str
     mail_from: str
     received_at: datetime
+    campaign: str | None
 
 
 class DeliveryWorker:
     """All outbound delivery of one relay process."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, config: Config) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, dsn: str, config: Config, secret: bytes | None = None
+    ) -> None:
         self.pool = pool
+        self.secret = secret  # signs return-path (VERP) addresses
         self.dsn = dsn
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
@@ -83,6 +92,9 @@ class DeliveryWorker:
         self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max)
         self.tls = TlsPolicy(self.settings.tls, self.settings.verify_certificates)
         self.held_tenants = [t.name for t in config.tenants if t.suspended]
+        self.return_paths = {
+            t.name: t.return_path_domain for t in config.tenants if t.return_path_domain
+        }
 
     # -- the loops -----------------------------------------------------------------------------
 
@@ -187,8 +199,8 @@ class DeliveryWorker:
         )
         try:
             async with slots:
-                replies = await self._send(domain, leases)
-            await self._record(leases, replies)
+                replies, provider = await self._send(domain, leases)
+            await self._record(leases, replies, provider)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
@@ -198,19 +210,23 @@ class DeliveryWorker:
                 del self._held[leases[0].token]
             self._wake.set()
 
-    async def _send(self, domain: str, leases: list[Lease]) -> dict[int, Reply]:
-        """A Reply for every lease: from the remote server, or our own for DNS/network."""
+    async def _send(self, domain: str, leases: list[Lease]) -> tuple[dict[int, Reply], str | None]:
+        """A Reply for every lease (from the remote server, or our own for DNS/network), and
+        the destination's provider when its MX hosts are known."""
         try:
             hosts = await self._targets(domain)
         except DnsPermanentError as exc:
             status = "5.1.10" if isinstance(exc, NullMx) else "5.1.2"
-            return self._all(leases, Reply(550, f"{status} {domain}: {exc or type(exc).__name__}"))
+            reply = Reply(550, f"{status} {domain}: {exc or type(exc).__name__}")
+            return self._all(leases, reply), None
         except DnsTemporaryError as exc:
-            return self._all(leases, Reply(451, f"4.4.3 DNS lookup for {domain} failed: {exc}"))
+            reply = Reply(451, f"4.4.3 DNS lookup for {domain} failed: {exc}")
+            return self._all(leases, reply), None
+        provider = provider_of(hosts[0][0], domain)
         connection, error = await self._connect(hosts)
         if connection is None:
             assert error is not None
-            return self._all(leases, unreachable([h for h, _, _ in hosts], error))
+            return self._all(leases, unreachable([h for h, _, _ in hosts], error)), provider
         replies: dict[int, Reply] = {}
         try:
             for envelope, group in await self._envelopes(leases):
@@ -220,9 +236,12 @@ class DeliveryWorker:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             lost = Reply(451, f"4.4.2 Connection to {connection.host} lost: {exc!r}")
             replies.update({x.id: lost for x in leases if x.id not in replies})
+        else:  # a message erased meanwhile was not sent; its rows are gone too
+            gone = Reply(451, "4.3.0 message no longer stored")
+            replies.update({x.id: gone for x in leases if x.id not in replies})
         finally:
             await connection.close()
-        return replies
+        return replies, provider
 
     async def _targets(self, domain: str) -> list[tuple[str, str, int]]:
         """(host name, address, port) to try in order: the route, or MX hosts (RFC 5321 5.1)."""
@@ -269,15 +288,26 @@ class DeliveryWorker:
         return None, error
 
     async def _envelopes(self, leases: list[Lease]) -> list[tuple[Envelope, list[Lease]]]:
-        """One envelope per message with all its leased recipients of this domain."""
+        """One envelope per message with all its leased recipients of this domain; one per
+        recipient where the tenant has a return-path domain, whose envelope sender (VERP)
+        names the delivery."""
         by_message: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         for lease in leases:
             by_message[lease.message_id].append(lease)
         envelopes = []
         for message_id, group in by_message.items():
-            content = await self.pool.fetchval(QUERIES["message_content"], message_id)
+            stored = await self.pool.fetchval(QUERIES["message_content"], message_id)
+            if stored is None:  # erased (P-ERASURE) while leased: nothing left to send
+                continue
+            content = bytes(stored)
+            return_path = self.return_paths.get(group[0].tenant)
+            if return_path and self.secret and group[0].mail_from:
+                for x in group:
+                    sender = verp.address(self.secret, x.id, return_path)
+                    envelopes.append((Envelope(sender, (x.recipient,), content), [x]))
+                continue
             recipients = tuple(dict.fromkeys(x.recipient for x in group))
-            envelopes.append((Envelope(group[0].mail_from, recipients, bytes(content)), group))
+            envelopes.append((Envelope(group[0].mail_from, recipients, content), group))
         return envelopes
 
     @staticmethod
@@ -286,7 +316,9 @@ class DeliveryWorker:
 
     # -- recording outcomes -------------------------------------------------------------------
 
-    async def _record(self, leases: list[Lease], replies: dict[int, Reply]) -> None:
+    async def _record(
+        self, leases: list[Lease], replies: dict[int, Reply], provider: str | None
+    ) -> None:
         now = datetime.now(UTC)
         outcomes = {
             x.id: decide(
@@ -300,17 +332,26 @@ class DeliveryWorker:
         }
         bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         async with self.pool.acquire() as conn, conn.transaction():
+            finished = []
             for lease in leases:
                 outcome = outcomes[lease.id]
-                if await self._finish(conn, lease, outcome) and isinstance(outcome, Bounce):
+                if not await self._finish(conn, lease, outcome, provider):
+                    continue
+                finished.append(lease)
+                if isinstance(outcome, Bounce):
                     bounced[lease.message_id].append(lease)
+            await self._feedback(conn, finished, outcomes, provider or "")
             for group in bounced.values():
-                if group[0].mail_from:  # never bounce a bounce (RFC 5321 6.1)
+                # never bounce a bounce (RFC 5321 6.1); with a return-path domain the
+                # tenant reads bounces as events instead of DSNs
+                if group[0].mail_from and group[0].tenant not in self.return_paths:
                     await self._bounce(conn, group, outcomes)
         for lease in leases:
             self._count(lease, outcomes[lease.id], now)
 
-    async def _finish(self, conn: asyncpg.Connection, lease: Lease, outcome: Outcome) -> bool:
+    async def _finish(
+        self, conn: asyncpg.Connection, lease: Lease, outcome: Outcome, provider: str | None
+    ) -> bool:
         row = await conn.fetchval(
             QUERIES["finish_attempt"],
             lease.id,
@@ -320,10 +361,38 @@ class DeliveryWorker:
             str(outcome.reply),
             outcome.reply.host,
             outcome.kind,
+            provider,
         )
         if row is None:
             log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
         return row is not None
+
+    async def _feedback(
+        self,
+        conn: asyncpg.Connection,
+        leases: list[Lease],
+        outcomes: dict[int, Outcome],
+        provider: str,
+    ) -> None:
+        """An event per finished attempt, and the suppression of a hard bounce's recipient
+        (P-SUPPRESS), in the attempt's transaction. The relay's own DSNs (null sender) are
+        not the tenant's sending and make no events."""
+        events = []
+        for lease in leases:
+            if not lease.mail_from:
+                continue
+            outcome = outcomes[lease.id]
+            detail: dict[str, object] = {"reply": str(outcome.reply), "host": outcome.reply.host}
+            if not isinstance(outcome, Delivered):
+                verdict = classify(outcome.reply.status, outcome.reply.text)
+                detail.update(category=verdict.category.value, hard=verdict.hard,
+                              status=outcome.reply.status)  # fmt: skip
+                if isinstance(outcome, Bounce) and verdict.hard:
+                    await suppress(conn, lease.tenant, lease.recipient, "hard-bounce",
+                                   f"smtp {outcome.reply.status}")  # fmt: skip
+            events.append(Event(lease.tenant, outcome.kind, lease.recipient, lease.message_id,
+                                provider, lease.campaign or "", detail))  # fmt: skip
+        await record(conn, events)
 
     async def _bounce(
         self, conn: asyncpg.Connection, leases: list[Lease], outcomes: dict[int, Outcome]

@@ -46,6 +46,16 @@ class PolicyContext:
     extras: dict[str, object] = field(default_factory=dict)
     """What checks compute once and share (the visible text, say)."""
 
+    @property
+    def campaign(self) -> str | None:
+        """The campaign a bulk message belongs to: its Feedback-ID (the providers' feedback
+        loops report by it), else its List-Id; None for other mail."""
+        for name in ("Feedback-ID", "List-Id"):
+            values = self.headers(name)
+            if values:
+                return values[0][:200]
+        return None
+
     @cached_property
     def message(self) -> EmailMessage:
         parsed = _PARSER.parsebytes(self.raw)

@@ -8,7 +8,10 @@ Checked when a domain is verified (`relay domain verify`), never per message:
 - DKIM (RFC 6376): the record of every active or next key of the domain is published;
 - DMARC (RFC 7489): a record exists; `p=none` passes with a warning, quarantine or reject
   is what we recommend.
-- P-WHOIS: the registrant, seen over RDAP, is not a privacy or proxy service (`rdap.py`).
+- P-WHOIS: the registrant, seen over RDAP, is not a privacy or proxy service (`rdap.py`);
+- the tenant's return-path domain under it, if any (VERP bounces): its MX is the relay
+  (`[relay] hostname`) and its SPF authorises the relay, since it is the envelope sender
+  receivers check SPF against.
 checkdmarc parses and evaluates SPF and DMARC (dnspython underneath); each finding says what
 to publish when it fails. The result is stored, and the SMTP path only reads that result.
 """
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import dns.exception
 import dns.resolver
 from checkdmarc import dmarc, spf
 
 from relay.config.schema import Config, PolicySection, split_host_port
+from relay.config.tenants import is_within
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.dkim.publish import is_published
 from relay.policy import rdap
@@ -153,12 +158,38 @@ async def check_whois(domain: str, policy: PolicySection) -> Finding:
     return Finding("whois", status, detail, seen=registrant.seen())
 
 
+def check_return_path_mx(domain: str, relay_host: str, resolver: dns.resolver.Resolver) -> Finding:
+    """The return-path domain's MX is the relay, so bounces reach its feedback listener."""
+    publish = f"{domain}. IN MX 10 {relay_host}."
+    try:
+        answer = resolver.resolve(domain, "MX")
+        hosts = {str(r.exchange).rstrip(".").lower() for r in answer}  # type: ignore[attr-defined]
+    except (dns.exception.DNSException, OSError) as exc:
+        return Finding("return-path", "fail", f"no MX for {domain}: {exc}", publish)
+    if relay_host.lower() not in hosts:
+        return Finding("return-path", "fail", f"MX of {domain} is {', '.join(sorted(hosts))}, "
+                       f"not the relay ({relay_host})", publish)  # fmt: skip
+    return Finding("return-path", "pass", f"MX of {domain} is the relay")
+
+
 async def verify_domain(domain: str, config: Config) -> list[Finding]:
-    """Every P-DNSAUTH and P-WHOIS finding for `domain` (an A-label)."""
+    """Every P-DNSAUTH and P-WHOIS finding for `domain` (an A-label), and those of the
+    return-path domain under it."""
     resolver = _resolver(config.delivery.nameservers)
     spf_finding, dmarc_finding, whois_finding = await asyncio.gather(
         asyncio.to_thread(check_spf, domain, config.policy.spf_mechanism, resolver),
         asyncio.to_thread(check_dmarc, domain, resolver),
         check_whois(domain, config.policy),
     )
-    return [spf_finding, *await check_dkim(domain, config), dmarc_finding, whois_finding]
+    findings = [spf_finding, *await check_dkim(domain, config), dmarc_finding, whois_finding]
+    for tenant in config.tenants:
+        return_path = tenant.return_path_domain
+        if return_path and return_path != domain and is_within(return_path, domain):
+            mx, spf_rp = await asyncio.gather(
+                asyncio.to_thread(check_return_path_mx, return_path, config.relay.hostname,
+                                  resolver),
+                asyncio.to_thread(check_spf, return_path, config.policy.spf_mechanism, resolver),
+            )  # fmt: skip
+            spf_detail = f"{return_path}: {spf_rp.detail}"
+            findings += [mx, Finding("return-path", spf_rp.status, spf_detail, spf_rp.publish)]
+    return findings

@@ -69,6 +69,15 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
 """In order: cheap structural checks first, then identity, then content."""
 
 
+def default_checks(suppression_secret: bytes | None) -> tuple[Check, ...]:
+    """DEFAULT_CHECKS with P-SUPPRESS holding the secret that finds erased addresses by
+    their keyed hash (P-ERASURE)."""
+    return tuple(
+        SuppressedRecipient(suppression_secret) if isinstance(c, SuppressedRecipient) else c
+        for c in DEFAULT_CHECKS
+    )
+
+
 class Pipeline:
     def __init__(self, checks: Sequence[Check] = DEFAULT_CHECKS) -> None:
         self.checks = tuple(checks)

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-from publicsuffixlist import PublicSuffixList
 from whoisit.bootstrap import BaseBootstrap
 from whoisit.parser import parse as parse_rdap
 from whoisit.utils import recursive_merge
 
 from relay.config.schema import PolicySection
+from relay.psl import registered_domain
 
 Kind = Literal["identifiable", "redacted", "proxy", "unknown"]
 _RDAP_TYPE = "application/rdap+json"
@@ -136,17 +136,6 @@ def load_markers(extra_path: str = "") -> Markers:
         redaction_markers=tuple(m.lower() for m in redaction.get("markers", [])),
         redaction_statuses=frozenset(s.lower() for s in redaction.get("statuses", [])),
     )
-
-
-@cache
-def _public_suffixes() -> PublicSuffixList:
-    return PublicSuffixList()
-
-
-def registered_domain(domain: str) -> str:
-    """The domain a registrant registered (`news.shop.example` -> `shop.example`): what
-    RDAP knows about; the Public Suffix List says where registrations happen."""
-    return _public_suffixes().privatesuffix(domain.lower()) or domain.lower()
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class NewMessage:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     audit: tuple[tuple[str, str, str], ...] = ()
     """(rule, outcome, reason) of every policy verdict, stored with the message."""
+    campaign: str | None = None
+    """Feedback-ID or List-Id: the campaign its rates are counted under."""
 
 
 def domain_of(address: str) -> str:
@@ -126,6 +128,7 @@ async def insert_messages(
         [len(m.content) for m in messages],
         [m.header_message_id for m in messages],
         [m.client_address for m in messages],
+        [m.campaign for m in messages],
     )
     new = {r["id"] for r in rows}
     todo = [(m.id, r) for m in messages if m.id in new for r in m.recipients]

@@ -31,7 +31,7 @@ from relay.feedback.unsubscribe import Unsubscribe
 from relay.feedback.unsubscribe import headers as unsubscribe_headers
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
-from relay.policy.pipeline import Pipeline, refusal
+from relay.policy.pipeline import Pipeline, default_checks, refusal
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
 from relay.smtp.address import Path
@@ -61,7 +61,7 @@ class SubmissionHandler:
         self.enqueuer = enqueuer
         self.signer = signer
         self.domains = domains
-        self.pipeline = pipeline or Pipeline()
+        self.pipeline = pipeline or Pipeline(default_checks(unsubscribe_secret))
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
         self.authenticator = Authenticator(config.smtp, {})
@@ -249,6 +249,7 @@ class SubmissionHandler:
             header_message_id=header_id,
             client_address=session.client_ip,
             audit=tuple((v.rule, v.outcome.value, v.reason) for v in audit),
+            campaign=ctx.campaign,
         )
         try:
             await self.enqueuer.enqueue(message)

@@ -1,4 +1,5 @@
-"""Open the configured submission listeners on the running event loop.
+"""Open the configured listeners on the running event loop: submission listeners with the
+submission handler, `role = "feedback"` listeners with the feedback handler.
 
 `starttls` listeners (RFC 3207, port 587) start in plaintext and offer STARTTLS, with AUTH
 only after it; `implicit` listeners (RFC 8314, port 465) speak TLS from the first byte, so
@@ -8,21 +9,22 @@ AUTH is offered at once. aiosmtpd's own idea of "TLS" covers STARTTLS only, henc
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 
 from relay.config.schema import Config, split_host_port
 from relay.smtp import replies
-from relay.smtp.handler import SubmissionHandler
 from relay.smtp.protocol import ConnectionCounter, ListenerOptions, RelaySMTP
 
 
 async def start_listeners(
-    config: Config, handler: SubmissionHandler, tls: ssl.SSLContext
+    config: Config, handlers: Mapping[str, object], tls: ssl.SSLContext
 ) -> tuple[list[asyncio.Server], ConnectionCounter]:
     """Start every listener; the counter tells how many sessions are open (for shutdown)."""
     counter = ConnectionCounter(config.smtp.max_connections, config.smtp.max_connections_per_client)
     servers = []
     loop = asyncio.get_running_loop()
     for listener in config.listeners:
+        handler = handlers[listener.role]
         implicit = listener.tls == "implicit"
         options = ListenerOptions(
             name=listener.name,
@@ -34,7 +36,9 @@ async def start_listeners(
             connections=counter,
         )
 
-        def factory(options: ListenerOptions = options, implicit: bool = implicit) -> RelaySMTP:
+        def factory(
+            options: ListenerOptions = options, implicit: bool = implicit, handler: object = handler
+        ) -> RelaySMTP:
             return RelaySMTP(
                 handler,
                 options,

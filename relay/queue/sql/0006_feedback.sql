@@ -5,6 +5,7 @@
 ALTER TABLE messages ADD COLUMN campaign text;
 -- P-RETENTION: when the body was removed (content is then empty).
 ALTER TABLE messages ADD COLUMN content_purged_at timestamptz;
+CREATE INDEX messages_unpurged ON messages (received_at) WHERE content_purged_at IS NULL;
 -- The destination provider (the registered domain of the MX hosts, so gmail.com and
 -- googlemail.com are one provider), set when a delivery is attempted.
 ALTER TABLE deliveries ADD COLUMN provider text;

@@ -2,8 +2,10 @@
 
 -- name: insert_messages
 -- A retried group commit re-sends the same ids; only messages not yet stored come back.
-INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[], $7::text[])
+INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address,
+                      campaign)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[],
+                     $7::text[], $8::text[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
@@ -32,7 +34,7 @@ FROM (
 ) AS picked, messages AS m
 WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
-          m.tenant, m.mail_from, m.received_at;
+          m.tenant, m.mail_from, m.received_at, m.campaign;
 
 -- name: message_content
 SELECT content FROM messages WHERE id = $1;
@@ -52,7 +54,7 @@ WITH d AS (
     UPDATE deliveries
     SET state = $3, next_attempt_at = coalesce($4, next_attempt_at), attempts = attempts + 1,
         last_reply = $5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = now()
+        updated_at = now(), provider = coalesce($8, provider)
     WHERE id = $1 AND lease_token = $2 AND state = 'queued'
     RETURNING id
 )
@@ -79,7 +81,7 @@ SELECT id FROM messages WHERE id::text LIKE $1 || '%' ORDER BY received_at LIMIT
 
 -- name: show_message
 SELECT id, tenant, mail_from, size, header_message_id, received_at, client_address,
-       substring(content for 8192) AS head
+       content_purged_at, substring(content for 8192) AS head
 FROM messages WHERE id = $1;
 
 -- name: show_deliveries
@@ -103,7 +105,10 @@ WHERE message_id = $1 AND state = 'queued'
 RETURNING id;
 
 -- name: suppression_of
-SELECT reason, source, created_at FROM suppressions WHERE tenant = $1 AND address = lower($2);
+-- By the address, or by its keyed hash $3 (an erased address, P-ERASURE; NULL without a
+-- secret): one primary-key look-up for both.
+SELECT reason, source, created_at FROM suppressions
+WHERE tenant = $1 AND address = ANY(ARRAY[lower($2), $3]);
 
 -- name: suppression_add
 INSERT INTO suppressions (tenant, address, reason, source)
@@ -112,7 +117,9 @@ ON CONFLICT (tenant, address) DO NOTHING
 RETURNING address;
 
 -- name: suppression_remove
-DELETE FROM suppressions WHERE tenant = $1 AND address = lower($2) RETURNING address;
+-- $3: the address's keyed hash, so an erased person who asks to be mailed again can be.
+DELETE FROM suppressions WHERE tenant = $1 AND address = ANY(ARRAY[lower($2), $3])
+RETURNING address;
 
 -- name: suppression_list
 SELECT tenant, address, reason, source, created_at FROM suppressions

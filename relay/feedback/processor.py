@@ -1,0 +1,323 @@
+"""The feedback processor: turns stored reports into suppressions, events and rates.
+
+Reports wait in `feedback_reports` (state `new`), written by the feedback listener and the
+abuse form; the processor takes them with `FOR UPDATE SKIP LOCKED` (several relay
+processes share the work), parses them off the event loop, and in one transaction per
+report records what it found:
+- a bounce (RFC 3464 DSN, or a provider's text bounce): the delivery is found by the
+  return-path (VERP) address it was sent to, else by the relay's queue id or the
+  Message-ID of the quoted original; a hard bounce (`classify`) suppresses the recipient
+  (reason `hard-bounce`), and every bounce is an event;
+- a complaint (ARF, RFC 5965): the delivery is found the same ways (the report's
+  Original-Mail-From is our VERP address when the provider kept it); the complainant (the
+  report's Original-Rcpt-To, else the delivery's recipient, as providers redact it) is
+  suppressed with reason `complaint` and counted (P-COMPLAINT); a `not-spam` report is
+  recorded and changes nothing;
+- an abuse report (P-ABUSE-DESK: forwarded as an attachment, inline, or pasted headers, or
+  sent through the form): the message is found by its trace headers; the reporter (and the
+  recipient of the matched delivery) is suppressed with reason `abuse-report`, a complaint
+  is counted, and the report is kept for the abuse team (`relay abuse ls|show`).
+A report that no parser can read ends `malformed`, one that matches nothing `unmatched`;
+both are kept with the reason and counted in `relay_feedback_reports_total`.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import Counter
+
+from relay.config.schema import Config
+from relay.feedback import verp
+from relay.feedback.arf import parse_arf, parse_forwarded
+from relay.feedback.bounce import parse_bounce
+from relay.feedback.classify import classify
+from relay.feedback.events import Event, Kind, record
+from relay.feedback.suppress import suppress
+from relay.queue.sql import QUERIES
+from relay.smtp.address import AddressError, parse_path
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_BATCH = 20
+
+REPORTS = Counter(
+    "relay_feedback_reports_total",
+    "Reports received by the feedback listener and the abuse form, by channel (return-path, "
+    "fbl, abuse, abuse-form), kind (bounce, complaint, abuse) and state after processing "
+    "(processed, unmatched: no message of ours found, malformed: no parser could read it).",
+    ["channel", "kind", "state"],
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    recipient: str
+    message_id: uuid.UUID
+    provider: str
+    tenant: str
+    campaign: str
+
+
+@dataclass(frozen=True)
+class Result:
+    state: str  # processed | unmatched | malformed
+    kind: str | None = None
+    problem: str | None = None
+    tenant: str | None = None
+    message_id: uuid.UUID | None = None
+    reporter: str | None = None
+
+
+def _address(value: str | None) -> str | None:
+    """A valid mailbox address, lower-cased, or None (reports carry all sorts)."""
+    if not value:
+        return None
+    try:
+        return parse_path(f"TO:<{value.strip().strip('<>')}>", "TO:").address.lower()
+    except AddressError:
+        return None
+
+
+def _queue_id(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+class FeedbackProcessor:
+    def __init__(
+        self, pool: asyncpg.Pool, config: Config, secret: bytes | None, wake: asyncio.Event
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.secret = secret
+        self.wake = wake
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+
+    async def run(self) -> None:
+        """Process reports until cancelled; a failure is logged and the loop goes on."""
+        while True:
+            try:
+                while await self.process_pending():
+                    pass
+            except _DB_ERRORS as exc:
+                log.warning("cannot process feedback reports now: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.config.feedback.process_every)
+            self.wake.clear()
+
+    async def process_pending(self) -> int:
+        """Process up to one batch of new reports; the number processed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(QUERIES["feedback_reports_new"], _BATCH)
+            for row in rows:
+                try:
+                    async with conn.transaction():  # a savepoint: one report's failure is its own
+                        result = await self._process(conn, row)
+                except _DB_ERRORS:
+                    raise
+                except Exception as exc:  # a parser or matching bug must not lose the report
+                    log.exception("feedback report %d could not be processed", row["id"])
+                    result = Result("malformed", problem=f"processing failed: {exc!r}")
+                await conn.execute(
+                    QUERIES["feedback_report_done"],
+                    row["id"],
+                    result.state,
+                    result.kind,
+                    result.problem,
+                    result.tenant,
+                    result.message_id,
+                    result.reporter,
+                )
+                REPORTS.labels(row["channel"], result.kind or "", result.state).inc()
+                log.info(
+                    "feedback report %d: %s %s %s",
+                    row["id"],
+                    result.kind,
+                    result.state,
+                    result.problem or "",
+                )
+        return len(rows)
+
+    async def _process(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Result:
+        raw = bytes(row["raw"])
+        if row["channel"] in ("abuse", "abuse-form"):
+            return await self._abuse(conn, raw, row["reporter"])
+        if b"feedback-report" in raw[:65536].lower():
+            return await self._complaint(conn, raw, row["recipients"])
+        return await self._bounce(conn, raw, row["recipients"])
+
+    # -- finding the delivery ------------------------------------------------------------------
+
+    async def _by_verp(
+        self, conn: asyncpg.Connection, addresses: Sequence[str | None]
+    ) -> Delivery | None:
+        if self.secret is None:
+            return None
+        for address in addresses:
+            delivery_id = verp.delivery_of(self.secret, address or "")
+            if delivery_id is not None:
+                row = await conn.fetchrow(QUERIES["delivery_by_id"], delivery_id)
+                if row is not None:
+                    return Delivery(**dict(row))
+        return None
+
+    async def _by_trace(
+        self,
+        conn: asyncpg.Connection,
+        queue_id: str | None,
+        message_id: str | None,
+        recipient: str | None,
+    ) -> Delivery | None:
+        """By the relay's queue id (its Received: field) or the Message-ID, and the
+        recipient when the report names one; a message with one recipient needs none."""
+        if _queue_id(queue_id) is None and not message_id:
+            return None
+        rows = await conn.fetch(
+            QUERIES["deliveries_of_message"], _queue_id(queue_id), message_id, recipient
+        )
+        if recipient is None and len({r["message_id"] for r in rows}) == 1 and len(rows) > 1:
+            return None  # several recipients and none named: do not guess
+        return Delivery(**dict(rows[0])) if rows else None
+
+    # -- the three kinds of report -------------------------------------------------------------
+
+    async def _bounce(
+        self, conn: asyncpg.Connection, raw: bytes, recipients: Sequence[str]
+    ) -> Result:
+        parsed = await asyncio.to_thread(parse_bounce, raw)
+        if not parsed.reports:
+            return Result("malformed", "bounce", parsed.problem or "no recipient in the report")
+        delivery = await self._by_verp(conn, recipients)
+        report = parsed.reports[0]
+        if delivery is not None:
+            named = [
+                r for r in parsed.reports if _address(r.recipient) == delivery.recipient.lower()
+            ]
+            report = named[0] if named else report
+        else:
+            delivery = await self._by_trace(
+                conn, parsed.queue_id, parsed.message_id, _address(report.recipient)
+            )
+        if delivery is None:
+            return Result("unmatched", "bounce", "no delivery of ours matches the bounce")
+        verdict = classify(report.status, report.diagnostic)
+        detail = {
+            "status": report.status,
+            "action": report.action,
+            "category": verdict.category.value,
+            "hard": verdict.hard,
+            "diagnostic": report.diagnostic,
+            "remote_mta": report.remote_mta,
+            "source": "dsn",
+        }
+        if report.failed and verdict.hard:
+            await suppress(
+                conn, delivery.tenant, delivery.recipient, "hard-bounce", f"dsn {report.status}"
+            )
+        kind: Kind = "bounced" if report.failed else "deferred"
+        await record(conn, [self._event(delivery, kind, delivery.recipient, detail)])
+        return Result("processed", "bounce", None, delivery.tenant, delivery.message_id)
+
+    async def _complaint(
+        self, conn: asyncpg.Connection, raw: bytes, recipients: Sequence[str]
+    ) -> Result:
+        parsed = await asyncio.to_thread(parse_arf, raw)
+        report = parsed.report
+        if report is None:
+            return Result("malformed", "complaint", parsed.problem or "not an ARF report")
+        return_path = report.original.get("Return-Path") if report.original else None
+        delivery = await self._by_verp(
+            conn, [*recipients, report.original_mail_from, _address(return_path)]
+        )
+        complainant = _address(report.complainant)
+        if delivery is None:
+            delivery = await self._by_trace(conn, report.queue_id, report.message_id, complainant)
+        if delivery is None:
+            return Result(
+                "unmatched",
+                "complaint",
+                "no delivery of ours matches the report",
+                reporter=complainant,
+            )
+        complainant = complainant or delivery.recipient.lower()
+        detail = {
+            "feedback_type": report.feedback_type,
+            "user_agent": report.user_agent,
+            "source_ip": report.source_ip,
+        }
+        if (report.feedback_type or "abuse").lower() == "not-spam":
+            return Result(
+                "processed",
+                "complaint",
+                "not-spam: nothing to do",
+                delivery.tenant,
+                delivery.message_id,
+                complainant,
+            )
+        await suppress(
+            conn,
+            delivery.tenant,
+            complainant,
+            "complaint",
+            f"arf {report.user_agent or ''}".strip(),
+        )
+        await record(conn, [self._event(delivery, "complained", complainant, detail)])
+        return Result(
+            "processed", "complaint", None, delivery.tenant, delivery.message_id, complainant
+        )
+
+    async def _abuse(
+        self, conn: asyncpg.Connection, raw: bytes, form_reporter: str | None
+    ) -> Result:
+        parsed = await asyncio.to_thread(parse_forwarded, raw)
+        reporter = _address(form_reporter) or _address(parsed.reporter)
+        if parsed.original is None:
+            return Result(
+                "malformed",
+                "abuse",
+                parsed.problem or "no forwarded message found",
+                reporter=reporter,
+            )
+        original_to = [a for a in (_address(t) for t in parsed.original.to) if a]
+        named = (
+            reporter
+            if reporter in original_to
+            else (original_to[0] if len(original_to) == 1 else None)
+        )
+        delivery = await self._by_trace(conn, parsed.queue_id, parsed.message_id, named)
+        if delivery is None:
+            delivery = await self._by_trace(conn, parsed.queue_id, parsed.message_id, None)
+        if delivery is None:
+            return Result(
+                "unmatched", "abuse", "no message of ours matches the report", reporter=reporter
+            )
+        suppressed = {a for a in (reporter, delivery.recipient.lower()) if a}
+        for address in sorted(suppressed):
+            await suppress(conn, delivery.tenant, address, "abuse-report", "abuse desk")
+        detail = {"reporter": reporter, "how": parsed.how, "subject": parsed.subject}
+        await record(conn, [self._event(delivery, "abuse-report", reporter, detail)])
+        return Result("processed", "abuse", None, delivery.tenant, delivery.message_id, reporter)
+
+    @staticmethod
+    def _event(
+        delivery: Delivery, kind: Kind, recipient: str | None, detail: dict[str, object]
+    ) -> Event:
+        return Event(
+            delivery.tenant,
+            kind,
+            recipient,
+            delivery.message_id,
+            delivery.provider,
+            delivery.campaign,
+            detail,
+        )

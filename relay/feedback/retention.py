@@ -1,0 +1,104 @@
+"""P-RETENTION: keep personal data only as long as it serves a purpose, then let it go.
+
+`relay serve` runs `run` in the background; each round (`purge_once`):
+
+- bodies: a message whose deliveries are all final (delivered, bounced, deleted) keeps its
+  content for `[feedback] retention_bodies` (default 7 days, for support questions) after
+  its last delivery attempt ended; then the content becomes empty and `content_purged_at`
+  is set. The envelope (sender, recipients, attempts, audit trail) stays;
+- envelopes: once the last attempt is `retention_events` old (default 90 days) the message
+  row goes too, with its deliveries, attempts and policy results;
+- events, and feedback reports that were dealt with (processed, unmatched, malformed),
+  older than `retention_events`. Reports still waiting for the processor stay. The hourly
+  `rates` rows are the aggregate that remains: counts per tenant, provider and campaign,
+  without addresses.
+
+Mail still queued, or held for a suspended tenant or a canary, is never touched. Work is
+done in batches of short transactions, so a large backlog does not hold locks for long,
+and several relay processes may purge at once (rows being purged are skipped). The
+windows are read from the running configuration each round, so a reload changes them.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import Counter
+
+from relay.config.schema import FeedbackSection
+from relay.queue.sql import QUERIES
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 300.0
+"""Seconds between two rounds."""
+BATCH = 1000
+"""Rows per statement (one transaction each)."""
+
+PURGED = Counter(
+    "relay_retention_purged",
+    "What P-RETENTION removed: message bodies, envelopes (messages with their deliveries), "
+    "events and feedback reports.",
+    ["what"],
+)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class Purged:
+    bodies: int = 0
+    envelopes: int = 0
+    events: int = 0
+    reports: int = 0
+
+
+async def _drain(pool: asyncpg.Pool, query: str, window: float, batch: int) -> int:
+    """Run one purge statement until it finds less than a full batch."""
+    total = 0
+    while True:
+        count = int(await pool.fetchval(QUERIES[query], float(window), batch))
+        total += count
+        if count < batch:
+            return total
+
+
+async def purge_once(
+    pool: asyncpg.Pool, feedback: FeedbackSection, *, batch: int = BATCH
+) -> Purged:
+    """One round: purge what is past its window; return what went."""
+    # envelopes first: a body about to go with its envelope is not worth purging
+    envelopes = await _drain(pool, "retention_delete_envelopes", feedback.retention_events, batch)
+    purged = Purged(
+        bodies=await _drain(pool, "retention_purge_bodies", feedback.retention_bodies, batch),
+        envelopes=envelopes,
+        events=await _drain(pool, "retention_delete_events", feedback.retention_events, batch),
+        reports=await _drain(pool, "retention_delete_reports", feedback.retention_events, batch),
+    )
+    for what, count in vars(purged).items():
+        if count:
+            PURGED.labels(what).inc(count)
+    return purged
+
+
+async def run(
+    pool: asyncpg.Pool, feedback: Callable[[], FeedbackSection], interval: float = INTERVAL
+) -> None:
+    """Purge every `interval` seconds until cancelled; `feedback` gives the current windows.
+    A database that does not answer is logged and tried again next round."""
+    while True:
+        try:
+            purged = await purge_once(pool, feedback())
+        except _DB_ERRORS as exc:
+            log.warning("retention round failed, trying again in %.0f s: %r", interval, exc)
+        else:
+            if any(vars(purged).values()):
+                log.info(
+                    "retention purged bodies=%d envelopes=%d events=%d reports=%d",
+                    purged.bodies,
+                    purged.envelopes,
+                    purged.events,
+                    purged.reports,
+                )
+        await asyncio.sleep(interval)

@@ -1,0 +1,32 @@
+"""Registered domains from the Public Suffix List: where registrations happen.
+
+RDAP is asked about the registered domain of a sending domain (P-WHOIS), and deliveries
+are grouped by the registered domain of their MX hosts, so destinations one operator
+serves (gmail.com and googlemail.com, both at google.com's MX hosts) count as one provider.
+"""
+
+import ipaddress
+from functools import cache
+
+from publicsuffixlist import PublicSuffixList
+
+
+@cache
+def _list() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def registered_domain(domain: str) -> str:
+    """`news.shop.example` -> `shop.example`; the name itself when the list cannot tell."""
+    name = domain.lower().rstrip(".")
+    return _list().privatesuffix(name) or name
+
+
+def provider_of(mx_host: str, destination: str) -> str:
+    """The provider behind a destination: its first MX host's registered domain, or the
+    destination itself when the host is an address (a route to an IP)."""
+    try:
+        ipaddress.ip_address(mx_host)
+    except ValueError:
+        return registered_domain(mx_host)
+    return destination.lower()

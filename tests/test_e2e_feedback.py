@@ -1,0 +1,305 @@
+"""End to end: what comes back after delivery ends in the suppression list.
+
+The sink plays a mailbox provider: it refuses one recipient at RCPT (550 5.1.1), accepts
+the others; then, like a provider, it sends an asynchronous DSN (RFC 3464) to the return
+path of one delivered message and an ARF complaint (RFC 5965) about another to the relay's
+feedback listener. All three recipients end up suppressed with the right reason, and the
+next message to each is refused at RCPT with [P-SUPPRESS].
+"""
+
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import smtplib
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
+from tests.smtp_client import message, submission
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "s3cret-for-return-paths-and-tokens-0123456789"
+GONE, LATER, MOAN, KEEP = (f"{n}@inbox.example" for n in ("gone", "later", "moan", "keep"))
+
+
+@pytest.fixture
+def feedback_relay(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> Iterator[tuple[RelayProcess, int]]:
+    """A relay whose tenant acme has a return-path domain, with a feedback listener."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    port = free_port()
+    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
+    text = relay_config.render().replace(
+        "verified = true\n",
+        'verified = true\nreturn_path_domain = "bounce.acme.example"\n',
+        1,
+    )
+    text += (
+        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
+        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nabuse_address = "abuse@relay.test"\n'
+        "process_every = 0.2\n"
+    )
+    (tmp_path / "relay.toml").write_text(text)
+    with running(relay_config, tmp_path) as relay:
+        yield relay, port
+
+
+def _suppressions(relay: RelayProcess) -> dict[str, str]:
+    rows = db_rows(relay.config.dsn, "SELECT address, reason FROM suppressions")
+    return {r["address"]: r["reason"] for r in rows}
+
+
+def _report(headers: str, report_type: str, parts: list[tuple[str, bytes]]) -> bytes:
+    """A multipart/report (RFC 6522) written out by hand, as providers' MTAs send them."""
+    boundary = "=_report_boundary_42"
+    lines = [
+        headers.replace("\n", "\r\n").encode(),
+        b"MIME-Version: 1.0\r\n",
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="{boundary}"'
+        "\r\n\r\n".encode(),
+    ]
+    for content_type, body in parts:
+        lines.append(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
+        lines.append(body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n")
+    lines.append(f"--{boundary}--\r\n".encode())
+    return b"".join(lines)
+
+
+def _dsn(return_path: str, recipient: str, original: bytes) -> bytes:
+    """An RFC 3464 DSN as a provider's MTA writes one, days after accepting the message."""
+    status = (
+        "Reporting-MTA: dns; mx.inbox.example\n\n"
+        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 mailbox disabled after the message was accepted\n"
+    )
+    return _report(
+        "From: Mail Delivery Subsystem <mailer-daemon@mx.inbox.example>\n"
+        f"To: {return_path}\nSubject: Undelivered Mail Returned to Sender\n",
+        "delivery-status",
+        [
+            ("text/plain", b"Your message could not be delivered to its recipient's mailbox."),
+            ("message/delivery-status", status.encode()),
+            ("text/rfc822-headers", original.split(b"\r\n\r\n", 1)[0]),
+        ],
+    )
+
+
+def _arf(return_path: str, complainant: str, original: bytes) -> bytes:
+    """An ARF report (RFC 5965) as a provider's feedback loop sends one."""
+    fields = (
+        "Feedback-Type: abuse\nUser-Agent: InboxFBL/1.0\nVersion: 1\n"
+        f"Original-Mail-From: <{return_path}>\nOriginal-Rcpt-To: <{complainant}>\n"
+        "Arrival-Date: Mon, 30 Nov 2026 05:00:00 +0000\nSource-IP: 192.0.2.1\n"
+    )
+    return _report(
+        "From: Feedback Loop <fbl@inbox.example>\nTo: fbl@relay.test\n"
+        "Subject: Complaint about a message from your network\n",
+        "feedback-report",
+        [
+            ("text/plain", b"This is an email abuse report for a message from your IP."),
+            ("message/feedback-report", fields.encode()),
+            ("message/rfc822", original),
+        ],
+    )
+
+
+def _send_report(port: int, mail_from: str, rcpt: str, raw: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("mx.inbox.example")
+        client.mail(mail_from)
+        code, reply = client.rcpt(rcpt)
+        if code != 250:
+            return code, reply
+        return client.data(raw)
+
+
+def test_bounces_and_complaints_suppress(
+    feedback_relay: tuple[RelayProcess, int], sink: Sink
+) -> None:
+    relay, port = feedback_relay
+    sink.handler.rcpt_replies[GONE] = (
+        "550 5.1.1 The email account that you tried to reach does not exist."
+    )
+    with submission(relay.config.submission_port) as client:
+        client.sendmail(
+            "app@acme.example",
+            [GONE, LATER, MOAN, KEEP],
+            message().as_bytes(policy=email.policy.SMTP),
+        )
+    delivered = {rcpts[0]: (mail_from, content) for mail_from, rcpts, content in sink.wait_count(3)}
+    assert sorted(delivered) == [KEEP, LATER, MOAN]
+    for mail_from, _ in delivered.values():  # VERP: one envelope per recipient, signed
+        assert mail_from.startswith("b-") and mail_from.endswith("@bounce.acme.example")
+    assert len({mail_from for mail_from, _ in delivered.values()}) == 3
+    wait_for(lambda: _suppressions(relay).get(GONE) == "hard-bounce", 15, "synchronous bounce")
+
+    later_path, later_content = delivered[LATER]
+    assert _send_report(port, "", later_path, _dsn(later_path, LATER, later_content))[0] == 250
+    moan_path, moan_content = delivered[MOAN]
+    code, _ = _send_report(port, "fbl@inbox.example", "fbl@relay.test",
+                           _arf(moan_path, MOAN, moan_content))  # fmt: skip
+    assert code == 250
+    wait_for(lambda: len(_suppressions(relay)) == 3, 15, "three suppressions")
+    assert _suppressions(relay) == {GONE: "hard-bounce", LATER: "hard-bounce", MOAN: "complaint"}
+
+    with submission(relay.config.submission_port) as client:
+        client.mail("app@acme.example")
+        for address in (GONE, LATER, MOAN):
+            code, reply = client.rcpt(address)
+            assert code == 550 and reply.startswith(b"5.7.1 [P-SUPPRESS] <" + address.encode())
+        assert client.rcpt(KEEP)[0] == 250
+
+    kinds = [(r["kind"], r["recipient"]) for r in db_rows(
+        relay.config.dsn, "SELECT kind, recipient FROM events ORDER BY id")]  # fmt: skip
+    for expected in [("delivered", KEEP), ("bounced", GONE), ("bounced", LATER),
+                     ("complained", MOAN), ("suppressed", MOAN)]:  # fmt: skip
+        assert expected in kinds, kinds
+    (rates,) = db_rows(
+        relay.config.dsn,
+        "SELECT sum(delivered) AS d, sum(hard_bounced) AS b, sum(complained) AS c FROM rates",
+    )
+    assert (rates["d"], rates["b"], rates["c"]) == (3, 2, 1)
+    metrics = urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
+    assert 'relay_feedback_reports_total{channel="fbl",kind="complaint",state="processed"} 1.0' in (
+        metrics
+    )
+
+
+def test_feedback_listener_is_no_relay_and_keeps_what_it_cannot_read(
+    feedback_relay: tuple[RelayProcess, int],
+) -> None:
+    relay, port = feedback_relay
+    code, reply = _send_report(port, "spammer@example.net", "victim@elsewhere.example", b"x")
+    assert code == 550 and reply.startswith(b"5.7.1 Relaying denied")
+    code, reply = _send_report(port, "", "b-forged@bounce.acme.example", b"x")
+    assert code == 550 and reply.startswith(b"5.1.1")
+    garbage = b"Subject: feedback-report\r\nContent-Type: multipart/report\r\n\r\n\xff\xfe--"
+    assert _send_report(port, "", "fbl@relay.test", garbage)[0] == 250
+    wait_for(
+        lambda: bool(db_rows(relay.config.dsn,
+                             "SELECT 1 FROM feedback_reports WHERE state = 'malformed'")),
+        15, "the malformed report processed",
+    )  # fmt: skip
+    (row,) = db_rows(relay.config.dsn, "SELECT raw, problem FROM feedback_reports")
+    assert bytes(row["raw"]).startswith(b"Subject: feedback-report") and row["problem"]
+    assert "Traceback" not in relay.log()
+
+
+def test_forwarded_abuse_report_suppresses_the_reporter(
+    feedback_relay: tuple[RelayProcess, int], sink: Sink
+) -> None:
+    """P-ABUSE-DESK: a recipient forwards the mail (as an attachment) to the abuse address;
+    the relay finds it by its trace headers, suppresses the reporter and keeps the report."""
+    relay, port = feedback_relay
+    with submission(relay.config.submission_port) as client:
+        client.sendmail(
+            "app@acme.example", [KEEP], message(to=KEEP).as_bytes(policy=email.policy.SMTP)
+        )
+    ((_, _, content),) = sink.wait_count(1)
+    forward = EmailMessage()
+    forward["From"] = f"Keep <{KEEP}>"
+    forward["To"] = "abuse@relay.test"
+    forward["Subject"] = "Fwd: spam from your customer"
+    forward.set_content("I never signed up for this. The message is attached.\n")
+    forward.add_attachment(email.message_from_bytes(content, policy=email.policy.SMTP))
+    raw = forward.as_bytes(policy=email.policy.SMTP)
+    assert _send_report(port, KEEP, "abuse@relay.test", raw)[0] == 250
+    wait_for(lambda: _suppressions(relay).get(KEEP) == "abuse-report", 15, "abuse report")
+    listing = subprocess.run(
+        [sys.executable, "-m", "relay", "abuse", "ls", "--config", str(relay.path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "processed" in listing and "acme" in listing and KEEP in listing
+    (rates,) = db_rows(relay.config.dsn, "SELECT sum(complained) AS c FROM rates")
+    assert rates["c"] == 1
+
+
+class _Receiver:
+    """A tenant's webhook endpoint on loopback: answers 500 to the first POST, then 200,
+    and keeps what it was sent (the raw body and the signature headers)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(
+                    (self.headers["X-Relay-Timestamp"], self.headers["X-Relay-Signature"], body)
+                )
+                self.send_response(500 if len(receiver.posts) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_webhook_gets_signed_events_again_after_a_500(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> None:
+    """Events are POSTed to the tenant's webhook signed with HMAC-SHA256; the receiver
+    checks the signature; after it answered 500 the same events come again."""
+    receiver = _Receiver()
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text("webhook-secret-of-acme-0123456789")
+    text = relay_config.render().replace(
+        "verified = true\n",
+        f'verified = true\nwebhook_url = "{receiver.url}"\nwebhook_secret_file = "{secret_file}"\n',
+        1,
+    )
+    (tmp_path / "relay.toml").write_text(text)
+    with running(relay_config, tmp_path) as relay:
+        with submission(relay.config.submission_port) as client:
+            client.sendmail("app@acme.example", [KEEP], message(to=KEEP).as_bytes(policy=SMTP))
+        sink.wait_count(1)
+        wait_for(lambda: len(receiver.posts) >= 2, 30, "the webhook retried")
+    receiver.server.shutdown()
+    receiver.server.server_close()
+    for timestamp, signature, body in receiver.posts[:2]:
+        expected = hmac.new(
+            b"webhook-secret-of-acme-0123456789", f"{timestamp}.".encode() + body, hashlib.sha256
+        ).hexdigest()
+        assert hmac.compare_digest(signature, f"sha256={expected}")
+    first, second = (json.loads(body) for _, _, body in receiver.posts[:2])
+    assert first == second and first["tenant"] == "acme"
+    assert [(e["kind"], e["recipient"]) for e in first["events"]] == [("delivered", KEEP)]
+
+
+def test_abuse_form_report_suppresses_the_reporter(
+    feedback_relay: tuple[RelayProcess, int], sink: Sink
+) -> None:
+    """P-ABUSE-DESK over HTTP: a reporter pastes the headers of the mail into the form."""
+    relay, _ = feedback_relay
+    with submission(relay.config.submission_port) as client:
+        client.sendmail("app@acme.example", [LATER], message(to=LATER).as_bytes(policy=SMTP))
+    ((_, _, content),) = sink.wait_count(1)
+    page = urllib.request.urlopen(relay.url("/abuse"), timeout=5).read().decode()
+    assert '<form method="post" action="/abuse">' in page
+    pasted = content.split(b"\r\n\r\n", 1)[0].decode()
+    form = urllib.parse.urlencode({"email": LATER, "message": pasted}).encode()
+    answer = urllib.request.urlopen(relay.url("/abuse"), data=form, timeout=5).read().decode()
+    assert "Your report was received as number" in answer
+    wait_for(lambda: _suppressions(relay).get(LATER) == "abuse-report", 15, "form report")
+    (row,) = db_rows(relay.config.dsn, "SELECT channel, state, tenant FROM feedback_reports")
+    assert (row["channel"], row["state"], row["tenant"]) == ("abuse-form", "processed", "acme")
