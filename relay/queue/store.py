@@ -43,6 +43,8 @@ class NewMessage:
     """(rule, outcome, reason) of every policy verdict, stored with the message."""
     campaign: str | None = None
     """Feedback-ID or List-Id: the campaign its rates are counted under."""
+    bulk: bool = False
+    """Bulk mail (POLICY.md): what reputation suspensions and canaries hold."""
 
 
 def domain_of(address: str) -> str:
@@ -129,6 +131,7 @@ async def insert_messages(
         [m.header_message_id for m in messages],
         [m.client_address for m in messages],
         [m.campaign for m in messages],
+        [m.bulk for m in messages],
     )
     new = {r["id"] for r in rows}
     todo = [(m.id, r) for m in messages if m.id in new for r in m.recipients]

@@ -250,6 +250,7 @@ class SubmissionHandler:
             client_address=session.client_ip,
             audit=tuple((v.rule, v.outcome.value, v.reason) for v in audit),
             campaign=ctx.campaign,
+            bulk=ctx.is_bulk,
         )
         try:
             await self.enqueuer.enqueue(message)

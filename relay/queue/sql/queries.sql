@@ -3,9 +3,9 @@
 -- name: insert_messages
 -- A retried group commit re-sends the same ids; only messages not yet stored come back.
 INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address,
-                      campaign)
+                      campaign, bulk)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[],
-                     $7::text[], $8::text[])
+                     $7::text[], $8::text[], $9::boolean[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
@@ -27,7 +27,7 @@ FROM (
     SELECT due.id FROM deliveries AS due JOIN messages AS owner ON owner.id = due.message_id
     WHERE due.state = 'queued' AND due.next_attempt_at <= now()
       AND (due.lease_expires_at IS NULL OR due.lease_expires_at < now())
-      AND owner.tenant <> ALL($5::text[])
+      AND owner.tenant <> ALL($5::text[]) AND due.hold IS NULL
     ORDER BY due.next_attempt_at
     LIMIT $4
     FOR UPDATE OF due SKIP LOCKED
