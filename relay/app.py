@@ -19,7 +19,8 @@ from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.service import DkimSigner
-from relay.feedback import retention
+from relay.feedback import reputation, retention
+from relay.feedback.canary import CanaryTask
 from relay.feedback.listener import FeedbackHandler
 from relay.feedback.processor import FeedbackProcessor
 from relay.feedback.unsubscribe import SECRET_ENV, load_secret
@@ -56,6 +57,7 @@ async def serve(config_path: Path, config: Config) -> None:
     webhooks = WebhookDispatcher(database.pool, config)
     feedback = FeedbackHandler(database.pool, config, secret)
     processor = FeedbackProcessor(database.pool, config, secret, feedback.received)
+    canary = CanaryTask(database.pool, config)
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
         asyncio.create_task(worker.run(), name="delivery"),
@@ -65,6 +67,10 @@ async def serve(config_path: Path, config: Config) -> None:
         ),
         asyncio.create_task(processor.run(), name="feedback"),
         asyncio.create_task(webhooks.run(), name="webhooks"),
+        asyncio.create_task(canary.run(), name="canary"),
+        asyncio.create_task(
+            reputation.run(database.pool, lambda: handler.config.reputation), name="reputation"
+        ),
     ]
     handlers = {"submission": handler, "feedback": feedback}
     servers, sessions = await start_listeners(config, handlers, server_context(config))
@@ -97,6 +103,7 @@ async def serve(config_path: Path, config: Config) -> None:
         feedback.reload(new)
         processor.reload(new)
         webhooks.reload(new)
+        canary.reload(new)
         domains.config = new
         refresh = loop.create_task(domains.refresh())  # verifications made since, at once
         pending.add(refresh)

@@ -35,6 +35,10 @@ class SinkHandler:
         self.script = list(script or [])
         self.rcpt_replies: dict[str, str] = {}
         """Recipient (lower case) -> the reply its RCPT gets instead of 250."""
+        self.delay = 0.0
+        """Seconds to wait before answering each DATA: a slow destination."""
+        self.arrivals: list[float] = []
+        """Per message: when it arrived (time.monotonic())."""
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.tls: list[bool] = []
         """Per message: whether its session was encrypted (STARTTLS)."""
@@ -52,6 +56,8 @@ class SinkHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.script:
             reply = self.script.pop(0)
             if not reply.startswith("2"):
@@ -60,6 +66,7 @@ class SinkHandler:
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts = list(envelope.rcpt_tos)
         self.messages.append((mail_from, rcpts, content))
+        self.arrivals.append(time.monotonic())
         self.tls.append(session.ssl is not None)
         number = next(self._numbers)
         if self.store:

@@ -113,7 +113,8 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
     audit = db_rows(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
     assert [r["rule"] for r in audit] == [
-        "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-SIZE",
+        "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-SUSPEND",
+        "P-COMPLAINT", "P-BOUNCE", "P-SIZE",
         "P-HDR-SANE", "P-HDR-FROM", "P-DNSAUTH", "P-WHOIS", "P-HDR-ALIGN", "P-SUBJECT",
         "P-UNSUB", "P-IDENTITY", "P-CONSENT-NOTE", "P-NO-SERVICE-CONTACT", "P-CONTENT",
         "P-CONSENT-RECORD",

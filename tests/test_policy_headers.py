@@ -136,6 +136,9 @@ def test_pipeline_order_is_cheap_first() -> None:
     assert Pipeline().order("mail") == ["mail:P-SUSPEND", "mail:P-HDR-ALIGN"]
     assert Pipeline().order("data") == [
         "data:P-AUTH",
+        "data:P-SUSPEND",
+        "data:P-COMPLAINT",
+        "data:P-BOUNCE",
         "data:P-SIZE",
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",

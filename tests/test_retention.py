@@ -35,9 +35,9 @@ async def _message(
     )  # fmt: skip
     for n, (state, days) in enumerate(deliveries):
         delivery = await pool.fetchval(
-            "INSERT INTO deliveries (message_id, recipient, domain, state, expires_at, updated_at)"
-            " VALUES ($1, $2, 'inbox.example', $3, now() + interval '1 day',"
-            "         now() - $4 * interval '1 day') RETURNING id",
+            "INSERT INTO deliveries (message_id, recipient, domain, state, expires_at, updated_at,"
+            " tenant) VALUES ($1, $2, 'inbox.example', $3, now() + interval '1 day',"
+            "         now() - $4 * interval '1 day', 'acme') RETURNING id",
             mid, f"r{n}@inbox.example", state, days,
         )  # fmt: skip
         outcome = "deferred" if state == "queued" else state.replace("deleted", "bounced")

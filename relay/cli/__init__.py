@@ -9,6 +9,7 @@ import asyncpg
 import click
 
 from relay.cli.abuse import abuse
+from relay.cli.campaign import campaign
 from relay.cli.common import config_option, load, run, setup_logging, with_db
 from relay.cli.consent import consent
 from relay.cli.dkim import dkim
@@ -18,6 +19,7 @@ from relay.cli.events import events
 from relay.cli.policy import policy
 from relay.cli.queue import queue
 from relay.cli.suppression import suppression
+from relay.cli.tenant import tenant
 from relay.config.schema import split_host_port
 from relay.queue.migrate import migrate
 from relay.smtp.auth import hash_password
@@ -98,7 +100,7 @@ def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) 
         pass
 
 
-for group in (queue, suppression, consent, policy, domain, dkim, abuse):
+for group in (queue, suppression, consent, policy, domain, dkim, abuse, campaign, tenant):
     main.add_command(group)
 main.add_command(events)
 main.add_command(erase_command)

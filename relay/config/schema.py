@@ -119,6 +119,15 @@ class DeliverySection(Strict):
     """Parallel SMTP connections per destination domain per process."""
     messages_per_connection: int = Field(default=50, ge=1)
     """Messages sent over one connection before it is closed (RFC 5321 allows many)."""
+    messages_per_minute: float = Field(default=0, ge=0)
+    """Ceiling of a destination site's rate, all relay processes together, for sites that
+    neither `[[sites]]` nor the shipped list (`relay/delivery/data/sites.toml`) names;
+    0: no ceiling and no adaptive rate for them (as Postfix and KumoMTA do by default),
+    only their connection limits and the pause after repeated failures."""
+    site_pause_after: int = Field(default=5, ge=1)
+    """Consecutive failed connections to a site after which it is paused."""
+    site_pause: Seconds = Field(default="5m", gt=0)
+    """How long a failing site is paused; its deliveries are rescheduled, not failed."""
     lease: Seconds = Field(default=60, ge=1)
     """How long a worker holds a delivery; renewed while it works. A crashed worker's
     deliveries go back to the queue once its lease expires."""
@@ -194,6 +203,97 @@ class FeedbackSection(Strict):
     """P-RETENTION: events and processed reports are kept this long; the hourly rates stay."""
     process_every: Seconds = Field(default=1.0, gt=0)
     """How often the feedback processor looks for newly received reports."""
+
+
+class ReputationSection(Strict):
+    """P-COMPLAINT and P-BOUNCE: when a tenant's rates throttle, and then suspend, its bulk
+    sending. Rates are fractions (0.003) or percentages ("0.3%")."""
+
+    check_every: Seconds = Field(default=60, gt=0)
+    """How often the rates are judged (one round for all relay processes on a database)."""
+    window: Seconds = Field(default="7d", gt=0)
+    """The sliding window the rates are measured over, in whole hours."""
+    min_volume: int = Field(default=1000, ge=1)
+    """Deliveries (for the hard-bounce rate: deliveries and hard bounces) within the window
+    before a rate is judged at all; fewer say too little."""
+    complaint_warn: float = 0.001
+    """Complaints per delivered message above which the tenant's pace toward that provider
+    is cut (P-COMPLAINT)."""
+    complaint_limit: float = 0.003
+    """Complaints per delivered message, over all the tenant's traffic, above which its bulk
+    sending is suspended until an admin resumes it (P-COMPLAINT)."""
+    bounce_warn: float = 0.05
+    """Hard bounces per attempted delivery (delivered + hard-bounced) above which the pace
+    toward that provider is cut (P-BOUNCE)."""
+    bounce_limit: float = 0.10
+    """Hard bounces per attempted delivery, over all the tenant's traffic, above which its
+    bulk sending is suspended (P-BOUNCE)."""
+    throttle_floor: float = Field(default=0.0625, gt=0, le=1)
+    """The lowest pace factor: each round above the warning level halves it, down to this."""
+    throttle_recovery: float = Field(default=0.125, gt=0, le=1)
+    """Added back to the factor each round below the warning level, up to 1."""
+
+    @field_validator(
+        "complaint_warn", "complaint_limit", "bounce_warn", "bounce_limit", mode="before"
+    )
+    @classmethod
+    def _percent(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                return float(value.strip()[:-1]) / 100
+            except ValueError:
+                pass
+            raise ValueError(f"expected a rate such as 0.003 or '0.3%', got {value!r}")
+        return value
+
+    @field_validator("complaint_warn", "complaint_limit", "bounce_warn", "bounce_limit")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"a rate is between 0 and 1 (or 0% and 100%), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _warn_below_limit(self) -> "ReputationSection":
+        for what in ("complaint", "bounce"):
+            warn, limit = getattr(self, f"{what}_warn"), getattr(self, f"{what}_limit")
+            if warn >= limit:
+                raise ValueError(f"{what}_warn ({warn}) must be below {what}_limit ({limit})")
+        return self
+
+
+class CanarySection(Strict):
+    """P-CANARY: large bulk campaigns go out as a canary first (`relay.feedback.canary`)."""
+
+    enabled: bool = False
+    """Hold every bulk message with a Feedback-ID or List-Id as it is queued until its
+    campaign has stopped growing, then send a large one as a canary. Off: nothing is held
+    (holding delays every campaign by at least `settle`)."""
+    min_size: int = Field(default=2000, ge=1)
+    """Campaigns with fewer recipients go out whole once they stop growing."""
+    max_canary: int = Field(default=1000, ge=1)
+    """The canary is the first 10% of a campaign's recipients, at most this many."""
+    settle: Seconds = Field(default=60, gt=0)
+    """A campaign with no new recipient for this long is complete."""
+    max_collect: Seconds = Field(default="30m", gt=0)
+    """A campaign still growing after this long is decided on what has arrived (a list that
+    never pauses must not wait forever); later recipients join its held rest."""
+    window: Seconds = Field(default="6h", gt=0)
+    """How long the rest waits while the canary's bounces, unsubscribes and complaints
+    come in."""
+    remember: Seconds = Field(default="1d", gt=0)
+    """How long a release or decline applies to more mail of the same campaign; after that
+    the same Feedback-ID or List-Id (a list's next send) starts a new campaign."""
+    check_every: Seconds = Field(default=10, gt=0)
+    """How often campaigns are looked at."""
+    max_complaint_rate: float = Field(default=0.001, ge=0, le=1)
+    """Complaints per delivered canary message above which the rest waits for an admin."""
+    max_bounce_rate: float = Field(default=0.05, ge=0, le=1)
+    """Hard bounces per finished canary delivery above which the rest waits for an admin."""
+    max_unsubscribe_rate: float = Field(default=0.02, ge=0, le=1)
+    """Unsubscribes per delivered canary message above which the rest waits for an admin."""
+    exempt_tenants: list[str] = []
+    """Tenants whose campaigns are never held (a list that mails continuously, say)."""
 
 
 class HttpSection(Strict):
@@ -302,6 +402,23 @@ class TenantSection(Strict):
         return self
 
 
+class SiteSection(Strict):
+    """Limits of one destination site (the registered domain of its MX hosts), overriding
+    the shipped list and the [delivery] defaults; keys left out keep those."""
+
+    name: str
+    connections: int | None = Field(default=None, ge=1)
+    """Parallel connections per relay process."""
+    messages_per_connection: int | None = Field(default=None, ge=1)
+    messages_per_minute: float | None = Field(default=None, gt=0)
+    """Ceiling for all relay processes together."""
+
+    @field_validator("name")
+    @classmethod
+    def _lower(cls, name: str) -> str:
+        return _a_label(name)
+
+
 class RouteSection(Strict):
     domain: str
     """Destination domain (exact match, case-insensitive), like a Postfix transport map entry."""
@@ -326,8 +443,11 @@ class Config(Strict):
     policy: PolicySection = PolicySection()
     http: HttpSection = HttpSection()
     feedback: FeedbackSection = FeedbackSection()
+    reputation: ReputationSection = ReputationSection()
+    canary: CanarySection = CanarySection()
     tenants: list[TenantSection] = []
     routes: list[RouteSection] = []
+    sites: list[SiteSection] = []
 
     @model_validator(mode="after")
     def _unsubscribe_endpoint(self) -> "Config":
@@ -346,6 +466,7 @@ class Config(Strict):
             ("tenants", [t.name for t in self.tenants]),
             ("usernames", [c.username for t in self.tenants for c in t.credentials]),
             ("routes", [r.domain for r in self.routes]),
+            ("sites", [s.name for s in self.sites]),
             (
                 "return_path_domain",
                 [t.return_path_domain for t in self.tenants if t.return_path_domain],

@@ -32,10 +32,12 @@ from relay.config.schema import Config, split_host_port
 from relay.delivery.dsn import RecipientStatus, build_dsn
 from relay.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver, NullMx
 from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
+from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback import verp
 from relay.feedback.classify import classify
 from relay.feedback.events import Event, record
+from relay.feedback.reputation import throttle_factor
 from relay.feedback.suppress import suppress
 from relay.psl import provider_of
 from relay.queue.sql import QUERIES
@@ -44,6 +46,9 @@ from relay.queue.store import NewMessage, insert_messages
 log = logging.getLogger(__name__)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _POLL_SECONDS = 1.0
+LEASE_AHEAD = 5.0  # seconds of a site's rate leased ahead per tenant
+LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the dispatcher sees
+# a backlog's domain saturate before it has taken all the capacity
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,9 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[uuid.UUID, int] = defaultdict(int)  # lease token -> deliveries
         self._in_flight = 0
-        self._domain_slots: dict[str, asyncio.Semaphore] = {}
+        self._pair_in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (tenant, domain)
+        self._site_of: dict[str, str] = {}  # destination domain -> site, as last resolved
+        self.shaper = SiteShaper(pool, config)
         self.reload(config)
         self.resolver = MxResolver(
             [split_host_port(ns) for ns in config.delivery.nameservers],
@@ -91,7 +98,8 @@ class DeliveryWorker:
         self.routes = {r.domain: (r.host, r.port) for r in config.routes}
         self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max)
         self.tls = TlsPolicy(self.settings.tls, self.settings.verify_certificates)
-        self.held_tenants = [t.name for t in config.tenants if t.suspended]
+        self.active_tenants = [t.name for t in config.tenants if not t.suspended]
+        self.shaper.reload(config)
         self.return_paths = {
             t.name: t.return_path_domain for t in config.tenants if t.return_path_domain
         }
@@ -141,7 +149,9 @@ class DeliveryWorker:
                 token,
                 self.settings.lease,
                 capacity,
-                self.held_tenants,
+                self.active_tenants,
+                self._saturated(),
+                LEASE_BATCH,
             )
             metrics.DATABASE_UP.set(1)
         except _DB_ERRORS as exc:
@@ -153,11 +163,15 @@ class DeliveryWorker:
         leases = [Lease(token=token, **dict(r)) for r in rows]
         self._held[token] += len(leases)
         self._in_flight += len(leases)
-        by_domain: dict[str, list[Lease]] = defaultdict(list)
+        # one connection carries one tenant's mail to one domain, so a tenant's message never
+        # waits behind another tenant's backlog on the same connection
+        by_pair: dict[tuple[str, str], list[Lease]] = defaultdict(list)
         for lease in leases:
-            by_domain[lease.domain].append(lease)
-        for domain, group in by_domain.items():
-            for chunk in _per_connection(group, self.settings.messages_per_connection):
+            by_pair[lease.tenant, lease.domain].append(lease)
+            self._pair_in_flight[lease.tenant, lease.domain] += 1
+        for (_, domain), group in by_pair.items():
+            per_connection = self._limits(domain).messages_per_connection
+            for chunk in _per_connection(group, per_connection):
                 task = asyncio.create_task(self._deliver(domain, chunk), name=f"deliver:{domain}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -193,55 +207,98 @@ class DeliveryWorker:
 
     # -- one connection's worth ---------------------------------------------------------------
 
+    def _limits(self, domain: str) -> SiteLimits:
+        return self.shaper.limits(self._site_of.get(domain, domain))
+
+    def _saturated(self) -> list[str]:
+        """`tenant/domain` pairs with as many deliveries in flight here as the site can take
+        soon (its connections' worth, and at most LEASE_AHEAD seconds of its rate): the
+        dispatcher leases no more of them. So a slow or rate-limited site keeps a short
+        ready queue and never takes the capacity other sites need, and one tenant's backlog
+        leaves room for another tenant's mail to the same site."""
+        full = []
+        for (tenant, domain), count in self._pair_in_flight.items():
+            limits = self._limits(domain)
+            cap = limits.connections * limits.messages_per_connection
+            if limits.messages_per_minute:
+                cap = min(cap, max(1, int(limits.messages_per_minute / 60 * LEASE_AHEAD)))
+            # P-COMPLAINT, P-BOUNCE: a tenant over the warning level at a provider gets a
+            # share of its usual pace there
+            site = self._site_of.get(domain, domain)
+            cap = max(1, int(cap * throttle_factor(tenant, site)))
+            if count >= cap:
+                full.append(f"{tenant}/{domain}")
+        return full
+
     async def _deliver(self, domain: str, leases: list[Lease]) -> None:
-        slots = self._domain_slots.setdefault(
-            domain, asyncio.Semaphore(self.settings.connections_per_domain)
-        )
         try:
-            async with slots:
-                replies, provider = await self._send(domain, leases)
-            await self._record(leases, replies, provider)
+            replies, provider, not_before = await self._send(domain, leases)
+            await self._record(leases, replies, provider, not_before)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
+            for lease in leases:
+                pair = (lease.tenant, lease.domain)
+                self._pair_in_flight[pair] -= 1
+                if self._pair_in_flight[pair] <= 0:
+                    del self._pair_in_flight[pair]
             self._in_flight -= len(leases)
             self._held[leases[0].token] -= len(leases)
             if self._held[leases[0].token] <= 0:
                 del self._held[leases[0].token]
             self._wake.set()
 
-    async def _send(self, domain: str, leases: list[Lease]) -> tuple[dict[int, Reply], str | None]:
-        """A Reply for every lease (from the remote server, or our own for DNS/network), and
-        the destination's provider when its MX hosts are known."""
+    async def _send(
+        self, domain: str, leases: list[Lease]
+    ) -> tuple[dict[int, Reply], str | None, datetime | None]:
+        """A Reply for every lease (from the remote server, or our own for DNS, network or
+        shaping), the destination's site when its MX hosts are known, and the time before
+        which a deferred delivery must not be retried (a paused site)."""
         try:
             hosts = await self._targets(domain)
         except DnsPermanentError as exc:
             status = "5.1.10" if isinstance(exc, NullMx) else "5.1.2"
             reply = Reply(550, f"{status} {domain}: {exc or type(exc).__name__}")
-            return self._all(leases, reply), None
+            return self._all(leases, reply), None, None
         except DnsTemporaryError as exc:
             reply = Reply(451, f"4.4.3 DNS lookup for {domain} failed: {exc}")
-            return self._all(leases, reply), None
-        provider = provider_of(hosts[0][0], domain)
+            return self._all(leases, reply), None, None
+        site = provider_of(hosts[0][0], domain)
+        self._site_of[domain] = site
+        paused = await self.shaper.paused_until(site)
+        if paused is not None:
+            reply = Reply(451, f"4.4.5 site {site} is paused after repeated connection failures")
+            return self._all(leases, reply), site, paused
+        async with self.shaper.slots(site):
+            return await self._send_to_site(site, hosts, leases), site, None
+
+    async def _send_to_site(
+        self, site: str, hosts: list[tuple[str, str, int]], leases: list[Lease]
+    ) -> dict[int, Reply]:
         connection, error = await self._connect(hosts)
         if connection is None:
             assert error is not None
-            return self._all(leases, unreachable([h for h, _, _ in hosts], error)), provider
+            reply = unreachable([h for h, _, _ in hosts], error)
+            await self.shaper.record(site, [reply], connected=False)
+            return self._all(leases, reply)
         replies: dict[int, Reply] = {}
         try:
             for envelope, group in await self._envelopes(leases):
+                if not await self.shaper.take(site):
+                    break  # the site's rate is used up: the rest waits for a later attempt
                 by_rcpt = await connection.send(envelope)
                 for lease in group:
                     replies[lease.id] = by_rcpt[lease.recipient]
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             lost = Reply(451, f"4.4.2 Connection to {connection.host} lost: {exc!r}")
             replies.update({x.id: lost for x in leases if x.id not in replies})
-        else:  # a message erased meanwhile was not sent; its rows are gone too
-            gone = Reply(451, "4.3.0 message no longer stored")
-            replies.update({x.id: gone for x in leases if x.id not in replies})
         finally:
             await connection.close()
-        return replies, provider
+        await self.shaper.record(site, list(replies.values()), connected=True)
+        # not sent: over the site's rate, or erased meanwhile (its rows are gone too)
+        waiting = Reply(451, f"4.4.5 rate limit of site {site}, rescheduled")
+        replies.update({x.id: waiting for x in leases if x.id not in replies})
+        return replies
 
     async def _targets(self, domain: str) -> list[tuple[str, str, int]]:
         """(host name, address, port) to try in order: the route, or MX hosts (RFC 5321 5.1)."""
@@ -317,19 +374,25 @@ class DeliveryWorker:
     # -- recording outcomes -------------------------------------------------------------------
 
     async def _record(
-        self, leases: list[Lease], replies: dict[int, Reply], provider: str | None
+        self,
+        leases: list[Lease],
+        replies: dict[int, Reply],
+        provider: str | None,
+        not_before: datetime | None = None,
     ) -> None:
         now = datetime.now(UTC)
-        outcomes = {
-            x.id: decide(
+        outcomes: dict[int, Outcome] = {}
+        for x in leases:
+            outcome = decide(
                 replies[x.id],
                 attempts=x.attempts + 1,
                 expires_at=x.expires_at,
                 now=now,
                 policy=self.policy,
             )
-            for x in leases
-        }
+            if isinstance(outcome, Retry) and not_before is not None:  # a paused site
+                outcome = Retry(outcome.reply, max(outcome.at, min(not_before, x.expires_at)))
+            outcomes[x.id] = outcome
         bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         async with self.pool.acquire() as conn, conn.transaction():
             finished = []
@@ -382,6 +445,8 @@ class DeliveryWorker:
             if not lease.mail_from:
                 continue
             outcome = outcomes[lease.id]
+            if outcome.reply.host is None and outcome.reply.status == "4.4.5":
+                continue  # our own pacing (site rate or pause), not the destination's answer
             detail: dict[str, object] = {"reply": str(outcome.reply), "host": outcome.reply.host}
             if not isinstance(outcome, Delivered):
                 verdict = classify(outcome.reply.status, outcome.reply.text)

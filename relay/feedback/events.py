@@ -20,13 +20,28 @@ from prometheus_client import Counter
 from relay.queue.sql import QUERIES
 
 Kind = Literal[
-    "delivered", "deferred", "bounced", "complained", "unsubscribed", "suppressed", "abuse-report"
+    "delivered",
+    "deferred",
+    "bounced",
+    "complained",
+    "unsubscribed",
+    "suppressed",
+    "abuse-report",
+    "throttled",
+    "suspended",
+    "resumed",
+    "canary-held",
+    "canary-waiting",
+    "canary-released",
+    "canary-declined",
 ]
 
 FEEDBACK_EVENTS = Counter(
     "relay_feedback_events_total",
     "Events recorded, by tenant, destination provider (the MX operator, '' when unknown) and "
-    "kind (delivered, deferred, bounced, complained, unsubscribed, suppressed, abuse-report). "
+    "kind (delivered, deferred, bounced, complained, unsubscribed, suppressed, abuse-report, "
+    "throttled, suspended, resumed, canary-held, canary-waiting, canary-released, "
+    "canary-declined). "
     "Complaint rate: rate(complained) / rate(delivered) per tenant.",
     ["tenant", "provider", "kind"],
 )

@@ -25,6 +25,7 @@ from relay.policy.checks.headers import (
     SaneHeaders,
     VerifiedDomain,
 )
+from relay.policy.checks.reputation import BULK_SUSPENSIONS
 from relay.policy.checks.size import LineLength
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
@@ -50,6 +51,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     TenantStanding(),
     EnvelopeSender(),
     VerifiedForBulk(),
+    *BULK_SUSPENSIONS,
     SuppressedRecipient(),
     ConsentAtRcpt(),
     LineLength(),

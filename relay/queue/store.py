@@ -135,12 +135,14 @@ async def insert_messages(
     )
     new = {r["id"] for r in rows}
     todo = [(m.id, r) for m in messages if m.id in new for r in m.recipients]
+    tenants = {m.id: m.tenant for m in messages}
     await conn.execute(
         QUERIES["insert_deliveries"],
         [mid for mid, _ in todo],
         [r for _, r in todo],
         [domain_of(r) for _, r in todo],
         lifetime,
+        [tenants[mid] for mid, _ in todo],
     )
     audit = [(m.id, n, *v) for m in messages if m.id in new for n, v in enumerate(m.audit)]
     if audit:

@@ -10,29 +10,43 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
 -- name: insert_deliveries
-INSERT INTO deliveries (message_id, recipient, domain, expires_at)
-SELECT m, r, d, now() + make_interval(secs => $4)
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t (m, r, d);
+INSERT INTO deliveries (message_id, recipient, domain, expires_at, tenant)
+SELECT m, r, d, now() + make_interval(secs => $4), t
+FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[]) AS x (m, r, d, t);
 
 -- name: notify_queue
 SELECT pg_notify('relay_queue', '');
 
 -- name: lease_due
--- Oldest due deliveries not leased by a live worker; SKIP LOCKED lets several workers and
--- several relay processes take disjoint batches without waiting on each other. Mail of
--- the tenants in $5 (suspended, P-SUSPEND) is held: it stays queued, untouched.
+-- The oldest due deliveries, taken in turns between tenants ($5: the tenants whose mail may
+-- go; a suspended tenant's mail is held) so one tenant's backlog never starves another's,
+-- leaving out the `tenant/domain` pairs whose share of this process is in flight ($6), at
+-- most $7 per tenant at a time. Each tenant's turn
+-- reads its own index range; SKIP LOCKED lets several workers and relay processes take
+-- disjoint batches without waiting on each other. Held deliveries (`hold`) stay put.
 UPDATE deliveries AS d
 SET lease_owner = $1, lease_token = $2, lease_expires_at = now() + make_interval(secs => $3)
 FROM (
-    SELECT due.id FROM deliveries AS due JOIN messages AS owner ON owner.id = due.message_id
-    WHERE due.state = 'queued' AND due.next_attempt_at <= now()
-      AND (due.lease_expires_at IS NULL OR due.lease_expires_at < now())
-      AND owner.tenant <> ALL($5::text[]) AND due.hold IS NULL
-    ORDER BY due.next_attempt_at
+    SELECT ranked.id FROM (
+        SELECT picked.id, picked.next_attempt_at,
+               row_number() OVER (PARTITION BY picked.tenant ORDER BY picked.next_attempt_at)
+                   AS turn
+        FROM unnest($5::text[]) AS t (tenant)
+        CROSS JOIN LATERAL (
+            SELECT due.id, due.tenant, due.next_attempt_at FROM deliveries AS due
+            WHERE due.tenant = t.tenant AND due.state = 'queued' AND due.hold IS NULL
+              AND due.next_attempt_at <= now()
+              AND (due.lease_expires_at IS NULL OR due.lease_expires_at < now())
+              AND (due.tenant || '/' || due.domain) <> ALL($6::text[])
+            ORDER BY due.next_attempt_at
+            LIMIT least($4::bigint, $7::bigint)
+            FOR UPDATE SKIP LOCKED
+        ) AS picked
+    ) AS ranked
+    ORDER BY ranked.turn, ranked.next_attempt_at
     LIMIT $4
-    FOR UPDATE OF due SKIP LOCKED
-) AS picked, messages AS m
-WHERE d.id = picked.id AND m.id = d.message_id
+) AS chosen, messages AS m
+WHERE d.id = chosen.id AND m.id = d.message_id
 RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
           m.tenant, m.mail_from, m.received_at, m.campaign;
 

@@ -1,0 +1,186 @@
+"""Traffic shaping per destination site, shared by every relay process on one database.
+
+A site is the registered domain of a destination's MX hosts (`relay.psl.provider_of`): the
+domains one operator serves share its limits. Each site has
+- `connections` per process and `messages_per_connection` (enforced in the worker);
+- a rate in messages per minute for all processes together: a token bucket in the `sites`
+  table, taken one message at a time with a single UPDATE, so two processes together stay
+  within it;
+- an adaptive rate below that ceiling (AIMD, as TCP does it): a deferral that means "slow
+  down" (421, an RFC 3463 4.7.x code, or a provider's rate-limit text classified as
+  reputation) halves it, down to `MIN_RATE`; each delivered message adds 2% of the ceiling
+  back, so a site recovers gradually once it accepts mail again;
+- a pause: after `site_pause_after` consecutive failed connections the site is paused for
+  `site_pause`, and its deliveries are rescheduled to the end of the pause, not failed.
+Limits come from `[[sites]]` in relay.toml, then `relay/delivery/data/sites.toml`, then the
+`[delivery]` defaults, most specific first. A site without a rate ceiling (the default for
+sites nobody named) has no bucket and no adaptive rate: nothing to take per message.
+"""
+
+import asyncio
+import logging
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+
+import asyncpg
+from prometheus_client import Gauge
+
+from relay.config.schema import Config
+from relay.delivery.outcome import Reply
+from relay.feedback.classify import Category, classify
+from relay.queue.sql import QUERIES
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+MIN_RATE = 1.0  # messages per minute: a throttled site still gets mail
+DECREASE = 0.5  # multiplicative decrease on "slow down"
+INCREASE = 0.02  # additive increase per delivered message, as a share of the ceiling
+BURST_SECONDS = 2.0  # the bucket holds this many seconds' worth of messages (at least one)
+MAX_WAIT = 60.0  # longest wait for a token before the delivery is rescheduled instead
+UNLIMITED = 1e9  # the rate recorded for a site without a ceiling
+
+SITE_RATE = Gauge(
+    "relay_site_rate_per_minute",
+    "The adaptive delivery rate of a destination site (messages per minute, all relay "
+    "processes together), as this process last set or saw it; below the site's ceiling "
+    "after deferrals that mean 'slow down'.",
+    ["site"],
+)
+SITE_PAUSED = Gauge(
+    "relay_site_paused",
+    "1 while a destination site is paused after repeated connection failures.",
+    ["site"],
+)
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    connections: int
+    messages_per_connection: int
+    messages_per_minute: float
+
+
+@cache
+def _shipped() -> dict[str, dict[str, float]]:
+    text = resources.files("relay.delivery.data").joinpath("sites.toml").read_text()
+    sites: dict[str, dict[str, float]] = tomllib.loads(text).get("sites", {})
+    return sites
+
+
+def site_limits(config: Config, site: str) -> SiteLimits:
+    """The limits of `site`: relay.toml's [[sites]], the shipped list, the defaults."""
+    delivery = config.delivery
+    values: dict[str, float] = {
+        "connections": delivery.connections_per_domain,
+        "messages_per_connection": delivery.messages_per_connection,
+        "messages_per_minute": delivery.messages_per_minute,
+    }
+    values.update(_shipped().get(site, {}))
+    for entry in config.sites:
+        if entry.name == site:
+            values.update({k: v for k, v in entry.model_dump(exclude={"name"}).items() if v})
+    return SiteLimits(
+        int(values["connections"]),
+        int(values["messages_per_connection"]),
+        float(values["messages_per_minute"]),
+    )
+
+
+def means_slow_down(reply: Reply) -> bool:
+    """A deferral that asks the sender to send less (not one about the message)."""
+    if reply.code == 421 or reply.status.startswith("4.7."):
+        return True
+    return reply.code // 100 == 4 and classify(reply.status, reply.text).category == (
+        Category.REPUTATION
+    )
+
+
+class SiteShaper:
+    """This process's view of the shared site state, and its per-site connection slots."""
+
+    def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
+        self.pool = pool
+        self.config = config
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._known: set[str] = set()  # sites whose row exists
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+
+    def limits(self, site: str) -> SiteLimits:
+        return site_limits(self.config, site)
+
+    def slots(self, site: str) -> asyncio.Semaphore:
+        """Connection slots of `site` in this process (resized only for new sites)."""
+        if site not in self._slots:
+            self._slots[site] = asyncio.Semaphore(self.limits(site).connections)
+        return self._slots[site]
+
+    async def paused_until(self, site: str) -> datetime | None:
+        try:
+            until: datetime | None = await self.pool.fetchval(QUERIES["site_paused_until"], site)
+        except _DB_ERRORS as exc:
+            log.warning("cannot read the state of site %s: %r", site, exc)
+            return None
+        SITE_PAUSED.labels(site).set(1 if until else 0)
+        return until
+
+    async def _ensure(self, site: str, ceiling: float) -> None:
+        if site not in self._known:
+            await self.pool.execute(QUERIES["site_ensure"], site, ceiling)
+            self._known.add(site)
+
+    async def take(self, site: str) -> bool:
+        """Wait for the site's bucket to let one message start; False if that would take
+        longer than MAX_WAIT (the caller reschedules instead of holding a connection)."""
+        ceiling = self.limits(site).messages_per_minute
+        if not ceiling:
+            return True
+        burst = max(1.0, ceiling / 60 * BURST_SECONDS)
+        waited = 0.0
+        while True:
+            try:
+                await self._ensure(site, ceiling)
+                row = await self.pool.fetchrow(QUERIES["site_take"], site, ceiling, burst)
+            except _DB_ERRORS as exc:  # the database is the queue: without it nothing moves
+                log.warning("cannot take a token for site %s: %r", site, exc)
+                return False
+            SITE_RATE.labels(site).set(row["rate"])
+            if row["granted"]:
+                return True
+            wait = max(0.05, (1 - row["tokens"]) / (row["rate"] / 60))
+            if waited + wait > MAX_WAIT:
+                return False
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def record(self, site: str, replies: list[Reply], connected: bool) -> None:
+        """Adapt the site's rate to what it answered, and count failed connections."""
+        limited = bool(self.limits(site).messages_per_minute)
+        ceiling = self.limits(site).messages_per_minute or UNLIMITED
+        slow = limited and any(means_slow_down(r) for r in replies)
+        delivered = sum(1 for r in replies if r.code // 100 == 2)
+        try:
+            await self._ensure(site, ceiling)
+            rate = await self.pool.fetchval(
+                QUERIES["site_adapt"],
+                site,
+                ceiling,
+                DECREASE if slow else 1.0,
+                0.0 if slow else delivered * INCREASE * ceiling,
+                MIN_RATE,
+                connected,
+                self.config.delivery.site_pause_after,
+                self.config.delivery.site_pause,
+            )
+        except _DB_ERRORS as exc:
+            log.warning("cannot record the outcome for site %s: %r", site, exc)
+            return
+        if rate is not None and limited:
+            SITE_RATE.labels(site).set(rate)
+            if slow:
+                log.info("site %s asked to slow down: rate now %.1f/min", site, rate)

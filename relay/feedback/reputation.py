@@ -1,0 +1,513 @@
+"""P-COMPLAINT and P-BOUNCE: a tenant whose recipients complain, or whose list bounces, is
+slowed down, and then its bulk sending is suspended until an admin resumes it.
+
+Every `[reputation] check_every` a round (`evaluate`) reads the hourly `rates` buckets of
+the last `window` (default 7 days):
+
+- the complaint rate is complained / delivered (complaints and abuse reports, RFC 5965
+  feedback loops); the hard-bounce rate is hard_bounced / (delivered + hard_bounced), so a
+  list that mostly bounces is judged too. A rate is judged only once its denominator
+  reaches `min_volume` (default 1,000): three complaints among a hundred messages say
+  little;
+- per tenant and provider (the MX operator), above the warning level (0.1% complaints, 5%
+  hard bounces) the tenant's pace toward that provider is halved each round, down to
+  `throttle_floor` (1/16); below it, `throttle_recovery` is added back each round up to 1.
+  The delivery worker reads the factor through `throttle_factor`: the provider's mailbox
+  owners are the ones complaining, so that is where the sending slows;
+- over the tenant's whole traffic, above the limit (0.3% complaints, 10% hard bounces) its
+  bulk sending is suspended: a `tenant_suspensions` row, its queued bulk deliveries held
+  (`deliveries.hold` = the rule), a `suspended` event for the tenant, a log line and
+  `relay_tenant_suspended`. Transactional mail (receipts, password resets) keeps flowing:
+  those recipients asked for it. New bulk submissions are refused at DATA
+  (`relay.policy.checks.reputation`).
+
+A suspension is sticky: a rate that falls (complaints age out of the window) does not lift
+it; an admin does (`relay tenant resume`), which releases the held deliveries and starts
+the tenant's record afresh: from then on only hourly buckets that began after the resume
+count, or the same old complaints would suspend it again at the next round. An admin may
+also suspend a tenant's bulk sending by hand (rule `manual`, P-SUSPEND).
+
+Several relay processes on one database share the work: a round claims the single row of
+`reputation_rounds` (locked until it commits, and skipped when the last round is recent),
+so a factor is halved once per interval, not once per process. Every process refreshes its
+caches (the factors, and the open suspensions the SMTP path reads) after each round.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+import asyncpg
+from prometheus_client import Gauge
+
+from relay.config.schema import ReputationSection
+from relay.feedback.events import Event, Kind, record
+from relay.queue.sql import QUERIES
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+REFRESH_SECONDS = 5.0
+"""Longest time the SMTP path trusts its copy of the open suspensions."""
+
+HOLDS: Mapping[str, str] = {
+    "P-COMPLAINT": "P-COMPLAINT",
+    "P-BOUNCE": "P-BOUNCE",
+    "manual": "manual-suspension",
+}
+"""The `deliveries.hold` each kind of suspension puts on the tenant's queued bulk mail."""
+
+THROTTLE_FACTOR = Gauge(
+    "relay_tenant_throttle_factor",
+    "Share of its usual pace a tenant may use toward a provider (1: unthrottled); cut while "
+    "its complaint or hard-bounce rate there is above the warning level (P-COMPLAINT, "
+    "P-BOUNCE), recovering gradually once below.",
+    ["tenant", "provider"],
+)
+SUSPENDED = Gauge(
+    "relay_tenant_suspended",
+    "1 while a tenant's bulk sending is suspended, by rule: P-COMPLAINT or P-BOUNCE (a rate "
+    "above its limit) or manual (an admin); 0 once an admin resumed it.",
+    ["tenant", "rule"],
+)
+
+
+# -- rates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    delivered: int = 0
+    hard_bounced: int = 0
+    complained: int = 0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(
+            self.delivered + other.delivered,
+            self.hard_bounced + other.hard_bounced,
+            self.complained + other.complained,
+        )
+
+    @classmethod
+    def of(cls, row: Mapping[str, int]) -> "Counts":
+        return cls(int(row["delivered"]), int(row["hard_bounced"]), int(row["complained"]))
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One rate, judged against its levels."""
+
+    rule: str  # P-COMPLAINT | P-BOUNCE
+    what: str  # "complaint rate" | "hard-bounce rate"
+    rate: float
+    warn: float
+    limit: float
+
+    @property
+    def above_warning(self) -> bool:
+        return self.rate > self.warn
+
+    @property
+    def above_limit(self) -> bool:
+        return self.rate > self.limit
+
+    def describe(self, window: float, level: str = "limit") -> str:
+        """`complaint rate 0.45% over 7 days (limit 0.3%)`."""
+        threshold = self.limit if level == "limit" else self.warn
+        name = "limit" if level == "limit" else "warning level"
+        return (
+            f"{self.what} {percent(self.rate)} over {duration(window)} "
+            f"({name} {percent(threshold, exact=True)})"
+        )
+
+
+def measures(counts: Counts, settings: ReputationSection) -> list[Measure]:
+    """The rates `counts` has enough volume for, complaints first."""
+    found = []
+    if counts.delivered >= settings.min_volume:
+        rate = counts.complained / counts.delivered
+        found.append(
+            Measure(
+                "P-COMPLAINT",
+                "complaint rate",
+                rate,
+                settings.complaint_warn,
+                settings.complaint_limit,
+            )
+        )
+    attempted = counts.delivered + counts.hard_bounced
+    if attempted >= settings.min_volume:
+        rate = counts.hard_bounced / attempted
+        found.append(
+            Measure(
+                "P-BOUNCE", "hard-bounce rate", rate, settings.bounce_warn, settings.bounce_limit
+            )
+        )
+    return found
+
+
+def next_factor(current: float, above_warning: bool, settings: ReputationSection) -> float:
+    """Halve while above the warning level (down to the floor); add the recovery step back
+    while below (up to 1): cut fast, recover gradually."""
+    if above_warning:
+        return max(settings.throttle_floor, current / 2)
+    recovered = current + settings.throttle_recovery
+    return 1.0 if recovered >= 1.0 - 1e-9 else recovered
+
+
+def percent(rate: float, *, exact: bool = False) -> str:
+    """0.0045 -> '0.45%'; with `exact` (a configured level) 0.003 -> '0.3%'."""
+    return f"{rate * 100:g}%" if exact else f"{rate * 100:.2f}%"
+
+
+def duration(seconds: float) -> str:
+    """604800 -> '7 days', 3600 -> '1 hour', 5400 -> '90 minutes'."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and math.isclose(seconds % size, 0, abs_tol=1e-6):
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+# -- what the rest of the relay reads --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suspension:
+    tenant: str
+    rule: str  # P-COMPLAINT | P-BOUNCE | manual
+    reason: str
+    since: datetime
+    suspended_by: str | None = None
+
+
+class SuspensionCache:
+    """The open suspensions, as the SMTP path reads them: one query for all tenants at most
+    every `max_age` seconds, never one per message. A refresh that fails keeps the last
+    copy; with no copy yet the error reaches the caller (the check defers the message)."""
+
+    def __init__(self, max_age: float = REFRESH_SECONDS) -> None:
+        self.max_age = max_age
+        self._pool: asyncpg.Pool | None = None
+        self._by_tenant: dict[str, tuple[Suspension, ...]] | None = None
+        self._loaded_at = -math.inf
+
+    async def of(self, pool: asyncpg.Pool, tenant: str) -> tuple[Suspension, ...]:
+        """The open suspensions of `tenant` (empty: it sends bulk mail as usual)."""
+        if self._pool is not pool or self._by_tenant is None:
+            self.replace(pool, await _open_suspensions(pool))
+        elif time.monotonic() - self._loaded_at > self.max_age:
+            self._loaded_at = time.monotonic()  # one refresh at a time; the rest read the copy
+            try:
+                self.replace(pool, await _open_suspensions(pool))
+            except _DB_ERRORS as exc:
+                log.warning("cannot refresh bulk suspensions, keeping the last copy: %r", exc)
+        assert self._by_tenant is not None
+        return self._by_tenant.get(tenant, ())
+
+    def replace(self, pool: asyncpg.Pool, suspensions: Iterable[Suspension]) -> None:
+        by_tenant: dict[str, tuple[Suspension, ...]] = {}
+        for s in suspensions:
+            by_tenant[s.tenant] = (*by_tenant.get(s.tenant, ()), s)
+        self._pool, self._by_tenant, self._loaded_at = pool, by_tenant, time.monotonic()
+
+
+SUSPENSIONS = SuspensionCache()
+"""The process's copy, refreshed by the reputation task and by the DATA check."""
+
+_factors: dict[tuple[str, str], float] = {}
+_suspended_gauges: set[tuple[str, str]] = set()
+
+
+def throttle_factor(tenant: str, provider: str) -> float:
+    """The share of its usual pace `tenant` may use toward `provider` (the registered
+    domain of the MX hosts, as in `rates`): 1.0 unthrottled, down to `throttle_floor` while
+    its complaint or hard-bounce rate there is above the warning level (P-COMPLAINT,
+    P-BOUNCE). The delivery worker multiplies the tenant's pace toward that provider by it
+    (fewer messages per minute, or a longer wait between them). Read from memory, refreshed
+    by the reputation task each round; cheap enough to call per delivery."""
+    return _factors.get((tenant, provider), 1.0)
+
+
+async def _open_suspensions(pool: asyncpg.Pool | asyncpg.Connection) -> list[Suspension]:
+    rows = await pool.fetch(QUERIES["reputation_suspensions_open"], None)
+    return [Suspension(**dict(r)) for r in rows]
+
+
+async def refresh(pool: asyncpg.Pool) -> None:
+    """Reload the factors and the open suspensions (whichever process ran the round), and
+    set the gauges from them."""
+    rows = await pool.fetch(QUERIES["reputation_throttles"], None)
+    factors = {(r["tenant"], r["provider"]): float(r["factor"]) for r in rows}
+    for key in _factors.keys() - factors.keys():
+        THROTTLE_FACTOR.labels(*key).set(1.0)
+    for key, factor in factors.items():
+        THROTTLE_FACTOR.labels(*key).set(factor)
+    _factors.clear()
+    _factors.update(factors)
+
+    suspensions = await _open_suspensions(pool)
+    SUSPENSIONS.replace(pool, suspensions)
+    open_now = {(s.tenant, s.rule) for s in suspensions}
+    for key in _suspended_gauges - open_now:
+        SUSPENDED.labels(*key).set(0)
+    for key in open_now:
+        SUSPENDED.labels(*key).set(1)
+    _suspended_gauges.clear()
+    _suspended_gauges.update(open_now)
+
+
+# -- one round ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a round changed."""
+
+    factors: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(tenant, provider) -> the new factor, for those that changed."""
+    suspended: list[Suspension] = field(default_factory=list)
+    """Suspensions this round opened."""
+    held: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(tenant, rule) -> queued bulk deliveries this round held."""
+
+
+def _event(tenant: str, kind: str, provider: str = "", **detail: object) -> Event:
+    # events.Kind names the feedback kinds; migration 0008 allows these three as well.
+    return Event(tenant, cast(Kind, kind), provider=provider, detail=detail)
+
+
+async def evaluate(
+    pool: asyncpg.Pool, settings: ReputationSection, *, min_gap: float | None = None
+) -> Round | None:
+    """Judge every tenant's rates once, in one transaction; None when another process ran a
+    round less than `min_gap` seconds ago (default: half of `check_every`)."""
+    gap = settings.check_every / 2 if min_gap is None else min_gap
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(QUERIES["reputation_round_start"], gap) is None:
+            return None
+        rows = await conn.fetch(QUERIES["reputation_counts"], settings.window, None)
+        per_provider = {(r["tenant"], r["provider"]): Counts.of(r) for r in rows}
+        per_tenant: dict[str, Counts] = {}
+        for (tenant, _), counts in per_provider.items():
+            per_tenant[tenant] = per_tenant.get(tenant, Counts()) + counts
+        events: list[Event] = []
+        factors = await _throttle(conn, per_provider, settings, events)
+        opened = await _suspend_over_limit(conn, per_tenant, settings)
+        held = await _hold_bulk(conn)
+        for s in opened:
+            count = held.get((s.tenant, s.rule), 0)
+            events.append(_event(s.tenant, "suspended", rule=s.rule, reason=s.reason, held=count))
+            log.warning(
+                "tenant %s: bulk sending suspended (%s): %s; %d queued bulk deliveries held, "
+                "transactional mail flows; `relay tenant resume %s` lifts it",
+                s.tenant,
+                s.rule,
+                s.reason,
+                count,
+                s.tenant,
+            )
+        for (tenant, rule), count in held.items():
+            if count and not any(s.tenant == tenant and s.rule == rule for s in opened):
+                log.info("tenant %s: %d more bulk deliveries held (%s)", tenant, count, rule)
+        await record(conn, events)
+    return Round(factors, opened, held)
+
+
+async def _throttle(
+    conn: asyncpg.Connection,
+    per_provider: Mapping[tuple[str, str], Counts],
+    settings: ReputationSection,
+    events: list[Event],
+) -> dict[tuple[str, str], float]:
+    """Step each (tenant, provider) factor; an event for each cut and for a lifted one."""
+    stored = {
+        (r["tenant"], r["provider"]): (float(r["factor"]), r["rule"], r["reason"])
+        for r in await conn.fetch(QUERIES["reputation_throttles"], None)
+    }
+    changed: dict[tuple[str, str], float] = {}
+    for key in sorted(per_provider.keys() | stored.keys()):
+        tenant, provider = key
+        if not provider:  # traffic of no known provider: nothing to slow down
+            continue
+        over = [m for m in measures(per_provider.get(key, Counts()), settings) if m.above_warning]
+        current, rule, reason = stored.get(key, (1.0, "", ""))
+        new = next_factor(current, bool(over), settings)
+        if math.isclose(new, current):
+            continue
+        changed[key] = new
+        if over:
+            rule = over[0].rule
+            reason = "; ".join(m.describe(settings.window, "warn") for m in over)
+        if new >= 1.0:
+            await conn.execute(QUERIES["reputation_throttle_clear"], tenant, provider)
+        else:
+            await conn.execute(
+                QUERIES["reputation_throttle_set"], tenant, provider, new, rule, reason
+            )
+        if over or new >= 1.0:
+            events.append(
+                _event(
+                    tenant,
+                    "throttled",
+                    provider,
+                    rule=rule,
+                    factor=new,
+                    reason=reason if over else "below the warning level",
+                )
+            )
+            log.info(
+                "tenant %s: pace toward %s now %g (%s)",
+                tenant,
+                provider,
+                new,
+                reason if over else "recovered",
+            )
+    return changed
+
+
+async def _suspend_over_limit(
+    conn: asyncpg.Connection, per_tenant: Mapping[str, Counts], settings: ReputationSection
+) -> list[Suspension]:
+    opened = []
+    for tenant, counts in sorted(per_tenant.items()):
+        for m in measures(counts, settings):
+            if not m.above_limit:
+                continue
+            reason = m.describe(settings.window)
+            row = await conn.fetchrow(QUERIES["reputation_suspend"], tenant, m.rule, reason, None)
+            if row is not None:
+                opened.append(Suspension(tenant, m.rule, reason, row["since"]))
+    return opened
+
+
+async def _hold_bulk(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+    """Hold the queued bulk deliveries of every suspended tenant that nothing holds yet:
+    those of a new suspension, and any queued since (a message accepted before this
+    process saw the suspension, or another hold lifted)."""
+    held = {}
+    for s in await _open_suspensions(conn):
+        held[(s.tenant, s.rule)] = int(
+            await conn.fetchval(QUERIES["reputation_hold"], s.tenant, HOLDS[s.rule])
+        )
+    return held
+
+
+async def run(pool: asyncpg.Pool, settings: Callable[[], ReputationSection]) -> None:
+    """A round every `check_every` until cancelled; `settings` gives the current section
+    (a reload changes it). A failed round is logged and tried again: judging late is better
+    than a relay that stops."""
+    while True:
+        current = settings()
+        try:
+            await evaluate(pool, current)
+            await refresh(pool)
+        except _DB_ERRORS as exc:
+            log.warning("reputation round failed, trying again: %r", exc)
+        except Exception:
+            log.exception("reputation round failed unexpectedly, trying again")
+        await asyncio.sleep(current.check_every)
+
+
+# -- what admins do ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resumed:
+    suspensions: list[Suspension]
+    released: int
+
+
+async def resume(pool: asyncpg.Pool, tenant: str, by: str) -> Resumed:
+    """Lift every open suspension of `tenant` (an admin's decision, recorded with `by`),
+    release its held bulk deliveries (due now, the held time added to their lifetime) and
+    record a `resumed` event. From now on its rates count afresh."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(QUERIES["reputation_round_lock"])
+        rows = await conn.fetch(QUERIES["reputation_resume"], tenant, by)
+        lifted = [Suspension(tenant, r["rule"], r["reason"], r["since"]) for r in rows]
+        since = min((s.since for s in lifted), default=None)
+        released = await conn.fetch(
+            QUERIES["reputation_release"], tenant, list(HOLDS.values()), since
+        )
+        if lifted or released:
+            rules = [s.rule for s in lifted]
+            await record(
+                conn, [_event(tenant, "resumed", rules=rules, by=by, released=len(released))]
+            )
+            await conn.execute(QUERIES["notify_queue"])
+    if lifted or released:
+        log.warning(
+            "tenant %s: bulk sending resumed by %s (%s); %d deliveries released",
+            tenant,
+            by,
+            ", ".join(s.rule for s in lifted) or "-",
+            len(released),
+        )
+    return Resumed(lifted, len(released))
+
+
+async def suspend(pool: asyncpg.Pool, tenant: str, reason: str, by: str) -> tuple[bool, int]:
+    """An admin suspends `tenant`'s bulk sending by hand (P-SUSPEND, rule `manual`): its
+    queued bulk deliveries are held like an automatic suspension's. Returns whether a new
+    suspension was opened and how many deliveries were held."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(QUERIES["reputation_round_lock"])  # holds in one order: no deadlock
+        row = await conn.fetchrow(QUERIES["reputation_suspend"], tenant, "manual", reason, by)
+        held = int(await conn.fetchval(QUERIES["reputation_hold"], tenant, HOLDS["manual"]))
+        if row is not None:
+            await record(
+                conn, [_event(tenant, "suspended", rule="manual", reason=reason, by=by, held=held)]
+            )
+    if row is not None:
+        log.warning(
+            "tenant %s: bulk sending suspended by %s: %s; %d deliveries held",
+            tenant,
+            by,
+            reason,
+            held,
+        )
+    return row is not None, held
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A tenant's reputation as `relay tenant status` shows it."""
+
+    tenant: str
+    providers: dict[str, Counts]
+    total: Counts
+    counted_since: datetime | None
+    """The last resume: only buckets that began after it count."""
+    factors: dict[str, float]
+    suspensions: list[Suspension]
+    held: dict[str, int]
+    history: list[asyncpg.Record]
+
+
+async def standing(pool: asyncpg.Pool, tenant: str, settings: ReputationSection) -> Standing:
+    rows = await pool.fetch(QUERIES["reputation_counts"], settings.window, tenant)
+    providers = {r["provider"]: Counts.of(r) for r in rows}
+    total = sum(providers.values(), Counts())
+    history = list(await pool.fetch(QUERIES["reputation_suspensions_of"], tenant, 10))
+    resumed = max((r["resumed_at"] for r in history if r["resumed_at"]), default=None)
+    throttles = await pool.fetch(QUERIES["reputation_throttles"], tenant)
+    held = await pool.fetch(QUERIES["reputation_held"], list(HOLDS.values()), tenant)
+    return Standing(
+        tenant=tenant,
+        providers=providers,
+        total=total,
+        counted_since=resumed,
+        factors={r["provider"]: float(r["factor"]) for r in throttles},
+        suspensions=[
+            Suspension(**dict(r))
+            for r in await pool.fetch(QUERIES["reputation_suspensions_open"], tenant)
+        ],
+        held={r["hold"]: int(r["deliveries"]) for r in held},
+        history=history,
+    )
