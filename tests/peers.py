@@ -268,6 +268,23 @@ class RelayProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def run_cli(
+    relay: RelayProcess, *args: str, stdin: str | None = None
+) -> "subprocess.CompletedProcess[str]":
+    """`relay ARGS --config FILE` against a test relay's configuration, as an admin runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, input=stdin,
+    )  # fmt: skip
+
+
+def cli(relay: RelayProcess, *args: str, stdin: str | None = None) -> str:
+    """`run_cli` that must succeed; what it printed (standard output, then error output)."""
+    result = run_cli(relay, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
 @contextlib.contextmanager
 def running(config: RelayConfig, directory: Path) -> Iterator[RelayProcess]:
     relay = RelayProcess(config, directory)

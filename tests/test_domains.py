@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from email.policy import SMTP
 from pathlib import Path
@@ -14,7 +12,7 @@ from relay.config.load import load_config
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.policy.domains import passed, verify_domain
 from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_count, running, wait_for
+from tests.peers import ROOT, RelayConfig, Sink, db_count, run_cli, running, wait_for
 from tests.rdap_server import RdapServer
 from tests.smtp_client import message, submission
 from tests.test_dkim import _txt
@@ -110,9 +108,9 @@ def test_only_verified_domains_send(
         assert db_count(relay_config.dsn, "messages") == 0
         _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=quarantine",
                  "v=spf1 include:_spf.relay.test -all")  # fmt: skip
-        result = _cli(relay, "domain", "verify", "acme.example")
+        result = run_cli(relay, "domain", "verify", "acme.example")
         assert result.returncode == 0 and "acme.example: verified" in result.stdout, result
-        assert "acme.example" in _cli(relay, "domain", "ls").stdout
+        assert "acme.example" in run_cli(relay, "domain", "ls").stdout
         relay.signal(1)  # reload: the relay reads verification results at once
         wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
         with submission(relay.config.submission_port) as client:
@@ -136,7 +134,7 @@ def test_a_proxied_registrant_does_not_send(
     _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=reject",
              "v=spf1 include:_spf.relay.test -all")  # fmt: skip
     with rdap_server, running(relay_config, tmp_path) as relay:
-        added = _cli(relay, "domain", "add", "acme.example", "--tenant", "acme")
+        added = run_cli(relay, "domain", "add", "acme.example", "--tenant", "acme")
         assert added.returncode == 1, added
         assert "FAIL  whois  RDAP: the registrant on record is a privacy or proxy service" in (
             added.stdout
@@ -154,22 +152,15 @@ def test_a_proxied_registrant_does_not_send(
         assert db_count(relay_config.dsn, "messages") == 0
 
         rdap_server.domains["acme.example"] = "identifiable-org"
-        assert _cli(relay, "domain", "verify", "acme.example").returncode == 0
+        assert run_cli(relay, "domain", "verify", "acme.example").returncode == 0
         rdap_server.down = True
-        kept = _cli(relay, "domain", "verify", "acme.example")
+        kept = run_cli(relay, "domain", "verify", "acme.example")
         assert kept.returncode == 0 and "kept from the last check" in kept.stdout, kept
         relay.signal(1)
         wait_for(lambda: relay.log().count("configuration reloaded") >= 2, 10, "reload")
         with submission(relay.config.submission_port) as client:
             client.send_message(message())
         sink.wait_count(1)
-
-
-def _cli(relay: RelayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def test_return_path_domain_needs_the_relay_as_mx_and_in_spf(

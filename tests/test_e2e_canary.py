@@ -5,14 +5,12 @@ The relay runs with `[canary] min_size = 100` and a window of seconds instead of
 the sink plays every recipient's mailbox provider.
 """
 
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, running, wait_for
+from tests.peers import RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
 from tests.smtp_client import submission
 from tests.test_policy_bulk import newsletter
 
@@ -31,19 +29,6 @@ check_every = "0.25s"
 
 def _recipients(sink: Sink) -> int:
     return sum(len(rcpts) for _, rcpts, _ in sink.messages)
-
-
-def _cli(relay: RelayProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _metrics(relay: RelayProcess) -> str:
@@ -83,7 +68,7 @@ def test_a_campaign_goes_out_as_a_canary_then_whole(
         wait_for(lambda: _recipients(sink) >= 300, 30, "the whole campaign at the sink")
         delivered = [r for _, rcpts, _ in sink.messages for r in rcpts]
         assert sorted(delivered) == sorted(f"r{n}@inbox.example" for n in range(300))
-        listing = _cli(relay, "campaign", "ls", "--tenant", "acme")
+        listing = cli(relay, "campaign", "ls", "--tenant", "acme")
         assert "released" in listing and SPRING in listing
         wait_for(
             lambda: (
@@ -92,7 +77,7 @@ def test_a_campaign_goes_out_as_a_canary_then_whole(
             10,
             "300 deliveries counted",
         )
-        shown = _cli(relay, "campaign", "show", "acme", SPRING)
+        shown = cli(relay, "campaign", "show", "acme", SPRING)
         for line in (
             "state         released",
             "recipients    300",

@@ -3,8 +3,6 @@
 import base64
 import json
 import smtplib
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ROOT, RelayProcess, Sink, db_count, wait_for
+from tests.peers import RelayProcess, Sink, cli, db_count, wait_for
 from tests.smtp_client import message, submission
 from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter
 
@@ -149,19 +147,10 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
     assert b"Subject: queued before" in content
 
 
-def _cli(relay: RelayProcess, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, input=stdin,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout + result.stderr
-
-
 def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
     """P-SUPPRESS: a suppressed address gets 550 5.7.1 at RCPT (case-insensitively), the
     other recipients of the message still go out; the list is managed with the CLI."""
-    assert "added 1 of 1" in _cli(
+    assert "added 1 of 1" in cli(
         relay, "suppression", "add", "Gone@Inbox.Example", "--tenant", "acme",
         "--reason", "unsubscribe",
     )  # fmt: skip
@@ -177,16 +166,16 @@ def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink
         assert client.data(message().as_bytes(policy=SMTP))[0] == 250
     ((_, rcpts, _),) = sink.wait_count(1)
     assert rcpts == ["alice@inbox.example"]
-    listing = _cli(relay, "suppression", "ls", "--tenant", "acme")
+    listing = cli(relay, "suppression", "ls", "--tenant", "acme")
     assert "gone@inbox.example" in listing and "unsubscribe" in listing and "cli" in listing
 
 
 def test_suppression_import_and_export(relay: RelayProcess, tmp_path: Path) -> None:
     csv_file = tmp_path / "list.csv"
     csv_file.write_text("email,name\nbob@x.example,Bob\nnot an address,?\ncarol@y.example,C\n")
-    out = _cli(relay, "suppression", "import", str(csv_file), "--tenant", "acme")
+    out = cli(relay, "suppression", "import", str(csv_file), "--tenant", "acme")
     assert "imported 2 new" in out and "refused line 3: 'not an address'" in out
-    exported = _cli(relay, "suppression", "export", "--tenant", "acme").splitlines()
+    exported = cli(relay, "suppression", "export", "--tenant", "acme").splitlines()
     assert exported[0] == "address,reason,source,created_at"
     assert [line.split(",")[:3] for line in exported[1:3]] == [
         ["bob@x.example", "manual", "import"],
@@ -220,12 +209,12 @@ def test_consent_records_import_show_and_enforce(
     mail to a recipient without a record is refused naming it; with records it goes out."""
     csv_file = tmp_path / "consent.csv"
     csv_file.write_text(CONSENT_CSV)
-    out = _cli(relay, "consent", "import", str(csv_file), "--tenant", "acme")
+    out = cli(relay, "consent", "import", str(csv_file), "--tenant", "acme")
     assert "stored 2 consent records for acme, refused 3" in out
     assert "refused line 4: consented_at 'yesterday' is not ISO 8601" in out
     assert "refused line 5: empty source" in out
     assert "refused line 6: method 'purchased' is not one of" in out
-    shown = _cli(relay, "consent", "show", "ann@inbox.example", "--tenant", "acme")
+    shown = cli(relay, "consent", "show", "ann@inbox.example", "--tenant", "acme")
     assert "double-opt-in" in shown and "203.0.113.7" in shown and "signup-v3" in shown
     assert "2026-03-01 09:00:00+00:00" in shown
 

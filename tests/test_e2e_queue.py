@@ -2,8 +2,6 @@
 
 import email
 import email.policy
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -11,10 +9,10 @@ import pytest
 
 from tests.dns_server import DnsServer
 from tests.peers import (
-    ROOT,
     RelayConfig,
     RelayProcess,
     Sink,
+    cli,
     db_rows,
     free_port,
     running,
@@ -30,19 +28,6 @@ def _send(relay: RelayProcess, to: str = "alice@inbox.example", **kw: str) -> st
     with submission(relay.config.submission_port) as client:
         client.send_message(msg)
     return str(msg["Message-ID"])
-
-
-def _cli(relay: RelayProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_temporary_failure_is_retried(relay: RelayProcess, sink: Sink) -> None:
@@ -106,10 +91,10 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     sink.handler.script = ["451 4.7.0 greylisted"] * 50
     _send(relay, subject="stuck")
     wait_for(lambda: bool(db_rows(relay.config.dsn, "SELECT 1 FROM attempts")), 15, "first attempt")
-    listing = _cli(relay, "queue", "ls", "--state", "queued")
+    listing = cli(relay, "queue", "ls", "--state", "queued")
     assert "alice@inbox.example" in listing and "acme" in listing
     message_id = str(db_rows(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
-    shown = _cli(relay, "queue", "show", message_id[:8])
+    shown = cli(relay, "queue", "show", message_id[:8])
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
     audit = db_rows(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
     assert [r["rule"] for r in audit] == [
@@ -121,12 +106,12 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     ]  # fmt: skip
     assert {r["outcome"] for r in audit} <= {"pass", "skip"}
     assert "policy P-HDR-FROM     pass     From domain acme.example belongs to acme" in shown
-    assert "rescheduled 1" in _cli(relay, "queue", "retry", message_id)
-    assert "deleted 1" in _cli(relay, "queue", "delete", message_id)
+    assert "rescheduled 1" in cli(relay, "queue", "retry", message_id)
+    assert "deleted 1" in cli(relay, "queue", "delete", message_id)
     states = db_rows(relay.config.dsn, "SELECT state FROM deliveries")
     assert [r["state"] for r in states] == ["deleted"]
     sink.handler.script = []
-    assert "alice@inbox.example" not in _cli(relay, "queue", "ls", "--state", "queued")
+    assert "alice@inbox.example" not in cli(relay, "queue", "ls", "--state", "queued")
 
 
 def test_sighup_reloads_tenants_without_dropping_sessions(relay: RelayProcess, sink: Sink) -> None:

@@ -11,8 +11,6 @@ mail keeps flowing, and `relay tenant resume acme` sends the held newsletter on.
 
 import email.policy
 import smtplib
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
+from tests.peers import (
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    db_rows,
+    free_port,
+    running,
+    wait_for,
+)
 from tests.smtp_client import message, submission
 from tests.test_e2e_feedback import SECRET, _arf, _send_report
 from tests.test_policy_bulk import newsletter
@@ -54,15 +61,6 @@ def reputation_relay(
     (tmp_path / "relay.toml").write_text(text)
     with running(relay_config, tmp_path) as relay:
         yield relay, port
-
-
-def _cli(relay: RelayProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _metrics(relay: RelayProcess) -> str:
@@ -133,12 +131,12 @@ def test_complaints_suspend_bulk_until_an_admin_resumes_it(
     time.sleep(2.5)  # longer than the retry delay: a newsletter not held would go now
     assert not _delivered_to(sink, FAN) and _hold(relay, FAN) == "P-COMPLAINT"
 
-    status = _cli(relay, "tenant", "status", "acme")
+    status = cli(relay, "tenant", "status", "acme")
     assert "acme: bulk sending SUSPENDED" in status and reason in status
     assert "held: 1 queued bulk deliveries (P-COMPLAINT)" in status
     assert "inbox.example: delivered 21, complained 1 (4.76%, above limit)" in status
 
-    resumed = _cli(relay, "tenant", "resume", "acme", "--by", "ops")
+    resumed = cli(relay, "tenant", "resume", "acme", "--by", "ops")
     assert "released 1 held deliveries of acme" in resumed
     wait_for(lambda: _delivered_to(sink, FAN), 15, "the held newsletter delivered")
     wait_for(

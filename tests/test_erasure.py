@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from relay.feedback.erasure import suppression_key
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, running, wait_for
+from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -28,15 +28,6 @@ REPORT = (
     b"From: Bob <Bob@Inbox.Example>\r\nTo: abuse@relay.test\r\nSubject: spam\r\n\r\n"
     b"I never asked for this.\r\n"
 )
-
-
-def _cli(relay: RelayProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", *args, "--config", str(relay.path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout + result.stderr
 
 
 def holding(dsn: str, address: str) -> dict[str, int]:
@@ -116,8 +107,8 @@ def test_erase_leaves_no_trace_and_keeps_the_address_suppressed(
 
         csv_file = tmp_path / "consent.csv"
         csv_file.write_text(CONSENT_CSV)
-        assert "stored 2" in _cli(relay, "consent", "import", str(csv_file), "--tenant", "acme")
-        assert "added 1 of 1" in _cli(
+        assert "stored 2" in cli(relay, "consent", "import", str(csv_file), "--tenant", "acme")
+        assert "added 1 of 1" in cli(
             relay, "suppression", "add", "Bob@Inbox.Example", "--tenant", "printer",
             "--reason", "complaint",
         )  # fmt: skip
@@ -134,7 +125,7 @@ def test_erase_leaves_no_trace_and_keeps_the_address_suppressed(
                       "feedback_reports"):  # fmt: skip
             assert any(k.startswith(f"{table}.") for k in before), (table, before)
 
-        out = _cli(relay, "erase", "Bob@Inbox.Example")
+        out = cli(relay, "erase", "Bob@Inbox.Example")
 
         assert out.startswith("erased Bob@Inbox.Example:"), out
         assert "messages               3  (with all their deliveries" in out  # 2 + the DSN
@@ -160,7 +151,7 @@ def test_erase_leaves_no_trace_and_keeps_the_address_suppressed(
             ("acme", key, "hard-bounce", "erasure", True),
             ("printer", key, "complaint", "erasure", True),
         ]
-        listing = _cli(relay, "suppression", "ls")
+        listing = cli(relay, "suppression", "ls")
         assert listing.count("hmac:") == 2 and "erasure" in listing
 
         # P-SUPPRESS finds the keyed hash: Bob, in any case, is still refused at RCPT
@@ -173,7 +164,7 @@ def test_erase_leaves_no_trace_and_keeps_the_address_suppressed(
             ), reply
             assert client.rcpt("alice@inbox.example")[0] == 250
 
-        again = _cli(relay, "erase", BOB)  # nothing left to erase; the hashes stay
+        again = cli(relay, "erase", BOB)  # nothing left to erase; the hashes stay
         assert "messages               0" in again and "suppressions           0" in again
         assert len(db_rows(dsn, "SELECT 1 FROM suppressions WHERE hashed")) == 2
 
