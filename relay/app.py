@@ -15,6 +15,7 @@ import logging
 import signal
 from pathlib import Path
 
+from relay import metrics
 from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
@@ -31,7 +32,7 @@ from relay.queue.database import Database
 from relay.queue.store import Enqueuer
 from relay.smtp.handler import SubmissionHandler
 from relay.smtp.listener import start_listeners
-from relay.smtp.tls import server_context
+from relay.smtp.tls import certificate_expiry, server_context
 
 log = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
@@ -74,6 +75,9 @@ async def serve(config_path: Path, config: Config) -> None:
     ]
     handlers = {"submission": handler, "feedback": feedback}
     servers, sessions = await start_listeners(config, handlers, server_context(config))
+    expiry = certificate_expiry(config)
+    for listener in config.listeners:
+        metrics.TLS_CERTIFICATE_EXPIRY.labels(listener.name).set(expiry)
     abuse_reports = feedback.received if config.feedback.abuse_address else None
     http = await start_http(
         config.http.address, database.pool, handler.authenticator, config.policy, abuse_reports

@@ -68,6 +68,7 @@ async def _refresh_queue_gauges(pool: asyncpg.Pool) -> None:
     metrics.DATABASE_UP.set(1)
     metrics.QUEUE_DEPTH.labels("due").set(row["due"])
     metrics.QUEUE_DEPTH.labels("scheduled").set(row["queued"] - row["due"])
+    metrics.QUEUE_DEPTH.labels("held").set(row["held"])
     metrics.QUEUE_OLDEST.set(row["oldest_seconds"])
 
 

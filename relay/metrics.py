@@ -25,12 +25,20 @@ DELIVERIES = Counter(
 QUEUE_DEPTH = Gauge(
     "relay_queue_deliveries",
     "Deliveries waiting in the queue (state queued): 'due' can go now, 'scheduled' wait for "
-    "their retry time. Read at scrape time from PostgreSQL.",
+    "their retry time, 'held' wait for an admin or a canary window (a suspended tenant's "
+    "bulk mail, a campaign's rest). Read at scrape time from PostgreSQL.",
     ["state"],
 )
 QUEUE_OLDEST = Gauge(
     "relay_queue_oldest_message_age_seconds",
-    "Age of the oldest message with a delivery still queued; growing means delivery is stuck.",
+    "Age of the oldest message with a delivery still queued and not held; growing means "
+    "delivery is stuck.",
+)
+TLS_CERTIFICATE_EXPIRY = Gauge(
+    "relay_tls_certificate_expiry_timestamp_seconds",
+    "When the certificate a listener presents expires (Unix time of its notAfter), read at "
+    "start; TLS files change only with a restart. Alert when it is less than 14 days away.",
+    ["listener"],
 )
 TIME_TO_250 = Histogram(
     "relay_accept_seconds",

@@ -18,6 +18,7 @@ from relay.cli.erase import erase_command
 from relay.cli.events import events
 from relay.cli.policy import policy
 from relay.cli.queue import queue
+from relay.cli.status import status
 from relay.cli.suppression import suppression
 from relay.cli.tenant import tenant
 from relay.config.schema import split_host_port
@@ -100,7 +101,7 @@ def sink(listen: str, store: Path | None, quiet: bool, script: tuple[str, ...]) 
         pass
 
 
-for group in (queue, suppression, consent, policy, domain, dkim, abuse, campaign, tenant):
+for group in (queue, suppression, consent, policy, domain, dkim, abuse, campaign, tenant, status):
     main.add_command(group)
 main.add_command(events)
 main.add_command(erase_command)

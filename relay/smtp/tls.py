@@ -19,18 +19,30 @@ from cryptography.x509.oid import NameOID
 from relay.config.schema import Config
 
 
-def server_context(config: Config) -> ssl.SSLContext:
-    """A TLS 1.2+ server context from `[tls]`, or from the generated self-signed pair."""
+def _pair(config: Config) -> tuple[str, str]:
     cert, key = config.tls.cert_file, config.tls.key_file
     if not cert:
         cert_path, key_path = ensure_self_signed(
             Path(config.relay.data_dir) / "tls", config.relay.hostname
         )
         cert, key = str(cert_path), str(key_path)
+    return cert, key
+
+
+def server_context(config: Config) -> ssl.SSLContext:
+    """A TLS 1.2+ server context from `[tls]`, or from the generated self-signed pair."""
+    cert, key = _pair(config)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+def certificate_expiry(config: Config) -> float:
+    """When the listeners' certificate (the first of the chain) expires, as Unix time."""
+    cert, _ = _pair(config)
+    leaf = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    return leaf.not_valid_after_utc.timestamp()
 
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:

@@ -77,8 +77,11 @@ SELECT id, $6, $7, $5 FROM d
 RETURNING delivery_id;
 
 -- name: queue_depth
-SELECT count(*) AS queued, count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
-       coalesce(extract(epoch FROM now() - min(m.received_at)), 0)::float8 AS oldest_seconds
+SELECT count(*) FILTER (WHERE d.hold IS NULL) AS queued,
+       count(*) FILTER (WHERE d.hold IS NULL AND next_attempt_at <= now()) AS due,
+       count(*) FILTER (WHERE d.hold IS NOT NULL) AS held,
+       coalesce(extract(epoch FROM now() - min(m.received_at) FILTER (WHERE d.hold IS NULL)),
+                0)::float8 AS oldest_seconds
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.state = 'queued';
 
