@@ -6,7 +6,9 @@ commits after a later id's is printed too, not skipped.
 """
 
 import asyncio
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,13 @@ async def _tail(
     if not follow:
         return
     cursor = upto
-    while True:
-        await asyncio.sleep(_FOLLOW_SECONDS)
+    stop = asyncio.Event()  # Ctrl-C ends the loop between queries, never inside one
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _FOLLOW_SECONDS)
+        if stop.is_set():
+            return
         upto = await horizon.advance(pool)
         while cursor < upto:
             rows = await pool.fetch(QUERIES["events_window"], tenant, cursor, upto, _PAGE)
