@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test sink lint bench-setup clean
+.PHONY: run test sink lint bench-setup bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ sink: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# make bench BENCH_ARGS="--quick": the relay and Postfix side by side (bench/README.md).
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
