@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from relay import metrics
@@ -36,6 +37,23 @@ from relay.smtp.tls import certificate_expiry, server_context
 
 log = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
+_RESTART_SECONDS = 5.0
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a side task (feedback, webhooks, retention, reputation, canaries, domain checks)
+    for as long as the relay runs: an error it did not expect (a database outage surfacing
+    in a form it does not catch, say) is logged and the task started again, since none of
+    them is worth stopping the relay's listeners and deliveries for."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the %s task failed; starting it again in %.0f s", name, _RESTART_SECONDS)
+            await asyncio.sleep(_RESTART_SECONDS)
 
 
 async def serve(config_path: Path, config: Config) -> None:
@@ -62,15 +80,18 @@ async def serve(config_path: Path, config: Config) -> None:
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
         asyncio.create_task(worker.run(), name="delivery"),
-        asyncio.create_task(domains.run(), name="domain-status"),
-        asyncio.create_task(
-            retention.run(database.pool, lambda: handler.config.feedback), name="retention"
-        ),
-        asyncio.create_task(processor.run(), name="feedback"),
-        asyncio.create_task(webhooks.run(), name="webhooks"),
-        asyncio.create_task(canary.run(), name="canary"),
-        asyncio.create_task(
-            reputation.run(database.pool, lambda: handler.config.reputation), name="reputation"
+        *(
+            asyncio.create_task(_supervised(name, run), name=name)
+            for name, run in {
+                "domain-status": domains.run,
+                "retention": lambda: retention.run(database.pool, lambda: handler.config.feedback),
+                "feedback": processor.run,
+                "webhooks": webhooks.run,
+                "canary": canary.run,
+                "reputation": lambda: reputation.run(
+                    database.pool, lambda: handler.config.reputation
+                ),
+            }.items()
         ),
     ]
     handlers = {"submission": handler, "feedback": feedback}
