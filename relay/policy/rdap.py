@@ -3,8 +3,11 @@
 Looked up over RDAP (RFC 9082 queries, RFC 9083 answers) when a domain is added or
 re-verified, never per message:
 - the RDAP service comes from IANA's bootstrap registry for domains (RFC 9224): a copy ships
-  with the relay (`data/rdap_dns.json`), `[policy] rdap_bootstrap_file` names a newer one,
-  and `[policy] rdap_base_url` sends every query to one service instead;
+  with the relay (`data/rdap_dns.json`, IANA's entries as republished in the npm package
+  whoisserver-world 1.0.31, checked up to its `publication` date, 2025-04-25);
+  `[policy] rdap_bootstrap_file` names a newer one (a download of
+  https://data.iana.org/rdap/dns.json), and `[policy] rdap_base_url` sends every query to
+  one service instead;
 - a thin registry (.com, .net) answers without the registrant and links the registrar's
   RDAP service (`rel="related"`); that answer is fetched and laid over the first;
 - whoisit parses the JSON (entities by role, jCard, RFC 9537 redactions).
