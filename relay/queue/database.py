@@ -55,6 +55,14 @@ class EmbeddedPostgres:
             self._server = None
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a pool connection needs on release beyond asyncpg's own rollback of an open
+    transaction: nothing. asyncpg's default reset (`SELECT pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`) is a round trip on every release, one per query made through
+    the pool; pool users here set no session state, take no advisory locks and do not LISTEN
+    (the migration lock and the queue's LISTEN have connections of their own)."""
+
+
 class Database:
     """The connection pool, plus the embedded server when there is one."""
 
@@ -85,6 +93,7 @@ class Database:
                 max_inactive_connection_lifetime=60,
                 # A 250 promises the message survives a crash: never trust a server default.
                 server_settings={"synchronous_commit": "on"},
+                reset=_keep_session,
             )
         except BaseException:
             if embedded:
