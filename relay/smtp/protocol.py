@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, _AuthMechAttr, syntax
 
 from relay.smtp import replies
 from relay.smtp.address import AddressError, Path, parse_path
@@ -41,6 +41,9 @@ class ListenerOptions:
     data_timeout: float
     max_errors: int
     connections: "ConnectionCounter"
+    session_template: dict[str, Any] | None = None
+    """The state aiosmtpd's constructor derives from the handler and the settings, made
+    by the listener's first session and copied by the others (see RelaySMTP.__init__)."""
 
 
 @dataclass
@@ -88,7 +91,23 @@ class RelaySMTP(SMTP):
     line_length_limit = 1 << 16
 
     def __init__(self, handler: Any, options: ListenerOptions, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+        """aiosmtpd's constructor introspects the handler and this class on every
+        connection (`inspect.getmembers`, `dir`, a log line): a third of a connection's
+        setup in a profile of short sessions. Its result depends only on the listener, so
+        the first session keeps it in `options.session_template` and later sessions copy it
+        and bind the per-session parts (command methods, stream protocol) afresh."""
+        template = options.session_template
+        if template is None or template["event_handler"] is not handler:
+            super().__init__(handler, **kwargs)
+            options.session_template = {
+                k: v for k, v in vars(self).items() if k not in _PER_SESSION
+            } | {
+                "_auth_names": {
+                    m: (a.method.__name__, a.is_builtin) for m, a in self._auth_methods.items()
+                }
+            }
+        else:
+            self._copy_template(template, handler)
         self.options = options
         self.command_size_limits = collections.defaultdict(
             lambda: 512, {"MAIL": 1024, "RCPT": 1024}
@@ -98,6 +117,29 @@ class RelaySMTP(SMTP):
         self._refusal: str | None = None
         self._holds_slot = False
         self._client = ""
+
+    def _copy_template(self, template: dict[str, Any], handler: Any) -> None:
+        vars(self).update(template)
+        del self._auth_names
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=self.loop,
+        )
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._smtp_methods = {name: getattr(self, f"smtp_{name}") for name in _SMTP_COMMANDS}
+        self._auth_methods = {
+            mechanism: _AuthMechAttr(getattr(self if builtin else handler, name), builtin)
+            for mechanism, (name, builtin) in template["_auth_names"].items()
+        }
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
@@ -328,3 +370,18 @@ class RelaySMTP(SMTP):
         if problem is DataProblem.BARE_NEWLINE and not self.options.normalize_newlines:
             return replies.BARE_NEWLINE_IN_DATA
         return None
+
+
+_SMTP_COMMANDS = tuple(m.removeprefix("smtp_") for m in dir(RelaySMTP) if m.startswith("smtp_"))
+_PER_SESSION = frozenset(
+    {
+        # asyncio.StreamReaderProtocol and its FlowControlMixin: made afresh per session
+        "_loop", "_paused", "_drain_waiters", "_connection_lost", "_stream_reader_wr",
+        "_source_traceback", "_strong_reader", "_reject_connection", "_stream_writer", "_task",
+        "_transport", "_client_connected_cb", "_over_ssl", "_closed",
+        # aiosmtpd's per-session state and the methods bound to the session object
+        "_timeout_handle", "_tls_handshake_okay", "_tls_protocol", "_original_transport",
+        "session", "envelope", "transport", "_handler_coroutine", "_smtp_methods",
+        "_auth_methods",
+    }
+)  # fmt: skip
