@@ -96,7 +96,11 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     message_id = str(db_rows(relay.config.dsn, "SELECT id FROM messages")[0]["id"])
     shown = cli(relay, "queue", "show", message_id[:8])
     assert "451 4.7.0 greylisted" in shown and "Subject: stuck" in shown
-    audit = db_rows(relay.config.dsn, "SELECT rule, outcome FROM policy_results ORDER BY position")
+    audit = db_rows(
+        relay.config.dsn,
+        "SELECT v ->> 'rule' AS rule, v ->> 'outcome' AS outcome"
+        " FROM messages, jsonb_array_elements(policy) WITH ORDINALITY AS x (v, n) ORDER BY n",
+    )
     assert [r["rule"] for r in audit] == [
         "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-SUSPEND",
         "P-COMPLAINT", "P-BOUNCE", "P-SIZE",

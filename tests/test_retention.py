@@ -47,7 +47,9 @@ async def _message(
             delivery, days, outcome,
         )  # fmt: skip
     await pool.execute(
-        "INSERT INTO policy_results VALUES ($1, 0, 'P-SUPPRESS', 'pass', 'not suppressed')", mid
+        'UPDATE messages SET policy = \'[{"rule": "P-SUPPRESS", "outcome": "pass"}]\''
+        " WHERE id = $1",
+        mid,
     )
     return mid
 
@@ -74,7 +76,8 @@ async def test_bodies_go_after_the_last_delivery_plus_the_window(pool: asyncpg.P
         assert await _body(pool, mid) == (b"", True)
         # the envelope stays: sender, recipients, attempts, audit trail
         assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE message_id = $1", mid)
-        assert await pool.fetchval("SELECT count(*) FROM policy_results WHERE message_id = $1", mid)
+        policy = await pool.fetchval("SELECT policy FROM messages WHERE id = $1", mid)
+        assert "P-SUPPRESS" in policy
     for mid in (recent, mixed, queued, late):
         assert await _body(pool, mid) == (BODY, False)
     assert await purge_once(pool, WINDOWS) == Purged()
@@ -108,10 +111,7 @@ async def test_envelopes_events_and_reports_go_after_the_longer_window(pool: asy
 
     assert purged == Purged(bodies=1, envelopes=1, events=2, reports=3)
     assert await _body(pool, ancient) is None
-    for table in ("deliveries", "policy_results"):
-        assert not await pool.fetchval(
-            f"SELECT count(*) FROM {table} WHERE message_id = $1", ancient
-        )
+    assert not await pool.fetchval("SELECT count(*) FROM deliveries WHERE message_id = $1", ancient)
     assert await pool.fetchval("SELECT count(*) FROM attempts") == 2  # held's and month's
     assert await _body(pool, held) == (BODY, False)
     assert await _body(pool, month) == (b"", True)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 HASH_PREFIX = "hmac:"
 
-_DELETED = ("messages", "deliveries", "attempts", "policy_results", "events",
+_DELETED = ("messages", "deliveries", "attempts", "events",
             "consent_records", "suppressions", "feedback_reports")  # fmt: skip
 
 
@@ -74,7 +74,6 @@ async def erase(pool: asyncpg.Pool, address: str, secret: bytes) -> Erasure:
         ids = [r["id"] for r in await conn.fetch(QUERIES["erase_find_messages"], needle)]
         deleted = {
             "attempts": await conn.fetchval(QUERIES["erase_attempts"], ids),
-            "policy_results": await conn.fetchval(QUERIES["erase_policy_results"], ids),
             "deliveries": await conn.fetchval(QUERIES["erase_deliveries"], ids),
             "messages": await conn.fetchval(QUERIES["erase_messages"], ids),
             "events": await conn.fetchval(QUERIES["erase_events"], needle),

@@ -13,6 +13,7 @@ sessions get `451`, never `250`.
 """
 
 import asyncio
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ async def insert_messages(
         [m.client_address for m in messages],
         [m.campaign for m in messages],
         [m.bulk for m in messages],
+        [_audit_json(m.audit) for m in messages],
     )
     new = {r["id"] for r in rows}
     todo = [(m.id, r) for m in messages if m.id in new for r in m.recipients]
@@ -144,8 +146,9 @@ async def insert_messages(
         lifetime,
         [tenants[mid] for mid, _ in todo],
     )
-    audit = [(m.id, n, *v) for m in messages if m.id in new for n, v in enumerate(m.audit)]
-    if audit:
-        columns = [list(col) for col in zip(*audit, strict=True)]
-        await conn.execute(QUERIES["insert_policy_results"], *columns)
     await conn.execute(QUERIES["notify_queue"])
+
+
+def _audit_json(audit: tuple[tuple[str, str, str], ...]) -> str:
+    """The verdicts as stored in `messages.policy`, in check order."""
+    return json.dumps([{"rule": r, "outcome": o, "reason": why} for r, o, why in audit])

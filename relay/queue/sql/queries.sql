@@ -3,9 +3,9 @@
 -- name: insert_messages
 -- A retried group commit re-sends the same ids; only messages not yet stored come back.
 INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address,
-                      campaign, bulk)
+                      campaign, bulk, policy)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[],
-                     $7::text[], $8::text[], $9::boolean[])
+                     $7::text[], $8::text[], $9::boolean[], $10::jsonb[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
@@ -144,12 +144,11 @@ WHERE ($1::text IS NULL OR tenant = $1)
 ORDER BY tenant, address
 LIMIT $2;
 
--- name: insert_policy_results
-INSERT INTO policy_results (message_id, position, rule, outcome, reason)
-SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[]);
-
 -- name: show_policy_results
-SELECT rule, outcome, reason FROM policy_results WHERE message_id = $1 ORDER BY position;
+SELECT v ->> 'rule' AS rule, v ->> 'outcome' AS outcome, v ->> 'reason' AS reason
+FROM messages, jsonb_array_elements(policy) WITH ORDINALITY AS x (v, position)
+WHERE id = $1
+ORDER BY position;
 
 -- name: consent_upsert
 INSERT INTO consent_records (tenant, address, consented_at, source, form_version, consent_text, method)

@@ -96,12 +96,6 @@ WITH done AS (
 )
 SELECT count(*) FROM done;
 
--- name: erase_policy_results
-WITH done AS (
-    DELETE FROM policy_results WHERE message_id = ANY($1::uuid[]) RETURNING 1
-)
-SELECT count(*) FROM done;
-
 -- name: erase_deliveries
 WITH done AS (
     DELETE FROM deliveries WHERE message_id = ANY($1::uuid[]) RETURNING 1
