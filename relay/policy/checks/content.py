@@ -11,10 +11,12 @@ category and the evidence. Rules are compiled once, at first use.
 import re
 import tomllib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import ahocorasick
 
 from relay.policy.checks.bulk import rendered_text
 from relay.policy.context import PolicyContext
@@ -23,10 +25,9 @@ from relay.policy.verdict import Verdict
 
 @dataclass(frozen=True)
 class Rule:
-    """A phrase (found with str.find, C speed, then checked for word boundaries) or a
-    regular expression (kept for the few rules that need one), run only where one of its
-    anchors (literal pieces of it) occurs: a scan with `re` costs ~1 ms per 50 KB of text,
-    `str.find` a few microseconds."""
+    """A phrase (found by `Phrases`, then checked for word boundaries) or a regular
+    expression (kept for the few rules that need one), run only where one of its anchors
+    (literal pieces of it) occurs: a scan with `re` costs ~1 ms per 50 KB of text."""
 
     label: str
     weight: float
@@ -34,22 +35,53 @@ class Rule:
     pattern: re.Pattern[str] | None = None
     anchors: tuple[str, ...] = ()
 
-    def search(self, text: str) -> str | None:
-        """The matched text in `text` (casefolded, whitespace collapsed), or None."""
-        if self.pattern is not None:
-            if self.anchors and not any(a in text for a in self.anchors):
-                return None
-            match = self.pattern.search(text)
-            return match.group(0) if match else None
-        start = text.find(self.phrase)
-        while start >= 0:
-            end = start + len(self.phrase)
+    def search(self, text: str, found: "Found") -> str | None:
+        """The matched text in `text` (casefolded, whitespace collapsed), or None; `found`
+        is what `Phrases.scan` saw in the same text."""
+        if self.pattern is None:
+            return self.phrase if self.phrase in found.phrases else None
+        if self.anchors and found.anchors.isdisjoint(self.anchors):
+            return None
+        match = self.pattern.search(text)
+        return match.group(0) if match else None
+
+
+@dataclass(frozen=True)
+class Found:
+    phrases: frozenset[str]
+    """Phrases that occur as whole words: no letter or digit right before or after."""
+    anchors: frozenset[str]
+    """Anchors that occur anywhere."""
+
+
+class Phrases:
+    """Every phrase and every anchor of every category found in one pass over the text
+    (Aho-Corasick): a `str.find` or `in` per phrase and anchor read the whole text well over
+    a hundred times, 7.5 ms for a 100 KB message; one pass takes a fifth of that."""
+
+    def __init__(self, phrases: set[str], anchors: set[str]) -> None:
+        self._automaton = ahocorasick.Automaton()
+        for key in phrases | anchors:
+            self._automaton.add_word(key, (key, key in phrases, key in anchors))
+        if len(self._automaton):
+            self._automaton.make_automaton()
+
+    def scan(self, text: str) -> Found:
+        if len(self._automaton) == 0:
+            return Found(frozenset(), frozenset())
+        phrases: set[str] = set()
+        anchors: set[str] = set()
+        for last, (key, is_phrase, is_anchor) in self._automaton.iter(text):
+            if is_anchor:
+                anchors.add(key)
+            if not is_phrase or key in phrases:
+                continue
+            start = last - len(key) + 1
             before = text[start - 1] if start else " "
-            after = text[end] if end < len(text) else " "
+            after = text[last + 1] if last + 1 < len(text) else " "
             if not before.isalnum() and not after.isalnum():
-                return self.phrase
-            start = text.find(self.phrase, start + 1)
-        return None
+                phrases.add(key)
+        return Found(frozenset(phrases), frozenset(anchors))
 
 
 @dataclass(frozen=True)
@@ -59,14 +91,14 @@ class Category:
     threshold: float
     rules: tuple[Rule, ...]
 
-    def score(self, text: str) -> tuple[float, list[str]]:
+    def score(self, text: str, found: Found) -> tuple[float, list[str]]:
         total, evidence = 0.0, []
         for rule in self.rules:
-            found = rule.search(text)
-            if found is not None:
+            match = rule.search(text, found)
+            if match is not None:
                 total += rule.weight
                 if rule.weight > 0:
-                    evidence.append(found)
+                    evidence.append(match)
         return total, evidence
 
 
@@ -108,11 +140,19 @@ class ProhibitedContent:
     def __init__(self, extra_rules: Path | None = None) -> None:
         self.categories = load_categories(extra_rules) if extra_rules else _shipped()
 
+    @cached_property
+    def phrases(self) -> Phrases:
+        rules = [r for c in self.categories for r in c.rules]
+        return Phrases(
+            {r.phrase for r in rules if r.pattern is None}, {a for r in rules for a in r.anchors}
+        )
+
     async def check(self, ctx: PolicyContext) -> Verdict:
         text = " ".join(" ".join([*ctx.decoded("Subject"), rendered_text(ctx)]).split()).casefold()
+        found = self.phrases.scan(text)
         best: tuple[float, Category | None] = (0.0, None)
         for category in self.categories:
-            score, evidence = category.score(text)
+            score, evidence = category.score(text, found)
             if score >= category.threshold:
                 shown = ", ".join(f'"{e}"' for e in evidence[:5])
                 return Verdict.reject(self.rule, f"prohibited content ({category.label}): {shown}")
