@@ -7,11 +7,16 @@ Signals (as Postfix admins expect from `postfix reload` and `postfix stop`):
   TLS files and the database need a restart.
 - SIGTERM/SIGINT: stop accepting connections, give open sessions and deliveries in flight
   `_GRACE_SECONDS` to finish, release this process's leases, stop the embedded database.
+
+With `[relay] processes` above 1 this process also starts, restarts and signals the SMTP
+worker processes (`serve_smtp_worker`, `relay.workers`): SIGHUP is passed on to them, and
+SIGTERM stops them, each draining its own sessions, before the database stops.
 """
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +38,9 @@ from relay.queue.database import Database
 from relay.queue.store import Enqueuer
 from relay.smtp.handler import SubmissionHandler
 from relay.smtp.listener import start_listeners
+from relay.smtp.protocol import ConnectionCounter
 from relay.smtp.tls import certificate_expiry, server_context
+from relay.workers import DSN_ENV, POOL_SIZE, SmtpWorkers, serve_snapshots, socket_path
 
 log = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
@@ -64,6 +71,11 @@ async def serve(config_path: Path, config: Config) -> None:
             f'tenants {", ".join(signing)} (unsubscribe = "relay" or a return_path_domain) '
             f"need the relay's signing secret: {SECRET_ENV} or [policy] unsubscribe_secret_file"
         )
+    processes = config.relay.process_count
+    # Checked before anything starts: a metrics socket path too long stops us here.
+    workers = (
+        SmtpWorkers(config_path, config.relay.data_dir, processes - 1) if processes > 1 else None
+    )
     database = await Database.open(config)
     enqueuer = Enqueuer(
         database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
@@ -95,19 +107,30 @@ async def serve(config_path: Path, config: Config) -> None:
         ),
     ]
     handlers = {"submission": handler, "feedback": feedback}
-    servers, sessions = await start_listeners(config, handlers, server_context(config))
+    servers, sessions = await start_listeners(
+        config, handlers, server_context(config), reuse_port=processes > 1
+    )
     expiry = certificate_expiry(config)
     for listener in config.listeners:
         metrics.TLS_CERTIFICATE_EXPIRY.labels(listener.name).set(expiry)
+    if workers is not None:  # after our own listeners: a port already taken stops us first
+        await workers.start(database.dsn)
     abuse_reports = feedback.received if config.feedback.abuse_address else None
     http = await start_http(
-        config.http.address, database.pool, handler.authenticator, config.policy, abuse_reports
+        config.http.address,
+        database.pool,
+        handler.authenticator,
+        config.policy,
+        abuse_reports,
+        workers.snapshots if workers else None,
     )
     log.info(
-        "relay ready: listeners %s, http %s, queue %s",
+        "relay ready: listeners %s, http %s, queue %s, %d process%s",
         ", ".join(f"{x.name}={x.address}" for x in config.listeners),
         config.http.address,
         "embedded PostgreSQL" if not config.queue.dsn else "configured PostgreSQL",
+        processes,
+        "es" if processes > 1 else "",
     )
 
     stop = asyncio.Event()
@@ -121,18 +144,14 @@ async def serve(config_path: Path, config: Config) -> None:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
-        signer.expire_after = new.dkim.expire_after or None
-        signer.reload()
-        handler.reload(new)
+        _reload_submission(new, signer, handler, domains, pending)
         worker.reload(new)
         feedback.reload(new)
         processor.reload(new)
         webhooks.reload(new)
         canary.reload(new)
-        domains.config = new
-        refresh = loop.create_task(domains.refresh())  # verifications made since, at once
-        pending.add(refresh)
-        refresh.add_done_callback(pending.discard)
+        if workers is not None:
+            workers.reload()
         log.info("configuration reloaded from %s", config_path)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -147,10 +166,10 @@ async def serve(config_path: Path, config: Config) -> None:
     log.info("shutting down: no new connections, %.0f s for sessions to finish", _GRACE_SECONDS)
     for server in servers:
         server.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_GRACE_SECONDS):
-            while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
-                await asyncio.sleep(0.1)
+    if workers is None:
+        await _sessions_end(sessions)
+    else:  # the workers drain their sessions and group commits meanwhile
+        await asyncio.gather(_sessions_end(sessions), workers.stop(_GRACE_SECONDS + 10))
     for task in tasks[1:]:  # all but the group commit, which stores what sessions accepted
         task.cancel()
     await worker.drain(_GRACE_SECONDS)
@@ -160,3 +179,107 @@ async def serve(config_path: Path, config: Config) -> None:
     await http.cleanup()
     await database.close()
     log.info("stopped")
+
+
+def _reload_submission(
+    new: Config,
+    signer: DkimSigner,
+    handler: SubmissionHandler,
+    domains: DomainStatus,
+    pending: set[asyncio.Task[None]],
+) -> None:
+    """What a reload changes on the submission path, alike in the main process and in the
+    SMTP workers: DKIM keys, tenants, credentials and limits, and the domain verdicts."""
+    signer.expire_after = new.dkim.expire_after or None
+    signer.reload()
+    handler.reload(new)
+    domains.config = new
+    refresh = asyncio.get_running_loop().create_task(domains.refresh())  # new verdicts at once
+    pending.add(refresh)
+    refresh.add_done_callback(pending.discard)
+
+
+async def _sessions_end(sessions: ConnectionCounter) -> None:
+    """Wait until the open sessions end, at most `_GRACE_SECONDS`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_GRACE_SECONDS):
+            while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
+                await asyncio.sleep(0.1)
+
+
+async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> None:
+    """Run SMTP worker `index` of `[relay] processes` (started by `serve`, see
+    `relay.workers`): the submission listeners on the main process's addresses
+    (SO_REUSEPORT), with a submission handler, its own group commit (so its 250, too, comes
+    only after the commit), its DKIM signer and domain verdicts, on a small pool of the main
+    process's database. Nothing else: no migrations, no delivery, no feedback listener, no
+    side tasks, no HTTP; its metrics go to the main process's `/metrics` through a Unix
+    socket. SIGHUP reloads the configuration and keys as `serve` does for the same parts;
+    SIGTERM stops it as `serve` stops its listeners."""
+    secret = load_secret(config.policy.unsubscribe_secret_file)
+    smtp_only = config.model_copy(
+        update={
+            "listeners": [x for x in config.listeners if x.role == "submission"],
+            "queue": config.queue.model_copy(
+                update={
+                    "dsn": os.environ.get(DSN_ENV) or config.queue.dsn,
+                    "pool_size": min(POOL_SIZE, config.queue.pool_size),
+                }
+            ),
+        }
+    )
+    if not smtp_only.queue.dsn:
+        raise SystemExit(f"an SMTP worker needs the main process's database: {DSN_ENV}")
+    database = await Database.open(smtp_only, run_migrations=False)
+    enqueuer = Enqueuer(
+        database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
+    )
+    signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
+    domains = DomainStatus(database.pool, config)
+    await domains.refresh()
+    handler = SubmissionHandler(config, enqueuer, signer, domains, unsubscribe_secret=secret)
+    tasks = [
+        asyncio.create_task(enqueuer.run(), name="group-commit"),
+        asyncio.create_task(_supervised("domain-status", domains.follow), name="domain-status"),
+    ]
+    servers, sessions = await start_listeners(
+        smtp_only, {"submission": handler}, server_context(config), reuse_port=True
+    )
+    snapshots = await serve_snapshots(socket_path(config.relay.data_dir, index))
+    log.info(
+        "smtp worker %d ready (pid %d): listeners %s", index, os.getpid(),
+        ", ".join(f"{x.name}={x.address}" for x in smtp_only.listeners),
+    )  # fmt: skip
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        _reload_submission(new, signer, handler, domains, pending)
+        log.info("configuration reloaded from %s", config_path)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    watch = [asyncio.create_task(stop.wait()), tasks[0]]
+    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+    if tasks[0] in done and tasks[0].exception():
+        log.error("the group commit died: %r", tasks[0].exception())
+
+    log.info("smtp worker %d shutting down: %.0f s for sessions to finish", index, _GRACE_SECONDS)
+    for server in servers:
+        server.close()
+    await _sessions_end(sessions)
+    for task in (*tasks, watch[0]):  # the sessions are over: what they accepted is committed
+        task.cancel()
+    await asyncio.gather(*tasks, watch[0], return_exceptions=True)
+    snapshots.close()
+    socket_path(config.relay.data_dir, index).unlink(missing_ok=True)
+    await database.close()
+    log.info("smtp worker %d stopped", index)

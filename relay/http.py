@@ -3,21 +3,28 @@ tenants' API (`relay.api`), the one-click unsubscribe endpoint (`relay.feedback.
 and the abuse report form (`relay.feedback.abuse_form`).
 
 Queue gauges are read from PostgreSQL at scrape time, so they are as fresh as the scrape
-and cost nothing between scrapes. `/healthz` answers 200 only when the database answers.
+and cost nothing between scrapes. With SMTP worker processes (`[relay] processes`),
+`/metrics` adds their counters to this process's at scrape time too (`relay.workers`), so
+one scrape of the main process sees the whole relay. `/healthz` answers 200 only when the
+database answers.
 """
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from relay import api, metrics
 from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
 from relay.queue.sql import QUERIES
 from relay.smtp.auth import Authenticator
+from relay.workers import MergedMetrics, Snapshot
+
+WorkerMetrics = Callable[[], Awaitable[list[Snapshot]]]
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +34,18 @@ def make_app(
     authenticator: Authenticator,
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,
+    worker_metrics: WorkerMetrics | None = None,
 ) -> web.Application:
     """The routes; `policy` mounts the one-click endpoint, `abuse_reports` (set when a
-    report is stored, to wake the feedback processor) the abuse form."""
+    report is stored, to wake the feedback processor) the abuse form; `worker_metrics`
+    reads the SMTP workers' metrics for `/metrics`."""
 
     async def metrics_view(_: web.Request) -> web.Response:
         await _refresh_queue_gauges(pool)
-        body = generate_latest()
+        if worker_metrics is None:
+            body = generate_latest()
+        else:
+            body = generate_latest(MergedMetrics(REGISTRY, await worker_metrics()))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health_view(_: web.Request) -> web.Response:
@@ -78,8 +90,9 @@ async def start_http(
     authenticator: Authenticator,
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,
+    worker_metrics: WorkerMetrics | None = None,
 ) -> web.AppRunner:
-    app = make_app(pool, authenticator, policy, abuse_reports)
+    app = make_app(pool, authenticator, policy, abuse_reports, worker_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_host_port(address)

@@ -2,6 +2,9 @@
 queue, suppression, consent, policy, domain and dkim (one module each)."""
 
 import getpass
+import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -33,13 +36,34 @@ def main() -> None:
 
 @main.command()
 @config_option
-def serve(config_path: Path) -> None:
+@click.option("--smtp-worker", "worker", type=click.IntRange(min=1), hidden=True)
+def serve(config_path: Path, worker: int | None) -> None:
     """Run the relay until SIGTERM (SIGHUP reloads the configuration)."""
+    if worker is not None:  # started by `relay serve` itself for `[relay] processes`
+        serve_smtp_worker(config_path, worker)
+        return
     config = load(config_path)
     setup_logging(config.relay.log_level)
     from relay.app import serve as serve_forever
 
     run(serve_forever(config_path, config))
+
+
+def serve_smtp_worker(config_path: Path, index: int) -> None:
+    """One SMTP worker process of `relay serve` (`relay.workers`); not for admins."""
+    from relay.app import serve_smtp_worker as serve_worker
+    from relay.workers import PARENT_ENV, die_with_parent
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we are up must not kill us
+    die_with_parent(int(os.environ.get(PARENT_ENV, os.getppid())))
+    config = load(config_path)
+    setup_logging(config.relay.log_level)
+    tagged = logging.Formatter(
+        f"%(asctime)s %(levelname)s smtp-worker-{index} %(name)s: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(tagged)
+    run(serve_worker(config_path, config, index))
 
 
 @main.command("check-config")

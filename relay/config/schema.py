@@ -7,6 +7,7 @@ starting anything.
 """
 
 import ipaddress
+import os
 import socket
 from typing import Annotated, Literal
 
@@ -45,6 +46,24 @@ class RelaySection(Strict):
     data_dir: str = "data"
     """Embedded PostgreSQL, generated TLS certificate; relative paths are relative to the file."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    processes: int | Literal["auto"] = 1
+    """Processes sharing the submission listeners (SO_REUSEPORT), for more than one core's
+    worth of SMTP, DKIM and policy work: the `relay serve` process does everything, the
+    others only take submissions. `"auto"`: one per CPU. 1: one process, as before."""
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _process_count(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f'expected an integer >= 1 or "auto", got {value!r}')
+
+    @property
+    def process_count(self) -> int:
+        """`processes` with "auto" resolved to this machine's CPU count."""
+        if self.processes == "auto":
+            return os.cpu_count() or 1
+        return self.processes
 
 
 class QueueSection(Strict):

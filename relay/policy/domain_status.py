@@ -72,6 +72,14 @@ class DomainStatus:
             return
         self.failures = {r["domain"]: frozenset(r["failing"]) for r in rows}
 
+    async def follow(self) -> None:
+        """Refresh the set every half minute, and nothing else: for the SMTP worker
+        processes (`[relay] processes`), which read the verdicts that the main process's
+        `run` writes; one re-verifier per relay is enough and keeps DNS and RDAP calm."""
+        while True:
+            await asyncio.sleep(_REFRESH_SECONDS)
+            await self.refresh()
+
     async def run(self) -> None:
         """Refresh the set, and re-verify domains whose last check is too old."""
         while True:

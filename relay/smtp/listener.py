@@ -17,9 +17,20 @@ from relay.smtp.protocol import ConnectionCounter, ListenerOptions, RelaySMTP
 
 
 async def start_listeners(
-    config: Config, handlers: Mapping[str, object], tls: ssl.SSLContext
+    config: Config,
+    handlers: Mapping[str, object],
+    tls: ssl.SSLContext,
+    *,
+    reuse_port: bool = False,
 ) -> tuple[list[asyncio.Server], ConnectionCounter]:
-    """Start every listener; the counter tells how many sessions are open (for shutdown)."""
+    """Start every listener; the counter tells how many sessions are open (for shutdown).
+
+    `reuse_port` sets SO_REUSEPORT on the submission listeners so that the relay's own
+    processes (`[relay] processes`) can share their addresses, the kernel spreading new
+    connections among them. It is off unless the relay runs several processes: without it,
+    a second relay started by mistake on the same address fails with "address in use"
+    instead of silently taking half of the connections.
+    """
     counter = ConnectionCounter(config.smtp.max_connections, config.smtp.max_connections_per_client)
     servers = []
     loop = asyncio.get_running_loop()
@@ -56,7 +67,12 @@ async def start_listeners(
 
         host, port = split_host_port(listener.address)
         server = await loop.create_server(
-            factory, host=host, port=port, ssl=tls if implicit else None, reuse_address=True
+            factory,
+            host=host,
+            port=port,
+            ssl=tls if implicit else None,
+            reuse_address=True,
+            reuse_port=reuse_port and listener.role == "submission",
         )
         servers.append(server)
     return servers, counter
