@@ -78,7 +78,9 @@ async def serve(config_path: Path, config: Config) -> None:
     )
     database = await Database.open(config)
     enqueuer = Enqueuer(
-        database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
+        database.submission_pool,
+        lifetime=config.delivery.queue_lifetime,
+        batch_max=config.queue.commit_batch,
     )
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)
@@ -232,7 +234,9 @@ async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> No
         raise SystemExit(f"an SMTP worker needs the main process's database: {DSN_ENV}")
     database = await Database.open(smtp_only, run_migrations=False)
     enqueuer = Enqueuer(
-        database.pool, lifetime=config.delivery.queue_lifetime, batch_max=config.queue.commit_batch
+        database.submission_pool,
+        lifetime=config.delivery.queue_lifetime,
+        batch_max=config.queue.commit_batch,
     )
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)

@@ -70,7 +70,8 @@ class QueueSection(Strict):
     dsn: str = ""
     """Empty: an embedded PostgreSQL under `data_dir/pg`; else a libpq DSN of a shared server."""
     pool_size: int = Field(default=10, ge=2, le=200)
-    """Connections to PostgreSQL per relay process."""
+    """Most connections to PostgreSQL of each of a process's two pools: one for SMTP sessions
+    and the group commit, one for delivery and everything else."""
     commit_batch: int = Field(default=256, ge=1, le=10_000)
     """Most messages stored by one group commit (concurrent sessions share one fsync)."""
 

@@ -1,18 +1,26 @@
 -- Named queries, loaded by relay.queue.sql. Each block starts with "-- name: NAME".
 
--- name: insert_messages
--- A retried group commit re-sends the same ids; only messages not yet stored come back.
-INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id, client_address,
-                      campaign, bulk, policy)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::text[],
-                     $7::text[], $8::text[], $9::boolean[], $10::jsonb[])
-ON CONFLICT (id) DO NOTHING
-RETURNING id;
-
--- name: insert_deliveries
-INSERT INTO deliveries (message_id, recipient, domain, expires_at, tenant)
-SELECT m, r, d, now() + make_interval(secs => $4), t
-FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[]) AS x (m, r, d, t);
+-- name: store_messages
+-- Messages, their deliveries and the workers' wake-up in one statement: one round trip and
+-- its own transaction (the NOTIFY goes out at its commit). A retried group commit re-sends
+-- the same ids: only messages not yet stored, and their deliveries, are written, and their
+-- count comes back.
+WITH new AS (
+    INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id,
+                          client_address, campaign, bulk, policy)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::int[],
+                         $6::text[], $7::text[], $8::text[], $9::boolean[], $10::jsonb[])
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), added AS (
+    INSERT INTO deliveries (message_id, recipient, domain, expires_at, tenant)
+    SELECT x.m, x.r, x.d, now() + make_interval(secs => $11), x.t
+    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[]) AS x (m, r, d, t)
+    WHERE x.m IN (SELECT id FROM new)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new) AS messages, (SELECT count(*) FROM added) AS deliveries,
+       pg_notify('relay_queue', '') AS woken;
 
 -- name: notify_queue
 SELECT pg_notify('relay_queue', '');
