@@ -45,6 +45,7 @@ def render_config(
 hostname = "relay.bench.localhost"
 data_dir = "{data_dir}"
 log_level = "info"
+processes = "auto"
 
 [queue]
 dsn = "{dsn}"
