@@ -5,9 +5,7 @@ domain itself or a parent of it), so DMARC's relaxed alignment holds (RFC 7489 3
 Keys are read from `data_dir/dkim` at start and on reload, never per message.
 """
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from relay.config.schema import TenantSection
@@ -26,7 +24,6 @@ class DkimSigner:
         self.expire_after = expire_after
         self.keys: dict[str, list[SigningKey]] = {}
         self._warned: set[tuple[str, str | None]] = set()
-        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
         self.reload()
 
     def reload(self) -> None:
@@ -52,12 +49,3 @@ class DkimSigner:
                 log.warning("no DKIM key for From domain %s of tenant %s", domain, tenant.name)
             return message
         return sign(message, keys, expire_after=self.expire_after)
-
-    async def sign_off_loop(
-        self, tenant: TenantSection, message: bytes, domain: str | None
-    ) -> bytes:
-        """`sign` on a worker thread. OpenSSL's RSA and hashlib's SHA-256 release the GIL, so
-        the costliest part of signing runs on another core while the event loop serves other
-        sessions (measured: two threads sign RSA-2048 twice as fast as one)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self.sign, tenant, message, domain)
