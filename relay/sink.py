@@ -42,6 +42,10 @@ class SinkHandler:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.tls: list[bool] = []
         """Per message: whether its session was encrypted (STARTTLS)."""
+        self.peers: list[object] = []
+        """Per message: the client's address and port, one per connection it came over."""
+        self.hang_up = False
+        """Close each connection just after answering its DATA (an impatient destination)."""
         self._numbers = itertools.count(1)
         if store:
             store.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,9 @@ class SinkHandler:
         self.messages.append((mail_from, rcpts, content))
         self.arrivals.append(time.monotonic())
         self.tls.append(session.ssl is not None)
+        self.peers.append(session.peer)
+        if self.hang_up and server.transport is not None:
+            asyncio.get_running_loop().call_later(0.2, server.transport.close)
         number = next(self._numbers)
         if self.store:
             self._write(number, mail_from, rcpts, content)

@@ -4,10 +4,12 @@ import email
 import email.policy
 import smtplib
 import ssl
+import time
 
 import pytest
 
-from tests.peers import ACME_PASSWORD, RelayProcess, Sink
+from relay.delivery.reuse import IDLE_SECONDS
+from tests.peers import ACME_PASSWORD, RelayProcess, Sink, db_rows
 from tests.smtp_client import message, submission, tls_context
 
 pytestmark = pytest.mark.e2e
@@ -89,3 +91,40 @@ def test_certificate_is_generated(relay: RelayProcess) -> None:
     key = relay.config.data_dir / "tls" / "key.pem"
     assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
     ssl.create_default_context().load_verify_locations(relay.config.data_dir / "tls" / "cert.pem")
+
+
+def _submit_one(relay: RelayProcess, subject: str) -> None:
+    with submission(relay.config.submission_port) as client:
+        client.send_message(message(subject=subject))
+
+
+def test_outbound_connection_is_reused_then_closed_when_idle(
+    relay: RelayProcess, sink: Sink
+) -> None:
+    """Like Postfix's connection cache: the next delivery to the same host within the idle
+    time goes over the same connection; after it, a new one is opened."""
+    _submit_one(relay, "first")
+    sink.wait_count(1)
+    _submit_one(relay, "second")
+    sink.wait_count(2)
+    time.sleep(IDLE_SECONDS + 1.5)
+    _submit_one(relay, "third")
+    sink.wait_count(3)
+    first, second, third = sink.handler.peers
+    assert first == second
+    assert third != second
+
+
+def test_a_destination_that_hung_up_costs_no_deferral(relay: RelayProcess, sink: Sink) -> None:
+    """A kept connection the server closed meanwhile fails its RSET and is replaced: the
+    message goes out at once, with no 4xx attempt recorded."""
+    sink.handler.hang_up = True
+    _submit_one(relay, "first")
+    sink.wait_count(1)
+    time.sleep(0.5)  # the sink has closed the connection the relay keeps
+    _submit_one(relay, "second")
+    sink.wait_count(2, timeout=5)
+    first, second = sink.handler.peers
+    assert first != second
+    outcomes = db_rows(relay.config.dsn, "SELECT outcome FROM attempts ORDER BY id")
+    assert [r["outcome"] for r in outcomes] == ["delivered", "delivered"]

@@ -100,30 +100,13 @@ async def test_leases_are_disjoint_and_expire(pool: asyncpg.Pool) -> None:
     t3, taken_over = await _lease(pool, "w3", 30, 10)
     assert sorted(taken_over) == sorted(first + second)
 
-    stale = await pool.fetchval(
-        QUERIES["finish_attempt"],
-        first[0],
-        t1,
-        "delivered",
-        None,
-        "250 ok",
-        "mx",
-        "delivered",
-        "example",
-    )
-    assert stale is None
-    fresh = await pool.fetchval(
-        QUERIES["finish_attempt"],
-        first[0],
-        t3,
-        "delivered",
-        None,
-        "250 ok",
-        "mx",
-        "delivered",
-        "example",
-    )
-    assert fresh == first[0]
+    def finish(delivery: int, token: uuid.UUID) -> list[object]:
+        return [[delivery], [token], ["delivered"], [None], ["250 ok"], ["mx"], ["delivered"]]
+
+    stale = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t1), "example")
+    assert stale == []
+    fresh = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t3), "example")
+    assert [r["delivery_id"] for r in fresh] == [first[0]]
     await pool.execute(QUERIES["release_leases"], "w3")
     _, again = await _lease(pool, "w4", 30, 10)
     assert sorted(again) == sorted(set(first + second) - {first[0]})

@@ -8,7 +8,7 @@ dispatcher on `NOTIFY relay_queue`; polling every second covers a lost notificat
 
 A worker that dies loses its leases when they expire and another takes the work over
 (at-least-once: a crash between the remote 250 and our commit may deliver twice, never
-zero times). A worker whose lease has expired cannot record an outcome: `finish_attempt`
+zero times). A worker whose lease has expired cannot record an outcome: `finish_attempts`
 matches the lease token.
 """
 
@@ -32,6 +32,7 @@ from relay.config.schema import Config, split_host_port
 from relay.delivery.dsn import RecipientStatus, build_dsn
 from relay.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver, NullMx
 from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
+from relay.delivery.reuse import IdleConnections, Target
 from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback import verp
@@ -85,6 +86,7 @@ class DeliveryWorker:
         self._pair_in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (tenant, domain)
         self._site_of: dict[str, str] = {}  # destination domain -> site, as last resolved
         self.shaper = SiteShaper(pool, config)
+        self.idle = IdleConnections()
         self.reload(config)
         self.resolver = MxResolver(
             [split_host_port(ns) for ns in config.delivery.nameservers],
@@ -131,6 +133,7 @@ class DeliveryWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.idle.close()
         try:
             async with asyncio.timeout(5):
                 await self.pool.execute(QUERIES["release_leases"], self.owner)
@@ -275,25 +278,38 @@ class DeliveryWorker:
     async def _send_to_site(
         self, site: str, hosts: list[tuple[str, str, int]], leases: list[Lease]
     ) -> dict[int, Reply]:
-        connection, error = await self._connect(hosts)
-        if connection is None:
-            assert error is not None
-            reply = unreachable([h for h, _, _ in hosts], error)
-            await self.shaper.record(site, [reply], connected=False)
-            return self._all(leases, reply)
+        envelopes = await self._envelopes(leases)
+        limit = self._limits(leases[0].domain).messages_per_connection
+        reused = await self.idle.take(hosts, len(envelopes), limit)
+        if reused is not None:
+            connection, target, sent = reused
+        else:
+            opened, error = await self._connect(hosts)
+            if opened is None:
+                assert error is not None
+                reply = unreachable([h for h, _, _ in hosts], error)
+                await self.shaper.record(site, [reply], connected=False)
+                return self._all(leases, reply)
+            (connection, target), sent = opened, 0
         replies: dict[int, Reply] = {}
+        completed = False
         try:
-            for envelope, group in await self._envelopes(leases):
+            for envelope, group in envelopes:
                 if not await self.shaper.take(site):
                     break  # the site's rate is used up: the rest waits for a later attempt
                 by_rcpt = await connection.send(envelope)
+                sent += 1
                 for lease in group:
                     replies[lease.id] = by_rcpt[lease.recipient]
+            completed = True
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             lost = Reply(451, f"4.4.2 Connection to {connection.host} lost: {exc!r}")
             replies.update({x.id: lost for x in leases if x.id not in replies})
         finally:
-            await connection.close()
+            if completed and sent < limit and connection.client.is_connected:
+                self.idle.give_back(connection, target, sent)
+            else:
+                await connection.close()
         await self.shaper.record(site, list(replies.values()), connected=True)
         # not sent: over the site's rate, or erased meanwhile (its rows are gone too)
         waiting = Reply(451, f"4.4.5 rate limit of site {site}, rescheduled")
@@ -325,7 +341,7 @@ class DeliveryWorker:
 
     async def _connect(
         self, targets: list[tuple[str, str, int]]
-    ) -> tuple[Connection | None, BaseException | None]:
+    ) -> tuple[tuple[Connection, Target] | None, BaseException | None]:
         error: BaseException | None = None
         for host, address, port in targets:
             try:
@@ -338,7 +354,7 @@ class DeliveryWorker:
                     connect_timeout=self.settings.connect_timeout,
                     command_timeout=self.settings.command_timeout,
                 )
-                return connection, None
+                return (connection, (host, address, port)), None
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 log.info("cannot use %s [%s]:%d: %r", host, address, port, exc)
                 error = exc
@@ -351,9 +367,11 @@ class DeliveryWorker:
         by_message: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         for lease in leases:
             by_message[lease.message_id].append(lease)
+        rows = await self.pool.fetch(QUERIES["message_contents"], list(by_message))
+        contents = {r["id"]: r["content"] for r in rows}
         envelopes = []
         for message_id, group in by_message.items():
-            stored = await self.pool.fetchval(QUERIES["message_content"], message_id)
+            stored = contents.get(message_id)
             if stored is None:  # erased (P-ERASURE) while leased: nothing left to send
                 continue
             content = bytes(stored)
@@ -395,13 +413,9 @@ class DeliveryWorker:
             outcomes[x.id] = outcome
         bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         async with self.pool.acquire() as conn, conn.transaction():
-            finished = []
-            for lease in leases:
-                outcome = outcomes[lease.id]
-                if not await self._finish(conn, lease, outcome, provider):
-                    continue
-                finished.append(lease)
-                if isinstance(outcome, Bounce):
+            finished = await self._finish(conn, leases, outcomes, provider)
+            for lease in finished:
+                if isinstance(outcomes[lease.id], Bounce):
                     bounced[lease.message_id].append(lease)
             await self._feedback(conn, finished, outcomes, provider or "")
             for group in bounced.values():
@@ -413,22 +427,31 @@ class DeliveryWorker:
             self._count(lease, outcomes[lease.id], now)
 
     async def _finish(
-        self, conn: asyncpg.Connection, lease: Lease, outcome: Outcome, provider: str | None
-    ) -> bool:
-        row = await conn.fetchval(
-            QUERIES["finish_attempt"],
-            lease.id,
-            lease.token,
-            outcome.state,
-            outcome.at if isinstance(outcome, Retry) else None,
-            str(outcome.reply),
-            outcome.reply.host,
-            outcome.kind,
+        self,
+        conn: asyncpg.Connection,
+        leases: list[Lease],
+        outcomes: dict[int, Outcome],
+        provider: str | None,
+    ) -> list[Lease]:
+        """Record every attempt of a connection in one statement; the leases still held
+        (those whose outcome was recorded)."""
+        chosen = [outcomes[x.id] for x in leases]
+        rows = await conn.fetch(
+            QUERIES["finish_attempts"],
+            [x.id for x in leases],
+            [x.token for x in leases],
+            [o.state for o in chosen],
+            [o.at if isinstance(o, Retry) else None for o in chosen],
+            [str(o.reply) for o in chosen],
+            [o.reply.host for o in chosen],
+            [o.kind for o in chosen],
             provider,
         )
-        if row is None:
-            log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
-        return row is not None
+        recorded = {r["delivery_id"] for r in rows}
+        for lease in leases:
+            if lease.id not in recorded:
+                log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
+        return [x for x in leases if x.id in recorded]
 
     async def _feedback(
         self,

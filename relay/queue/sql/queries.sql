@@ -61,6 +61,9 @@ RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
 -- name: message_content
 SELECT content FROM messages WHERE id = $1;
 
+-- name: message_contents
+SELECT id, content FROM messages WHERE id = ANY($1::uuid[]);
+
 -- name: renew_leases
 UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => $2)
 WHERE lease_token = ANY($1::uuid[]) AND state = 'queued';
@@ -69,19 +72,26 @@ WHERE lease_token = ANY($1::uuid[]) AND state = 'queued';
 UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE lease_owner = $1 AND state = 'queued';
 
--- name: finish_attempt
--- Completes one attempt only while the caller still holds the lease: a worker whose lease
--- expired (and was taken by another) changes nothing and gets no row back.
-WITH d AS (
-    UPDATE deliveries
-    SET state = $3, next_attempt_at = coalesce($4, next_attempt_at), attempts = attempts + 1,
-        last_reply = $5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = now(), provider = coalesce($8, provider)
-    WHERE id = $1 AND lease_token = $2 AND state = 'queued'
-    RETURNING id
+-- name: finish_attempts
+-- Completes a connection's attempts in one statement, each only while the caller still holds
+-- its lease: a delivery whose lease expired (and was taken by another worker) changes nothing
+-- and is not among the ids that come back.
+WITH outcome AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],
+                         $6::text[], $7::text[])
+        AS x (id, token, state, retry_at, reply, host, kind)
+), d AS (
+    UPDATE deliveries AS d
+    SET state = o.state, next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
+        attempts = d.attempts + 1, last_reply = o.reply, lease_owner = NULL,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
+        provider = coalesce($8, d.provider)
+    FROM outcome AS o
+    WHERE d.id = o.id AND d.lease_token = o.token AND d.state = 'queued'
+    RETURNING d.id, o.host, o.kind, o.reply
 )
 INSERT INTO attempts (delivery_id, host, outcome, reply)
-SELECT id, $6, $7, $5 FROM d
+SELECT id, host, kind, reply FROM d
 RETURNING delivery_id;
 
 -- name: queue_depth
