@@ -235,8 +235,9 @@ class RelaySMTP(SMTP):
             lines.append("STARTTLS")
         if under_tls:
             lines.append("AUTH " + " ".join(sorted(self._auth_methods)))
-        for i, line in enumerate(lines):
-            await SMTP.push(self, f"250{' ' if i == len(lines) - 1 else '-'}{line}")
+        # one write for the whole reply, not one system call per line
+        reply = "\r\n".join(f"250-{line}" for line in lines[:-1])
+        await SMTP.push(self, f"{reply}\r\n250 {lines[-1]}" if reply else f"250 {lines[-1]}")
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
