@@ -18,8 +18,10 @@ bench/results/profile-latest.json and a dated copy.
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -62,6 +64,15 @@ def _accept_seconds(relay: RelayServer) -> tuple[float, float]:
     return values["relay_accept_seconds_sum"], values["relay_accept_seconds_count"]
 
 
+def _py_spy() -> str:
+    """py-spy from PATH or from the environment this bench runs in."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise SystemExit("--py-spy needs py-spy: pip install py-spy")
+    return found
+
+
 def one_run(
     relay: RelayServer, sink: SmtpSink, args: argparse.Namespace, spy: str
 ) -> dict[str, Any]:
@@ -72,7 +83,7 @@ def one_run(
     sampler = None
     if spy:
         sampler = subprocess.Popen(
-            ["py-spy", "record", "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
+            [_py_spy(), "record", "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
              "-o", spy, "-p", str(relay.proc.pid)],  # type: ignore[union-attr]
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

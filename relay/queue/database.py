@@ -76,6 +76,13 @@ async def _pool(dsn: str, size: int) -> asyncpg.Pool:
     )
 
 
+async def _close(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:
+        pool.terminate()
+
+
 class Database:
     """The connection pool, plus the embedded server when there is one."""
 
@@ -122,10 +129,8 @@ class Database:
         return cls(pool, submission_pool, dsn, embedded)
 
     async def close(self) -> None:
-        for pool in (self.submission_pool, self.pool):
-            try:
-                await asyncio.wait_for(pool.close(), timeout=10)
-            except TimeoutError:
-                pool.terminate()
+        """Close both pools at once, each given 10 s before its connections are cut, so a
+        stop stays within the service manager's timeout (deploy/systemd: 45 s)."""
+        await asyncio.gather(_close(self.submission_pool), _close(self.pool))
         if self._embedded:
             await asyncio.to_thread(self._embedded.stop)
