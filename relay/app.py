@@ -135,17 +135,9 @@ async def serve(config_path: Path, config: Config) -> None:
         "es" if processes > 1 else "",
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
     pending: set[asyncio.Task[None]] = set()
 
-    def reload() -> None:
-        try:
-            new = load_config(config_path)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
-            return
+    def reload(new: Config) -> None:
         _reload_submission(new, signer, handler, domains, pending)
         worker.reload(new)
         feedback.reload(new)
@@ -154,11 +146,8 @@ async def serve(config_path: Path, config: Config) -> None:
         canary.reload(new)
         if workers is not None:
             workers.reload()
-        log.info("configuration reloaded from %s", config_path)
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = _handle_signals(config_path, reload)
     watch = [asyncio.create_task(stop.wait()), *tasks]
     done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
     for task in done:
@@ -181,6 +170,27 @@ async def serve(config_path: Path, config: Config) -> None:
     await http.cleanup()
     await database.close()
     log.info("stopped")
+
+
+def _handle_signals(config_path: Path, apply: Callable[[Config], None]) -> asyncio.Event:
+    """SIGHUP reads the file again and `apply`s it, or logs why it was refused and keeps the
+    running configuration; SIGTERM and SIGINT set the returned event (stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        apply(new)
+        log.info("configuration reloaded from %s", config_path)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    return stop
 
 
 def _reload_submission(
@@ -255,22 +265,10 @@ async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> No
         ", ".join(f"{x.name}={x.address}" for x in smtp_only.listeners),
     )  # fmt: skip
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
-
-    def reload() -> None:
-        try:
-            new = load_config(config_path)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
-            return
-        _reload_submission(new, signer, handler, domains, pending)
-        log.info("configuration reloaded from %s", config_path)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = _handle_signals(
+        config_path, lambda new: _reload_submission(new, signer, handler, domains, pending)
+    )
     watch = [asyncio.create_task(stop.wait()), tasks[0]]
     done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
     if tasks[0] in done and tasks[0].exception():
