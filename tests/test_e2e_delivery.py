@@ -9,7 +9,7 @@ import time
 import pytest
 
 from relay.delivery.reuse import IDLE_SECONDS
-from tests.peers import ACME_PASSWORD, RelayProcess, Sink, db_rows
+from tests.peers import ACME_PASSWORD, RelayProcess, Sink, db_rows, wait_for
 from tests.smtp_client import message, submission, tls_context
 
 pytestmark = pytest.mark.e2e
@@ -126,5 +126,11 @@ def test_a_destination_that_hung_up_costs_no_deferral(relay: RelayProcess, sink:
     sink.wait_count(2, timeout=5)
     first, second = sink.handler.peers
     assert first != second
-    outcomes = db_rows(relay.config.dsn, "SELECT outcome FROM attempts ORDER BY id")
-    assert [r["outcome"] for r in outcomes] == ["delivered", "delivered"]
+
+    def outcomes() -> list[str]:
+        rows = db_rows(relay.config.dsn, "SELECT outcome FROM attempts ORDER BY id")
+        return [r["outcome"] for r in rows]
+
+    # recorded once the relay has read the sink's 250, just after the sink holds the message
+    wait_for(lambda: len(outcomes()) >= 2, 10, "both attempts recorded")
+    assert outcomes() == ["delivered", "delivered"]

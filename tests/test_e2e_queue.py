@@ -57,8 +57,13 @@ def test_permanent_failure_bounces_with_a_dsn(relay: RelayProcess, sink: Sink) -
     assert "Action: failed" in status_text and "Status: 5.1.1" in status_text
     assert "no such user" in status_text
     assert message_id in headers.as_string()
-    state = db_rows(relay.config.dsn, "SELECT state FROM deliveries ORDER BY id")
-    assert [r["state"] for r in state] == ["bounced", "delivered"]
+
+    def states() -> list[str]:
+        rows = db_rows(relay.config.dsn, "SELECT state FROM deliveries ORDER BY id")
+        return [r["state"] for r in rows]
+
+    # the sink holds the DSN before the relay has read the 250 and recorded it
+    wait_for(lambda: states() == ["bounced", "delivered"], 10, "the DSN recorded as delivered")
 
 
 def test_mx_lookup_delivery_and_null_mx(
