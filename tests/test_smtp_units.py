@@ -7,7 +7,7 @@ import pytest
 
 from relay.smtp import replies
 from relay.smtp.address import AddressError, parse_path
-from relay.smtp.data import DataProblem, normalize_newlines, problem_in, unstuff
+from relay.smtp.data import DataProblem, normalize_newlines, problem_in, stuff, unstuff
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,21 @@ def test_normalize_turns_every_bare_newline_into_crlf() -> None:
 def test_unstuff_removes_the_transparency_dot() -> None:
     """RFC 5321 4.5.2: a leading dot is removed from every line that has one."""
     assert unstuff(b"..first\r\nplain\r\n..\r\n...two\r\n") == b".first\r\nplain\r\n.\r\n..two\r\n"
+
+
+def test_stuff_is_what_aiosmtplib_would_send() -> None:
+    """The outbound DATA text equals aiosmtplib's own normalisation and dot-stuffing plus the
+    end marker, on random mixes of dots and line endings, and `unstuff` undoes it."""
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    pieces = [b"\r", b"\n", b"\r\n", b"a", b".", b"..", b"\r\n.\r\n", b"\n.", b" "]
+    chooser = random.Random(4552)
+    for _ in range(3000):
+        data = b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(0, 14)))
+        expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+        assert stuff(data) == expected, data
+        if not problem_in(data) and data.endswith(b"\r\n"):
+            assert unstuff(stuff(data)[: -len(b".\r\n")]) == data, data
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ Opens a connection to the first reachable host, uses STARTTLS as the TLS policy 
 (opportunistic by default, falling back to plaintext when the handshake fails, RFC 7435),
 and sends each message with MAIL, one RCPT per recipient, DATA; RSET between messages is
 not needed after a completed DATA. Every recipient gets a `Reply`: the RCPT refusal, the
-DATA reply, or our own 4xx when the connection is lost. aiosmtplib does the protocol,
-dot-stuffing and line-ending normalisation; one client object serves one task only.
+DATA reply, or our own 4xx when the connection is lost. aiosmtplib does the protocol; the
+message text goes out dot-stuffed by `relay.smtp.data.stuff`, which costs a fraction of
+aiosmtplib's own DATA on large messages. One client object serves one task only.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from relay.delivery.outcome import Reply
+from relay.smtp.data import stuff
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +120,27 @@ class Connection:
         if not accepted:
             await self._reset()
             return replies
-        try:
-            response = await client.data(envelope.content)
-            reply = self._reply(response.code, response.message)
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = self._reply(exc.code, exc.message)
-        replies.update(dict.fromkeys(accepted, reply))
+        replies.update(dict.fromkeys(accepted, await self._data(envelope.content)))
         return replies
+
+    async def _data(self, content: bytes) -> Reply:
+        """DATA, then the dot-stuffed text; the reply to whichever was refused, else the
+        final one (RFC 5321 4.1.1.4). Raises on a lost connection or a timeout, after
+        closing the client as aiosmtplib's own DATA does (its reply buffer is out of step)."""
+        client = self.client
+        start = await client.execute_command(b"DATA")
+        if start.code != 354:
+            return self._reply(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(stuff(content))
+            response = await protocol.read_response(timeout=client.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            client.close()
+            raise
+        return self._reply(response.code, response.message)
 
     def _reply(self, code: int, text: str) -> Reply:
         return Reply(code, " ".join(text.split()), self.host)

@@ -1,4 +1,4 @@
-"""The DATA phase as bytes: find its end, check line endings, undo dot-stuffing.
+"""The DATA phase as bytes: find its end, check line endings, undo and do dot-stuffing.
 
 Only CRLF.CRLF ends the data (RFC 5321 4.1.1.4, 2.3.8). Servers that also accepted
 `<LF>.<LF>` or `<LF>.<CRLF>` let an attacker smuggle a second message past the first one's
@@ -36,12 +36,16 @@ def problem_in(data: bytes) -> DataProblem | None:
     """The first reason the data must be refused, if any (RFC 5321 2.3.8, 4.1.1.4)."""
     if b"\x00" in data:
         return DataProblem.NUL
-    # Every CRLF holds one CR and one LF: any other CR or LF is bare. Three counts in C
-    # instead of a regular expression with a look-behind (0.5 ms per 100 KB).
-    pairs = data.count(b"\r\n")
-    if data.count(b"\r") != pairs or data.count(b"\n") != pairs:
+    if has_bare_newline(data):
         return DataProblem.BARE_NEWLINE
     return None
+
+
+def has_bare_newline(data: bytes) -> bool:
+    """Every CRLF holds one CR and one LF: any other CR or LF is bare. Three counts in C
+    instead of a regular expression with a look-behind (0.5 ms per 100 KB)."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
 def normalize_newlines(data: bytes) -> bytes:
@@ -56,3 +60,20 @@ def unstuff(data: bytes) -> bytes:
     """
     data = data.replace(b"\r\n.", b"\r\n")
     return data[1:] if data.startswith(b".") else data
+
+
+def stuff(data: bytes) -> bytes:
+    """The message as sent after DATA is answered 354 (RFC 5321 4.5.2): CRLF line endings,
+    a transparency dot before every line that starts with one, the end marker `.\\r\\n`.
+
+    What the outbound client sends is stored with CRLF endings already, so this costs a few
+    C-speed scans, where aiosmtplib's own DATA runs two regular expressions over the whole
+    text (1.4 ms per 100 KB)."""
+    if has_bare_newline(data):
+        data = normalize_newlines(data)
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
