@@ -7,7 +7,8 @@ The relay runs as in the side-by-side bench (`bench.relay_under_test`: policy an
 one process per core, its embedded PostgreSQL). After a warm-up, each repeat sends
 `--messages` with Postfix's smtp-source and reports accepted and end-to-end messages/s, CPU
 per message of the relay's processes and of PostgreSQL's apart, the mean time from the final
-dot to the 250 (the relay's own `relay_accept_seconds` histogram) and PostgreSQL's work per
+dot to the 250 (the relay's own `relay_accept_seconds` histogram), the mean number of
+messages per group commit (`relay_group_commit_messages`) and PostgreSQL's work per
 message (transactions, rows written, read by index) from its statistics views. With
 `--py-spy FILE` the first repeat is sampled with py-spy (`pip install py-spy`) into FILE as
 collapsed stacks, for `python -m bench.profile_report FILE`. This is the tool each step in
@@ -36,6 +37,7 @@ from bench.relay_under_test import RelayServer
 from bench.results import write_results
 from bench.sinks import SmtpSink
 
+_HISTOGRAMS = ("relay_accept_seconds", "relay_group_commit_messages")
 _PG_TOTALS = (
     "SELECT xact_commit, tup_inserted, tup_updated, tup_fetched FROM pg_stat_database "
     "WHERE datname = current_database()"
@@ -52,16 +54,23 @@ async def _pg_totals(relay: RelayServer) -> dict[str, int]:
         await conn.close()
 
 
-def _accept_seconds(relay: RelayServer) -> tuple[float, float]:
+def _histograms(relay: RelayServer) -> dict[str, float]:
+    """Sums and counts of the relay's DATA-to-250 and group-commit-size histograms."""
     url = f"http://127.0.0.1:{relay.http_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     values = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("relay_accept_seconds_sum", "relay_accept_seconds_count"):
+        if name.startswith(_HISTOGRAMS) and name.endswith(("_sum", "_count")):
             values[name] = float(value)
-    return values["relay_accept_seconds_sum"], values["relay_accept_seconds_count"]
+    return values
+
+
+def _mean(before: dict[str, float], after: dict[str, float], histogram: str) -> float | None:
+    count = after[f"{histogram}_count"] - before[f"{histogram}_count"]
+    total = after[f"{histogram}_sum"] - before[f"{histogram}_sum"]
+    return total / count if count else None
 
 
 def _py_spy() -> str:
@@ -79,7 +88,7 @@ def one_run(
     relay_cpu = procs.cpu_seconds(procs.tree([relay.proc.pid]))  # type: ignore[union-attr]
     pg_cpu = procs.cpu_seconds(procs.tree([relay.postmaster_pid() or 0]))
     pg = asyncio.run(_pg_totals(relay))
-    accept = _accept_seconds(relay)
+    histograms = _histograms(relay)
     sampler = None
     if spy:
         sampler = subprocess.Popen(
@@ -96,7 +105,7 @@ def one_run(
         sampler.send_signal(2)
         sampler.wait(60)
     pg_after = asyncio.run(_pg_totals(relay))
-    accept_after = _accept_seconds(relay)
+    histograms_after = _histograms(relay)
     return {
         "accepted_per_s": n / run.seconds,
         "end_to_end_per_s": n / (arrived - started) if arrived else None,
@@ -110,7 +119,11 @@ def one_run(
         )
         / n
         * 1000,
-        "dot_to_250_mean_ms": 1000 * (accept_after[0] - accept[0]) / (accept_after[1] - accept[1]),
+        "dot_to_250_mean_ms": 1000
+        * (_mean(histograms, histograms_after, "relay_accept_seconds") or 0.0),
+        "group_commit_mean_messages": _mean(
+            histograms, histograms_after, "relay_group_commit_messages"
+        ),
         "postgres_per_message": {k: (pg_after[k] - pg[k]) / n for k in pg},
         "smtp_source_exit": run.returncode,
     }

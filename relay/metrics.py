@@ -45,6 +45,12 @@ TIME_TO_250 = Histogram(
     "Time from the end of DATA to the 250 reply (policy, storage and the group commit).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+GROUP_COMMIT_MESSAGES = Histogram(
+    "relay_group_commit_messages",
+    "Messages stored by one group commit (one durable transaction); the larger the batches, "
+    "the less each message costs PostgreSQL.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 DELIVERY_LATENCY = Histogram(
     "relay_delivery_seconds",
     "Time from acceptance to successful delivery of one recipient, retries included.",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from relay import metrics
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Enqueuer:
                 try:
                     async with asyncio.timeout(30):  # no extra task, unlike wait_for
                         await self._store(messages)
+                    metrics.GROUP_COMMIT_MESSAGES.observe(len(messages))
                     error = None
                     break
                 except (
