@@ -5,6 +5,7 @@ change the answer, and the client is waiting); `relay policy explain` runs every
 an admin sees all verdicts. Every verdict is counted in `relay_policy_verdicts_total`.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -38,6 +39,13 @@ VERDICTS = Counter(
     "Policy check results by rule (P-ID) and verdict (pass, reject, tempfail, hold, skip).",
     ["rule", "verdict"],
 )
+
+
+@functools.cache
+def _verdict_counter(rule: str, verdict: str) -> Counter:
+    """The counter of one (rule, verdict) pair; `labels()` costs a few microseconds a call,
+    and every message passes a dozen checks. The pairs are few: rules times outcomes."""
+    return VERDICTS.labels(rule, verdict)
 
 
 class Check(Protocol):
@@ -99,7 +107,7 @@ class Pipeline:
                 verdict = Verdict.skip(check.rule, f"disabled for tenant {ctx.tenant.name}")
             else:
                 verdict = await check.check(ctx)
-            VERDICTS.labels(verdict.rule, verdict.outcome.value).inc()
+            _verdict_counter(verdict.rule, verdict.outcome.value).inc()
             verdicts.append(verdict)
             if stop_at_refusal and verdict.refuses:
                 break
