@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import ahocorasick
+from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
 from relay.policy.checks.bulk import rendered_text
 from relay.policy.context import PolicyContext
@@ -57,28 +57,34 @@ class Found:
 class Phrases:
     """Every phrase and every anchor of every category found in one pass over the text
     (Aho-Corasick): a `str.find` or `in` per phrase and anchor read the whole text well over
-    a hundred times, 7.5 ms for a 100 KB message; one pass takes a fifth of that."""
+    a hundred times, 7.5 ms for a 100 KB message; one pass takes under a tenth of that.
+
+    The automaton is ahocorasick-rs's DFA, which returns every (overlapping) match at once:
+    about 5 ns a character here, against about 23 for pyahocorasick's iterator."""
 
     def __init__(self, phrases: set[str], anchors: set[str]) -> None:
-        self._automaton = ahocorasick.Automaton()
-        for key in phrases | anchors:
-            self._automaton.add_word(key, (key, key in phrases, key in anchors))
-        if len(self._automaton):
-            self._automaton.make_automaton()
+        self._keys = sorted(phrases | anchors)
+        self._phrases = phrases
+        self._anchors = anchors
+        self._automaton = (
+            AhoCorasick(self._keys, matchkind=MatchKind.Standard, implementation=Implementation.DFA)
+            if self._keys
+            else None
+        )
 
     def scan(self, text: str) -> Found:
-        if len(self._automaton) == 0:
+        if self._automaton is None:
             return Found(frozenset(), frozenset())
         phrases: set[str] = set()
         anchors: set[str] = set()
-        for last, (key, is_phrase, is_anchor) in self._automaton.iter(text):
-            if is_anchor:
+        for index, start, end in self._automaton.find_matches_as_indexes(text, overlapping=True):
+            key = self._keys[index]
+            if key in self._anchors:
                 anchors.add(key)
-            if not is_phrase or key in phrases:
+            if key not in self._phrases or key in phrases:
                 continue
-            start = last - len(key) + 1
             before = text[start - 1] if start else " "
-            after = text[last + 1] if last + 1 < len(text) else " "
+            after = text[end] if end < len(text) else " "
             if not before.isalnum() and not after.isalnum():
                 phrases.add(key)
         return Found(frozenset(phrases), frozenset(anchors))
