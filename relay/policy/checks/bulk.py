@@ -67,9 +67,10 @@ class _BulkText:
         return self.rendered.links
 
 
-def rendered_text(ctx: PolicyContext) -> str:
-    """The message's visible text, rendered once per message for every check."""
-    return _bulk_text(ctx).rendered.text
+def folded_text(ctx: PolicyContext) -> str:
+    """The message's visible text, rendered, whitespace collapsed and casefolded once per
+    message for every check that matches words in it."""
+    return _bulk_text(ctx).text
 
 
 def _bulk_text(ctx: PolicyContext) -> _BulkText:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
-from relay.policy.checks.bulk import rendered_text
+from relay.policy.checks.bulk import folded_text
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 
@@ -60,7 +60,8 @@ class Phrases:
     a hundred times, 7.5 ms for a 100 KB message; one pass takes under a tenth of that.
 
     The automaton is ahocorasick-rs's DFA, which returns every (overlapping) match at once:
-    about 5 ns a character here, against about 23 for pyahocorasick's iterator."""
+    about 5 ns a character here, against about 23 for pyahocorasick's iterator. A DFA costs
+    memory as the rules grow: 20,000 phrases took 0.2 s and 33 MB to build here."""
 
     def __init__(self, phrases: set[str], anchors: set[str]) -> None:
         self._keys = sorted(phrases | anchors)
@@ -154,7 +155,10 @@ class ProhibitedContent:
         )
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        text = " ".join(" ".join([*ctx.decoded("Subject"), rendered_text(ctx)]).split()).casefold()
+        # the body's text comes collapsed and casefolded already: collapsing 100 KB of words
+        # again cost ~0.7 ms
+        subject = " ".join(" ".join(ctx.decoded("Subject")).split()).casefold()
+        text = " ".join(part for part in (subject, folded_text(ctx)) if part)
         found = self.phrases.scan(text)
         best: tuple[float, Category | None] = (0.0, None)
         for category in self.categories:
