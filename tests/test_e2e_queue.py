@@ -169,6 +169,8 @@ def test_metrics_and_health(relay: RelayProcess, sink: Sink) -> None:
     assert 'relay_messages_received_total{tenant="acme"} 1.0' in text
     assert 'relay_queue_deliveries{state="due"} 0.0' in text
     assert "relay_accept_seconds_count 1.0" in text
+    for stage in ("policy", "signing", "storage"):
+        assert f'relay_accept_stage_seconds_count{{stage="{stage}"}} 1.0' in text
     assert "relay_group_commit_messages_count 1.0" in text
     assert "relay_group_commit_messages_sum 1.0" in text
     with urllib.request.urlopen(relay.url("/healthz"), timeout=5) as response:
