@@ -47,6 +47,13 @@ from relay.queue.store import NewMessage, insert_messages
 log = logging.getLogger(__name__)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _POLL_SECONDS = 1.0
+_GATHER_SECONDS = 0.01
+"""How long the dispatcher lets a wake-up (NOTIFY, a finished delivery) gather company
+before it leases: every lease is a few statements whatever its size (lease, contents, the
+attempts, the events), so under a steady stream of single commits one lease per message
+cost more than the message. Measured at 230 messages/s of 2 KB: PostgreSQL CPU per message
+2.0 -> 1.0 ms, the relay's 4.0 -> 3.2 ms, p50 final-dot-to-250 3.8 -> 2.4 ms; 50 ms gained
+no more and slowed a saturated run's deliveries."""
 LEASE_AHEAD = 5.0  # seconds of a site's rate leased ahead per tenant
 LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the dispatcher sees
 # a backlog's domain saturate before it has taken all the capacity
@@ -119,6 +126,7 @@ class DeliveryWorker:
                 await self._dispatch_once()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), _POLL_SECONDS)
+                await asyncio.sleep(_GATHER_SECONDS)
                 self._wake.clear()
         finally:
             for task in side:
