@@ -9,7 +9,9 @@ reply code, the RFC 3463 enhanced status code and, for the sending policy, the
 import asyncio
 import email.policy
 import re
+import shutil
 import smtplib
+import subprocess
 import time
 from pathlib import Path
 
@@ -378,6 +380,24 @@ def test_normalize_listener_turns_bare_newlines_into_crlf(
 
 
 # -- session limits -----------------------------------------------------------------------
+
+
+def test_listen_backlog_follows_max_connections(relay_config: RelayConfig, tmp_path: Path) -> None:
+    """The kernel queues as many connections as the relay would serve (like Postfix's
+    master, whose backlog is its process limit), not asyncio's default of 100: past the
+    backlog a connection waits a second for its SYN or ACK to be resent."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("needs ss from iproute2 (apt-get install iproute2)")
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    relay_config.extra_smtp = "max_connections = 700"
+    with running(relay_config, tmp_path) as relay:
+        port = relay.config.submission_port
+        listening = subprocess.run(
+            [ss, "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    assert listening[0] == "LISTEN", listening
+    assert int(listening[2]) == min(700, somaxconn), listening
 
 
 def test_connection_limits(relay_config: RelayConfig, tmp_path: Path) -> None:

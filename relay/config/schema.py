@@ -110,7 +110,9 @@ class ListenerSection(Strict):
 
 class SmtpSection(Strict):
     max_connections: int = Field(default=1000, ge=1)
-    """Open sessions per process across all listeners; more get `421 4.7.0`."""
+    """Open sessions per process across all listeners; more get `421 4.7.0`. Also each
+    listener's accept backlog (capped by the kernel's `net.core.somaxconn`), as Postfix's
+    master listens with a backlog of its process limit."""
     max_connections_per_client: int = Field(default=50, ge=1)
     """Open sessions per client IP address."""
     command_timeout: Seconds = Field(default=300, gt=0)
