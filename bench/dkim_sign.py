@@ -8,13 +8,13 @@ printed and written to bench/results/dkim-latest.json and a dated copy.
 """
 
 import argparse
-import random
 import time
 from collections.abc import Callable
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 
+from bench.load import newsletter_text
 from bench.results import write_results
 from relay.dkim.keys import generate
 from relay.dkim.sign import SigningKey, sign
@@ -23,21 +23,13 @@ SIZES = {"2KB": 2_000, "20KB": 20_000, "100KB": 100_000}
 
 
 def message(size: int) -> bytes:
-    rng = random.Random(size)
-    words = "the of offer your order news week price free shipping update account".split()
     head = (
         b"From: News <news@acme.example>\r\nTo: alice@inbox.example\r\n"
         b"Subject: This week at Acme\r\nDate: Mon, 23 Nov 2026 22:00:00 +0000\r\n"
         b"Message-ID: <bench@acme.example>\r\nMIME-Version: 1.0\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
     )
-    lines = []
-    total = len(head)
-    while total < size:
-        line = " ".join(rng.choice(words) for _ in range(12)).encode() + b"\r\n"
-        lines.append(line)
-        total += len(line)
-    return head + b"".join(lines)
+    return head + newsletter_text(size, size - len(head))
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:

@@ -1,7 +1,7 @@
 """`python -m bench.profile`: the relay alone under smtp-source, with where its CPU goes.
 
     python -m bench.profile [--size 2048] [--messages 4000] [--sessions 20] [--repeat 3]
-                            [--py-spy FILE] [--rate PER_SECOND]
+                            [--py-spy FILE] [--rate PER_SECOND [--body text]]
 
 The relay runs as in the side-by-side bench (`bench.relay_under_test`: policy and DKIM on,
 one process per core, its embedded PostgreSQL). After a warm-up, each repeat sends
@@ -15,7 +15,8 @@ message (transactions, rows written, read by index) from its statistics views. W
 collapsed stacks, for `python -m bench.profile_report FILE`. With `--rate` the messages
 are offered at that steady rate by the bench's own client (a new connection each, as the
 side-by-side latency figure does) instead of smtp-source, and the client's p50 and p99
-final-dot-to-250 are reported: where the wait goes below saturation. This is the tool each step in
+final-dot-to-250 are reported: where the wait goes below saturation; `--body text` then
+sends lines of newsletter words instead of smtp-source's lines of X. This is the tool each step in
 bench/README.md's "Making it fast" was measured with; results go to
 bench/results/profile-latest.json and a dated copy.
 """
@@ -157,7 +158,9 @@ def one_run(
 def _offer(relay: RelayServer, args: argparse.Namespace) -> dict[str, Any]:
     """`--rate`: the messages offered at a steady rate by our own client (open loop, a new
     connection each), with the final-dot-to-250 times it saw."""
-    done, failed = asyncio.run(load.latencies(relay.port, args.rate, args.messages, args.size))
+    done, failed = asyncio.run(
+        load.latencies(relay.port, args.rate, args.messages, args.size, args.body)
+    )
     done.sort()
     if failed or not done:
         raise SystemExit(f"{failed} of {args.messages} messages were not accepted")
@@ -186,7 +189,15 @@ def main() -> None:
         help="offer the messages at this rate (per second) with our own client instead of "
         "smtp-source's sessions, and report the client's p50/p99 final-dot-to-250",
     )
+    parser.add_argument(
+        "--body",
+        choices=("x", "text"),
+        default="x",
+        help="with --rate: lines of X as smtp-source sends (x), or of newsletter words (text)",
+    )
     args = parser.parse_args()
+    if args.body != "x" and not args.rate:
+        parser.error("--body text needs --rate: smtp-source sends only lines of X")
     directory = Path(tempfile.mkdtemp(prefix="relay-profile-"))
     directory.chmod(0o755)
     sink = SmtpSink()
@@ -209,7 +220,7 @@ def main() -> None:
     for key, value in medians.items():
         print(f"{key:28} {value:8.2f}  (runs: {', '.join(f'{r[key]:.2f}' for r in runs)})")
     plan = {"size": args.size, "messages": args.messages, "sessions": args.sessions}
-    plan |= {"rate": args.rate} if args.rate else {}
+    plan |= {"rate": args.rate, "body": args.body} if args.rate else {}
     path = write_results("profile", {"plan": plan, "runs": runs, "medians": medians})
     print(f"results in {path} (and profile-latest.json)")
 
