@@ -221,3 +221,56 @@ def test_explain_the_sample_newsletter() -> None:
         lines[-1]
         == "result: 550 5.7.1 [P-AUTH] tenant demo is not verified and may not send bulk mail"
     )
+
+
+_SHAPES = {
+    "plain": _message({}),
+    "8-bit, no content type": "Subject: Grüße\r\n\r\nSchöne Grüße\x85\x0c\r\n".encode(),
+    "quoted-printable latin-1": _message(
+        {
+            "Content-Type": "text/plain; charset=latin-1",
+            "Content-Transfer-Encoding": "quoted-printable",
+        },
+        "Sch=F6ne Gr=FC=DFe=\r\n und mehr\r\n",
+    ),
+    "base64 html": _message(
+        {"Content-Type": "text/html; charset=utf-8", "Content-Transfer-Encoding": "base64"},
+        "PHA+SGVsbG8gPGEgaHJlZj0iaHR0cHM6Ly9hY21lLmV4YW1wbGUiPnRoZXJlPC9hPjwvcD4=\r\n",
+    ),
+    "broken base64": _message({"Content-Transfer-Encoding": "base64"}, "not base64 at all!\r\n"),
+    "folded header": b"Subject: one\r\n two\r\nFrom: a@acme.example\r\n\r\nbody\r\n",
+    "empty body": b"Subject: nothing\r\n\r\n",
+    "multipart": _message(
+        {"Content-Type": 'MultiPart/Alternative; boundary="b"'},
+        "--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+        "<p>html</p>\r\n--b--\r\n",
+    ),
+    "rfc822 inside": _message(
+        {"Content-Type": "message/rfc822"}, "Subject: inner\r\n\r\ninner body\r\n"
+    ),
+    "no blank line": b"Subject: only headers\r\nFrom: a@acme.example\r\n",
+    "a line that is not a header": b"Subject: x\r\nnot a header\r\nFrom: y\r\n\r\nbody\r\n",
+    "continuation first": b" leading\r\nSubject: x\r\n\r\nbody\r\n",
+    "bare LF": b"Subject: x\n\nbody\nmore\n",
+    "bare LF head, CRLF later": b"Subject: x\n\nbody\r\n\r\nmore\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", _SHAPES.values(), ids=_SHAPES.keys())
+def test_parse_makes_what_the_standard_parser_makes(raw: bytes) -> None:
+    """The single-part shortcut of `parse` gives the message the stdlib's parser gives, and
+    anything else takes the parser's own way."""
+    from email.parser import BytesParser
+    from email.policy import default
+
+    from relay.policy.context import parse
+
+    ours, theirs = parse(raw), BytesParser(policy=default).parsebytes(raw)
+    assert list(ours.raw_items()) == list(theirs.raw_items())
+    assert ours.get_payload() == theirs.get_payload() or ours.is_multipart()
+    assert ours.as_bytes() == theirs.as_bytes()
+    assert [type(d) for d in ours.defects] == [type(d) for d in theirs.defects]
+    for mine, other in zip(ours.walk(), theirs.walk(), strict=True):
+        assert mine.get_content_type() == other.get_content_type()
+        if not mine.is_multipart():
+            assert mine.get_payload(decode=True) == other.get_payload(decode=True)

@@ -39,13 +39,20 @@ class DkimSigner:
                 return self.keys[owned]
         return []
 
-    def sign(self, tenant: TenantSection, message: bytes, domain: str | None) -> bytes:
+    def sign(
+        self,
+        tenant: TenantSection,
+        message: bytes,
+        domain: str | None,
+        *,
+        crlf_checked: bool = False,
+    ) -> bytes:
         """The message with its signatures on top for From domain `domain` (an A-label);
-        unchanged when no key applies."""
+        unchanged when no key applies. `crlf_checked` as for `relay.dkim.sign.sign`."""
         keys = self.keys_for(tenant, domain)
         if not keys:
             if (tenant.name, domain) not in self._warned:  # once per domain, not per message
                 self._warned.add((tenant.name, domain))
                 log.warning("no DKIM key for From domain %s of tenant %s", domain, tenant.name)
             return message
-        return sign(message, keys, expire_after=self.expire_after)
+        return sign(message, keys, expire_after=self.expire_after, crlf_checked=crlf_checked)

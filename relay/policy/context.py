@@ -24,6 +24,31 @@ Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
 
 
+def parse(raw: bytes) -> EmailMessage:
+    """The message as the standard library's parser makes it, for less when it has a single
+    part (neither multipart/* nor message/*, as most mail is): then only the header block
+    goes through the parser, and the body becomes the payload as it is. That is what the
+    parser makes of such a body too (email.feedparser: every line after the headers, joined
+    again), after splitting it into lines one by one in Python: 0.45 ms for 100 KB, against
+    0.02 ms like this. Anything the header block alone cannot settle, a header block with no
+    CRLF CRLF after it or one the parser ends early (a line that is not a header), takes the
+    parser's whole way."""
+    end = raw.find(b"\r\n\r\n")
+    if end >= 0:
+        head = _PARSER.parsebytes(raw[: end + 4], headersonly=True)
+        assert isinstance(head, EmailMessage)
+        if (
+            head.get_content_maintype() not in ("multipart", "message")
+            and not head.get_payload()
+            and not head.defects
+        ):
+            head.set_payload(raw[end + 4 :].decode("ascii", "surrogateescape"))
+            return head
+    parsed = _PARSER.parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
 def _utf8(value: str) -> str:
     """A raw header value parsed from bytes holds 8-bit octets as surrogates: make them the
     UTF-8 text they are (RFC 6532 allows UTF-8 in headers)."""
@@ -58,9 +83,7 @@ class PolicyContext:
 
     @cached_property
     def message(self) -> EmailMessage:
-        parsed = _PARSER.parsebytes(self.raw)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
+        return parse(self.raw)
 
     @cached_property
     def _raw_headers(self) -> list[tuple[str, str]]:

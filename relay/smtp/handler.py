@@ -245,8 +245,10 @@ class SubmissionHandler:
             )
         headers = self._received(session, envelope, queue_id)
         # on the event loop: a thread (OpenSSL releases the GIL) measured slower with one
-        # process per core, its hand-offs costing more than the 0.5 ms RSA signature
-        content = self.signer.sign(tenant, headers + body, ctx.from_domain)
+        # process per core, its hand-offs costing more than the 0.5 ms RSA signature; the
+        # listener has refused or normalised every bare CR and LF, and the lines added here
+        # end in CRLF
+        content = self.signer.sign(tenant, headers + body, ctx.from_domain, crlf_checked=True)
         signed = time.perf_counter()
         message = NewMessage(
             id=queue_id,

@@ -320,9 +320,9 @@ class RelaySMTP(SMTP):
         except asyncio.IncompleteReadError:
             return  # the client went away; eof_received ends the session
         self._reset_timeout()  # back to command_timeout for the next command
-        status = self._check_data(data, too_big, limit)
+        status, problem = self._check_data(data, too_big, limit)
         if status is None:
-            if self.options.normalize_newlines:
+            if problem is DataProblem.BARE_NEWLINE:  # left here only where normalising is on
                 data = normalize_newlines(data)
             self.envelope.content = self.envelope.original_content = unstuff(data)
             status = await self._call_handler_hook("DATA")
@@ -362,15 +362,18 @@ class RelaySMTP(SMTP):
                 pieces.clear()
         return b"".join(pieces), size > limit
 
-    def _check_data(self, data: bytes, too_big: bool, limit: int) -> str | None:
+    def _check_data(
+        self, data: bytes, too_big: bool, limit: int
+    ) -> tuple[str | None, DataProblem | None]:
+        """The refusal, if any, and what is wrong with the data (RFC 5321 2.3.8, 4.1.1.4)."""
         if too_big:
-            return replies.MESSAGE_TOO_BIG.format(limit=limit)
+            return replies.MESSAGE_TOO_BIG.format(limit=limit), None
         problem = problem_in(data)
         if problem is DataProblem.NUL:
-            return replies.NUL_IN_DATA
+            return replies.NUL_IN_DATA, problem
         if problem is DataProblem.BARE_NEWLINE and not self.options.normalize_newlines:
-            return replies.BARE_NEWLINE_IN_DATA
-        return None
+            return replies.BARE_NEWLINE_IN_DATA, problem
+        return None, problem
 
 
 _SMTP_COMMANDS = tuple(m.removeprefix("smtp_") for m in dir(RelaySMTP) if m.startswith("smtp_"))
