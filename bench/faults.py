@@ -180,11 +180,13 @@ def _scenario(results: dict[str, Any], key: str, what: str, log: Any, action: An
 
 
 def _check_alive(relay: RelayServer, results: dict[str, Any], key: str, log: Any) -> None:
-    """After a scenario: if the relay process has exited, keep its last log lines with the
-    scenario's result and start it again for the next scenarios."""
+    """After a scenario: if the relay process has exited, keep its last log lines, and the
+    lines before them that say why it stopped (`relay.app`'s), with the scenario's result
+    and start it again for the next scenarios."""
     if relay.proc is None or relay.proc.poll() is None:
         return
-    tail = relay.log().splitlines()[-40:]
+    lines = relay.log().splitlines()
+    tail = [line for line in lines[:-40] if " relay.app: " in line] + lines[-40:]
     results[key]["relay_exited"] = relay.proc.returncode
     results[key]["relay_log_tail"] = tail
     log(f"  the relay exited with {relay.proc.returncode}; its last log lines:")

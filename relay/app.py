@@ -151,8 +151,8 @@ async def serve(config_path: Path, config: Config) -> None:
     watch = [asyncio.create_task(stop.wait()), *tasks]
     done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if task is not watch[0] and task.exception():
-            log.error("a core task died: %r", task.exception())
+        if task is not watch[0]:  # the group commit and delivery loops never end by themselves
+            log.error("the %s task ended: %r", task.get_name(), task.exception())
 
     log.info("shutting down: no new connections, %.0f s for sessions to finish", _GRACE_SECONDS)
     for server in servers:
@@ -187,9 +187,13 @@ def _handle_signals(config_path: Path, apply: Callable[[Config], None]) -> async
         apply(new)
         log.info("configuration reloaded from %s", config_path)
 
+    def stop_on(signum: signal.Signals) -> None:
+        log.info("%s received: stopping", signum.name)
+        stop.set()
+
     loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_on, signum)
     return stop
 
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from relay import api, metrics
 from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.smtp.auth import Authenticator
 from relay.workers import MergedMetrics, Snapshot
@@ -52,7 +53,7 @@ def make_app(
         try:
             async with asyncio.timeout(2):
                 await pool.fetchval("SELECT 1")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DATABASE_ERRORS as exc:
             metrics.DATABASE_UP.set(0)
             return web.json_response({"status": "unhealthy", "database": repr(exc)}, status=503)
         metrics.DATABASE_UP.set(1)
@@ -73,7 +74,7 @@ async def _refresh_queue_gauges(pool: asyncpg.Pool) -> None:
     try:
         async with asyncio.timeout(2):
             row = await pool.fetchrow(QUERIES["queue_depth"])
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         metrics.DATABASE_UP.set(0)
         log.warning("cannot read queue depth: %r", exc)
         return

@@ -97,6 +97,51 @@ async def test_enqueue_fails_with_queue_unavailable_when_the_database_is_gone(
         committer.cancel()
 
 
+class _FailingFirst(Enqueuer):
+    """An enqueuer whose first store raises `error` before anything is written; the rest
+    go to the real database."""
+
+    def __init__(self, pool: asyncpg.Pool, error: Exception) -> None:
+        super().__init__(pool, lifetime=3600, batch_max=4)
+        self.error: Exception | None = error
+
+    async def _store(self, messages: list[NewMessage]) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        await super()._store(messages)
+
+
+async def test_a_connection_caught_mid_error_is_retried_like_any_outage(
+    pool: asyncpg.Pool,
+) -> None:
+    """asyncpg's InternalClientError ("another operation is in progress", seen when the
+    server stopped under load) is a database error: the batch is retried and committed."""
+    enqueuer = _FailingFirst(
+        pool, asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+    )
+    committer = asyncio.create_task(enqueuer.run())
+    try:
+        await asyncio.wait_for(enqueuer.enqueue(_message(1)), 10)
+    finally:
+        committer.cancel()
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 1
+
+
+async def test_an_unexpected_commit_failure_answers_the_sessions(pool: asyncpg.Pool) -> None:
+    """Whatever a commit raises, its sessions get QueueUnavailable (451) at once instead of
+    waiting for ever, and the next batch commits."""
+    enqueuer = _FailingFirst(pool, RuntimeError("a bug"))
+    committer = asyncio.create_task(enqueuer.run())
+    try:
+        with pytest.raises(QueueUnavailable):
+            await asyncio.wait_for(enqueuer.enqueue(_message(1)), 10)
+        await asyncio.wait_for(enqueuer.enqueue(_message(2)), 10)
+    finally:
+        committer.cancel()
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 1
+
+
 async def _lease(
     pool: asyncpg.Pool, owner: str, seconds: float, limit: int
 ) -> tuple[uuid.UUID, list[int]]:

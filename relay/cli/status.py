@@ -35,6 +35,7 @@ from relay.cli.common import config_option, jsonable, load, run
 from relay.config.schema import Config, ListenerSection, split_host_port
 from relay.delivery.shaping import site_limits
 from relay.queue.database import Database
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 QUEUE_STATES = ("due", "scheduled", "in-flight", "held")
@@ -43,7 +44,6 @@ EMBEDDED_START = 60.0
 """Seconds allowed to start (or join) the embedded PostgreSQL, which is slower than a
 connection to a running server."""
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 Row = dict[str, Any]
 
 
@@ -127,7 +127,7 @@ async def read_database(
     try:
         async with asyncio.timeout(wait if config.queue.dsn else EMBEDDED_START):
             database = await Database.open(config, run_migrations=False)
-    except _DB_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         return DatabaseHealth(False, error=_error(exc)), None
     try:
         async with database.pool.acquire() as conn:
@@ -136,14 +136,14 @@ async def read_database(
                     started = time.perf_counter()
                     info = await conn.fetchrow(QUERIES["status_database"])
                     latency = (time.perf_counter() - started) * 1000
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 return DatabaseHealth(False, error=_error(exc)), None
             health = DatabaseHealth(
                 True, info["version"], info["database"], info["in_recovery"], latency
             )
             try:
                 return health, await read_snapshot(conn, config, top)
-            except _DB_ERRORS as exc:  # e.g. a database the relay never migrated
+            except DATABASE_ERRORS as exc:  # e.g. a database the relay never migrated
                 return replace(health, error=_error(exc)), None
     finally:
         await database.close()

@@ -31,10 +31,10 @@ from prometheus_client import Gauge
 from relay.config.schema import Config
 from relay.delivery.outcome import Reply
 from relay.feedback.classify import Category, classify
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 MIN_RATE = 1.0  # messages per minute: a throttled site still gets mail
 DECREASE = 0.5  # multiplicative decrease on "slow down"
@@ -123,7 +123,7 @@ class SiteShaper:
     async def paused_until(self, site: str) -> datetime | None:
         try:
             until: datetime | None = await self.pool.fetchval(QUERIES["site_paused_until"], site)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("cannot read the state of site %s: %r", site, exc)
             return None
         SITE_PAUSED.labels(site).set(1 if until else 0)
@@ -146,7 +146,7 @@ class SiteShaper:
             try:
                 await self._ensure(site, ceiling)
                 row = await self.pool.fetchrow(QUERIES["site_take"], site, ceiling, burst)
-            except _DB_ERRORS as exc:  # the database is the queue: without it nothing moves
+            except DATABASE_ERRORS as exc:  # the database is the queue: without it nothing moves
                 log.warning("cannot take a token for site %s: %r", site, exc)
                 return False
             SITE_RATE.labels(site).set(row["rate"])
@@ -177,7 +177,7 @@ class SiteShaper:
                 self.config.delivery.site_pause_after,
                 self.config.delivery.site_pause,
             )
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("cannot record the outcome for site %s: %r", site, exc)
             return
         if rate is not None and limited:

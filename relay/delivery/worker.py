@@ -41,11 +41,11 @@ from relay.feedback.events import Event, record
 from relay.feedback.reputation import throttle_factor
 from relay.feedback.suppress import suppress
 from relay.psl import provider_of
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.queue.store import NewMessage, insert_messages
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _POLL_SECONDS = 1.0
 _GATHER_SECONDS = 0.01
 """How long the dispatcher lets a wake-up (NOTIFY, a finished delivery) gather company
@@ -145,7 +145,7 @@ class DeliveryWorker:
         try:
             async with asyncio.timeout(5):
                 await self.pool.execute(QUERIES["release_leases"], self.owner)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("could not release leases (they expire by themselves): %r", exc)
 
     async def _dispatch_once(self) -> None:
@@ -165,7 +165,7 @@ class DeliveryWorker:
                 LEASE_BATCH,
             )
             metrics.DATABASE_UP.set(1)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             metrics.DATABASE_UP.set(0)
             log.warning("cannot lease deliveries: %r", exc)
             return
@@ -213,7 +213,7 @@ class DeliveryWorker:
                 continue
             try:
                 await self.pool.execute(QUERIES["renew_leases"], tokens, self.settings.lease)
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("cannot renew leases: %r", exc)
 
     # -- one connection's worth ---------------------------------------------------------------

@@ -53,10 +53,10 @@ from prometheus_client import Gauge
 
 from relay.config.schema import CanarySection, Config
 from relay.feedback.events import FEEDBACK_EVENTS
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CANARY_PERCENT = 10
 """POLICY.md P-CANARY: the canary is the first 10% of the campaign's recipients."""
@@ -436,7 +436,7 @@ class CanaryTask:
                     await write_settings(self.pool, settings)
                     self._written = settings
                 await check_once(self.pool, settings)
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("canary round failed, trying again: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.check_every)

@@ -22,13 +22,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import metrics
 from relay.config.schema import Config
 from relay.feedback import verp
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.smtp import replies
 from relay.smtp.address import Path
 from relay.smtp.protocol import RelaySession
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 MAX_REPORT_SIZE = 10 * 1024 * 1024  # a report quotes one message; providers cap far lower
 
 NOT_OURS = "550 5.7.1 Relaying denied: this server takes reports for its own addresses only"
@@ -120,7 +120,7 @@ class FeedbackHandler:
                 content,
                 None,
             )
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.error("cannot store a feedback report: %r", exc)
             return replies.QUEUE_UNAVAILABLE
         self.received.set()

@@ -36,6 +36,7 @@ from relay.feedback.erasure import suppression_key
 from relay.feedback.events import Event, record
 from relay.feedback.suppress import suppress
 from relay.feedback.unsubscribe import BadToken, Unsubscribe, load_secret, verify
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ _HEADERS = {
     "X-Robots-Tag": "noindex",
     "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
 }
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def route_path(unsubscribe_url: str) -> str:
@@ -112,7 +112,7 @@ class OneClick:
             return _page(400, "Not understood", f"<p>Expected {FIELD}={ONE_CLICK}.</p>")
         try:
             added = await self._apply(wanted)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.error("one-click unsubscribe not stored tenant=%s: %r", wanted.tenant, exc)
             page = _page(503, "Please try again", "<p>Your request could not be stored.</p>")
             page.headers["Retry-After"] = "60"

@@ -38,11 +38,11 @@ from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
 from relay.feedback.events import Event, Kind, record
 from relay.feedback.suppress import suppress
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.smtp.address import AddressError, parse_path
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _BATCH = 20
 
 REPORTS = Counter(
@@ -109,7 +109,7 @@ class FeedbackProcessor:
             try:
                 while await self.process_pending():
                     pass
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("cannot process feedback reports now: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.config.feedback.process_every)
@@ -123,7 +123,7 @@ class FeedbackProcessor:
                 try:
                     async with conn.transaction():  # a savepoint: one report's failure is its own
                         result = await self._process(conn, row)
-                except _DB_ERRORS:
+                except DATABASE_ERRORS:
                     raise
                 except Exception as exc:  # a parser or matching bug must not lose the report
                     log.exception("feedback report %d could not be processed", row["id"])

@@ -47,10 +47,10 @@ from prometheus_client import Gauge
 
 from relay.config.schema import ReputationSection
 from relay.feedback.events import Event, Kind, record
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 REFRESH_SECONDS = 5.0
 """Longest time the SMTP path trusts its copy of the open suspensions."""
@@ -205,7 +205,7 @@ class SuspensionCache:
             self._loaded_at = time.monotonic()  # one refresh at a time; the rest read the copy
             try:
                 self.replace(pool, await _open_suspensions(pool))
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("cannot refresh bulk suspensions, keeping the last copy: %r", exc)
         assert self._by_tenant is not None
         return self._by_tenant.get(tenant, ())
@@ -407,7 +407,7 @@ async def run(pool: asyncpg.Pool, settings: Callable[[], ReputationSection]) -> 
         try:
             await evaluate(pool, current)
             await refresh(pool)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("reputation round failed, trying again: %r", exc)
         except Exception:
             log.exception("reputation round failed unexpectedly, trying again")

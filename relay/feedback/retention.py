@@ -28,6 +28,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import FeedbackSection
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ PURGED = Counter(
     "events and feedback reports.",
     ["what"],
 )
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ async def run(
     while True:
         try:
             purged = await purge_once(pool, feedback())
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("retention round failed, trying again in %.0f s: %r", interval, exc)
         else:
             if any(vars(purged).values()):

@@ -56,6 +56,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import Config
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ MIN_SECRET_BYTES = 16
 PARALLEL_TENANTS = 16
 """Tenants posted for at once by one process (each POST holds no database connection)."""
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _HTTP_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 WEBHOOK_POSTS = Counter(
@@ -236,7 +236,7 @@ class WebhookDispatcher:
         try:
             horizon = await self.horizon.advance(self.pool)
             due = await self.pool.fetch(QUERIES["webhook_due"], list(targets), horizon)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("webhooks: cannot read events: %r", exc)
             return
         for row in due:
@@ -253,7 +253,7 @@ class WebhookDispatcher:
             while (target := self.targets.get(tenant)) is not None:
                 try:
                     more = await self._post_next(target)
-                except _DB_ERRORS as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("webhooks: tenant %s: database error: %r", tenant, exc)
                     return
                 except Exception:  # a bug must not end the dispatcher; the claim expires
@@ -328,7 +328,7 @@ class WebhookDispatcher:
         """Make tenants whose POST was cut short due again at once (any process)."""
         if not self._claims:
             return
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DATABASE_ERRORS):
             async with asyncio.timeout(2):
                 for tenant, lease in list(self._claims.items()):
                     await self.pool.execute(QUERIES["webhook_release"], tenant, lease)

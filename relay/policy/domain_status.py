@@ -16,11 +16,11 @@ import asyncpg
 from relay.config.schema import Config
 from relay.config.tenants import owning_domain
 from relay.policy.domains import Finding, passed, verify_domain
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
 _REFRESH_SECONDS = 30.0
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 async def verify_and_record(pool: asyncpg.Pool, config: Config, domain: str) -> list[Finding]:
@@ -67,7 +67,7 @@ class DomainStatus:
     async def refresh(self) -> None:
         try:
             rows = await self.pool.fetch(QUERIES["domain_failures"])
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("cannot read domain verification status: %r", exc)
             return
         self.failures = {r["domain"]: frozenset(r["failing"]) for r in rows}

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from relay import metrics
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
 _PARALLEL_COMMITS = 3
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class QueueUnavailable(Exception):
@@ -82,22 +82,21 @@ class Enqueuer:
             task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[tuple[NewMessage, asyncio.Future[None]]]) -> None:
+        """Commit the batch, retried once; then answer every waiting session, whatever
+        happened: `250` only after the commit, and a session never left waiting (it would
+        hold its client until the data timeout)."""
+        committed = False
+        error: BaseException | None = None
         try:
             messages = [m for m, _ in batch]
-            error: BaseException | None = None
             for attempt in (1, 2):
                 try:
                     async with asyncio.timeout(30):  # no extra task, unlike wait_for
                         await self._store(messages)
                     metrics.GROUP_COMMIT_MESSAGES.observe(len(messages))
-                    error = None
+                    committed = True
                     break
-                except (
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    OSError,
-                    TimeoutError,
-                ) as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning(
                         "group commit attempt %d of %d messages failed: %r",
                         attempt,
@@ -105,15 +104,18 @@ class Enqueuer:
                         exc,
                     )
                     error = exc
+        except Exception as exc:  # a bug: these sessions get 451, the next batch a new try
+            log.exception("group commit of %d messages failed unexpectedly", len(batch))
+            error = exc
+        finally:
+            self._slots.release()
             for _, done in batch:
                 if done.done():
                     continue
-                if error is None:
+                if committed:
                     done.set_result(None)
                 else:
-                    done.set_exception(QueueUnavailable(str(error)))
-        finally:
-            self._slots.release()
+                    done.set_exception(QueueUnavailable(str(error or "commit interrupted")))
 
     async def _store(self, messages: list[NewMessage]) -> None:
         async with self.pool.acquire() as conn:

@@ -9,20 +9,17 @@ are checked in one query and the message is refused naming those without a recor
 Purchased, rented or harvested lists have no records, which is the point.
 """
 
-import asyncpg
-
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
-
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 async def _missing(ctx: PolicyContext, recipients: list[str]) -> list[str] | Verdict:
     assert ctx.database is not None
     try:
         rows = await ctx.database.fetch(QUERIES["consent_missing"], ctx.tenant.name, recipients)
-    except _DB_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         return Verdict.tempfail(
             "P-CONSENT-RECORD", f"consent records unavailable ({type(exc).__name__})", 451, "4.3.0"
         )

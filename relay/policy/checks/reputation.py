@@ -12,13 +12,10 @@ seconds (`SuspensionCache`), never queried per message. Offline (`relay policy e
 the check skips; a database that cannot answer before any copy was read defers the message.
 """
 
-import asyncpg
-
 from relay.feedback.reputation import SUSPENSIONS
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
-
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+from relay.queue.errors import DATABASE_ERRORS
 
 
 class BulkSuspended:
@@ -39,7 +36,7 @@ class BulkSuspended:
             return Verdict.skip(self.rule, "no suspensions at hand (offline)")
         try:
             suspensions = await SUSPENSIONS.of(ctx.database, ctx.tenant.name)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             return Verdict.tempfail(
                 self.rule, f"suspensions unavailable ({type(exc).__name__})", 451, "4.3.0"
             )

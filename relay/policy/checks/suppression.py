@@ -7,14 +7,11 @@ An erased address (P-ERASURE) is on the list as its keyed hash, not as itself: w
 deployment's secret the same look-up finds it by either.
 """
 
-import asyncpg
-
 from relay.feedback.erasure import suppression_key
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
-
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class SuppressedRecipient:
@@ -34,7 +31,7 @@ class SuppressedRecipient:
             row = await ctx.database.fetchrow(
                 QUERIES["suppression_of"], ctx.tenant.name, recipient, key
             )
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             return Verdict.tempfail(
                 self.rule, f"suppression list unavailable ({type(exc).__name__})", 451, "4.3.0"
             )
