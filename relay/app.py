@@ -34,6 +34,7 @@ from relay.feedback.unsubscribe import SECRET_ENV, load_secret
 from relay.feedback.webhooks import WebhookDispatcher
 from relay.http import start_http
 from relay.policy.domain_status import DomainStatus
+from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.database import Database
 from relay.queue.store import Enqueuer
 from relay.smtp.handler import SubmissionHandler
@@ -85,7 +86,10 @@ async def serve(config_path: Path, config: Config) -> None:
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)
     await domains.refresh()
-    handler = SubmissionHandler(config, enqueuer, signer, domains, unsubscribe_secret=secret)
+    suppressions = SuppressionFilter(database.dsn)
+    handler = SubmissionHandler(
+        config, enqueuer, signer, domains, unsubscribe_secret=secret, suppressions=suppressions
+    )
     worker = DeliveryWorker(database.pool, database.dsn, config, secret)
     webhooks = WebhookDispatcher(database.pool, config)
     feedback = FeedbackHandler(database.pool, config, secret)
@@ -98,6 +102,7 @@ async def serve(config_path: Path, config: Config) -> None:
             asyncio.create_task(_supervised(name, run), name=name)
             for name, run in {
                 "domain-status": domains.run,
+                "suppression-filter": suppressions.run,
                 "retention": lambda: retention.run(database.pool, lambda: handler.config.feedback),
                 "feedback": processor.run,
                 "webhooks": webhooks.run,
@@ -255,10 +260,19 @@ async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> No
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)
     await domains.refresh()
-    handler = SubmissionHandler(config, enqueuer, signer, domains, unsubscribe_secret=secret)
+    suppressions = SuppressionFilter(database.dsn)
+    handler = SubmissionHandler(
+        config, enqueuer, signer, domains, unsubscribe_secret=secret, suppressions=suppressions
+    )
     tasks = [
         asyncio.create_task(enqueuer.run(), name="group-commit"),
-        asyncio.create_task(_supervised("domain-status", domains.follow), name="domain-status"),
+        *(
+            asyncio.create_task(_supervised(name, run), name=name)
+            for name, run in {
+                "domain-status": domains.follow,
+                "suppression-filter": suppressions.run,
+            }.items()
+        ),
     ]
     servers, sessions = await start_listeners(
         smtp_only, {"submission": handler}, server_context(config), reuse_port=True

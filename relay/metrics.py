@@ -69,6 +69,17 @@ OPEN_SESSIONS = Gauge(
     "Open SMTP submission sessions, by listener.",
     ["listener"],
 )
+SUPPRESSION_LOOKUPS = Counter(
+    "relay_suppression_lookups",
+    "P-SUPPRESS look-ups at RCPT by what answered: 'filter' (the in-memory filter knew the "
+    "address is not on the list) or 'database' (it might be, or the filter was out of step).",
+    ["by"],
+)
+SUPPRESSION_FILTER_ENTRIES = Gauge(
+    "relay_suppression_filter_entries",
+    "Entries in the main process's suppression filter (read from the list, and notified "
+    "since); -1 while it is out of step with the database (RCPT then asks the database).",
+)
 DATABASE_UP = Gauge(
     "relay_database_up",
     "1 when the last query to PostgreSQL succeeded, 0 when it failed.",

@@ -147,6 +147,10 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
     assert b"Subject: queued before" in content
 
 
+def _metrics(relay: RelayProcess) -> str:
+    return urllib.request.urlopen(relay.url("/metrics"), timeout=5).read().decode()
+
+
 def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
     """P-SUPPRESS: a suppressed address gets 550 5.7.1 at RCPT (case-insensitively), the
     other recipients of the message still go out; the list is managed with the CLI."""
@@ -154,6 +158,7 @@ def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink
         relay, "suppression", "add", "Gone@Inbox.Example", "--tenant", "acme",
         "--reason", "unsubscribe",
     )  # fmt: skip
+    wait_for(lambda: "relay_suppression_filter_entries 1.0" in _metrics(relay), 10, "filter")
     with submission(relay.config.submission_port) as client:
         client.mail("app@acme.example")
         code, reply = client.rcpt("gone@inbox.example")
@@ -168,6 +173,10 @@ def test_suppressed_recipient_is_refused_at_rcpt(relay: RelayProcess, sink: Sink
     assert rcpts == ["alice@inbox.example"]
     listing = cli(relay, "suppression", "ls", "--tenant", "acme")
     assert "gone@inbox.example" in listing and "unsubscribe" in listing and "cli" in listing
+    # the relay's filter of the list answered for Alice; Gone, whom it holds, was looked up
+    metrics = _metrics(relay)
+    assert 'relay_suppression_lookups_total{by="filter"} 1.0' in metrics
+    assert 'relay_suppression_lookups_total{by="database"} 1.0' in metrics
 
 
 def test_suppression_import_and_export(relay: RelayProcess, tmp_path: Path) -> None:

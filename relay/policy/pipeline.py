@@ -32,6 +32,7 @@ from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
 from relay.policy.context import Phase, PolicyContext
+from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Outcome, Verdict
 
 VERDICTS = Counter(
@@ -79,13 +80,13 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
 """In order: cheap structural checks first, then identity, then content."""
 
 
-def default_checks(suppression_secret: bytes | None) -> tuple[Check, ...]:
+def default_checks(
+    suppression_secret: bytes | None, suppressions: SuppressionFilter | None = None
+) -> tuple[Check, ...]:
     """DEFAULT_CHECKS with P-SUPPRESS holding the secret that finds erased addresses by
-    their keyed hash (P-ERASURE)."""
-    return tuple(
-        SuppressedRecipient(suppression_secret) if isinstance(c, SuppressedRecipient) else c
-        for c in DEFAULT_CHECKS
-    )
+    their keyed hash (P-ERASURE) and the process's filter of the list."""
+    suppressed = SuppressedRecipient(suppression_secret, suppressions)
+    return tuple(suppressed if isinstance(c, SuppressedRecipient) else c for c in DEFAULT_CHECKS)
 
 
 class Pipeline:

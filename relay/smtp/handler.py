@@ -32,6 +32,7 @@ from relay.feedback.unsubscribe import headers as unsubscribe_headers
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
 from relay.policy.pipeline import Pipeline, default_checks, refusal
+from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
 from relay.smtp.address import Path
@@ -59,12 +60,13 @@ class SubmissionHandler:
         domains: DomainStatus | None = None,
         pipeline: Pipeline | None = None,
         unsubscribe_secret: bytes | None = None,
+        suppressions: SuppressionFilter | None = None,
     ) -> None:
         self.unsubscribe_secret = unsubscribe_secret
         self.enqueuer = enqueuer
         self.signer = signer
         self.domains = domains
-        self.pipeline = pipeline or Pipeline(default_checks(unsubscribe_secret))
+        self.pipeline = pipeline or Pipeline(default_checks(unsubscribe_secret, suppressions))
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
         self.authenticator = Authenticator(config.smtp, {})

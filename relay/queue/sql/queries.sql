@@ -238,3 +238,10 @@ SET delivered = r.delivered + excluded.delivered, deferred = r.deferred + exclud
 -- name: events_after
 SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
 FROM events WHERE ($1::text IS NULL OR tenant = $1) AND id > $2 ORDER BY id LIMIT $3;
+
+-- name: suppression_count
+SELECT count(*) FROM suppressions;
+
+-- name: suppression_entries
+-- Every entry, for the suppression filter of each relay process (relay.policy.suppression_filter).
+SELECT tenant, address FROM suppressions;
