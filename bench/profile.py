@@ -215,6 +215,7 @@ def main() -> None:
     finally:
         relay.stop()
         sink.stop()
+        shutil.rmtree(directory, ignore_errors=True)  # its PostgreSQL: up to a GB a run
     keys = [k for k, v in runs[0].items() if isinstance(v, float)]
     medians = {k: statistics.median(r[k] for r in runs if r[k] is not None) for k in keys}
     for key, value in medians.items():
