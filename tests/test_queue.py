@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
+from relay.feedback.events import Event, Kind, columns, record
 from relay.queue.migrate import migrate
 from relay.queue.sql import QUERIES, migrations
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
@@ -169,12 +170,19 @@ async def test_leases_are_disjoint_and_expire(pool: asyncpg.Pool) -> None:
     assert sorted(taken_over) == sorted(first + second)
 
     def finish(delivery: int, token: uuid.UUID) -> list[object]:
-        return [[delivery], [token], ["delivered"], [None], ["250 ok"], ["mx"], ["delivered"]]
+        event = Event("acme", "delivered", "a@x.example", None, "example", "", {"reply": "250"})
+        return [[delivery], [token], ["delivered"], [None], ["250 ok"], ["mx"], ["delivered"],
+                "example", [delivery], *columns([event])]  # fmt: skip
 
-    stale = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t1), "example")
-    assert stale == []
-    fresh = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t3), "example")
-    assert [r["delivery_id"] for r in fresh] == [first[0]]
+    async def recorded() -> tuple[int, int]:
+        events = await pool.fetchval("SELECT count(*) FROM events WHERE kind = 'delivered'")
+        rates = await pool.fetchval("SELECT coalesce(sum(delivered), 0) FROM rates")
+        return events, rates
+
+    stale = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t1))
+    assert stale == [] and await recorded() == (0, 0)  # the event goes with its attempt
+    fresh = await pool.fetch(QUERIES["finish_attempts"], *finish(first[0], t3))
+    assert [r["delivery_id"] for r in fresh] == [first[0]] and await recorded() == (1, 1)
     await pool.execute(QUERIES["release_leases"], "w3")
     _, again = await _lease(pool, "w4", 30, 10)
     assert sorted(again) == sorted(set(first + second) - {first[0]})
@@ -245,3 +253,31 @@ async def test_consent_checks_at_rcpt_for_bulk_tenants(pool: asyncpg.Pool) -> No
     assert await verdict("other@x.example") is Outcome.REJECT
     relaxed = tenant.model_copy(update={"require_consent": False})
     assert await verdict("other@x.example", relaxed) is Outcome.SKIP
+
+
+async def test_events_are_counted_in_rates_by_the_database(pool: asyncpg.Pool) -> None:
+    """P-COMPLAINT and P-BOUNCE act on `rates`, which a trigger fills from every insert
+    into `events`: a bounce is hard or soft by its detail, an abuse report counts as a
+    complaint, and events that are not sending outcomes count nothing."""
+
+    def event(kind: Kind, provider: str = "gmail.com", **detail: object) -> Event:
+        return Event("acme", kind, "a@x.example", None, provider, "news", detail)
+
+    await record(pool, [
+        event("delivered"), event("delivered"), event("delivered", "yahoo.com"),
+        event("deferred"), event("bounced", hard=True), event("bounced", hard=False),
+        event("bounced"), event("complained"), event("abuse-report"), event("unsubscribed"),
+        event("suppressed"),
+    ])  # fmt: skip
+    await record(pool, [event("delivered"), event("suppressed")])
+    await record(pool, [event("suppressed")])
+    rows = await pool.fetch(
+        "SELECT provider, campaign, delivered, deferred, hard_bounced, soft_bounced, "
+        "complained, unsubscribed, bucket = date_trunc('hour', now()) AS this_hour "
+        "FROM rates ORDER BY provider"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("gmail.com", "news", 3, 1, 1, 2, 2, 1, True),
+        ("yahoo.com", "news", 1, 0, 0, 0, 0, 0, True),
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM events") == 14

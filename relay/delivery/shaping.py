@@ -19,9 +19,10 @@ sites nobody named) has no bucket and no adaptive rate: nothing to take per mess
 
 import asyncio
 import logging
+import time
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 
@@ -42,6 +43,9 @@ INCREASE = 0.02  # additive increase per delivered message, as a share of the ce
 BURST_SECONDS = 2.0  # the bucket holds this many seconds' worth of messages (at least one)
 MAX_WAIT = 60.0  # longest wait for a token before the delivery is rescheduled instead
 UNLIMITED = 1e9  # the rate recorded for a site without a ceiling
+PAUSE_FRESH_SECONDS = 1.0
+"""How long a site's pause state, as read or set here, is used before it is read again: a
+delivery chunk no longer costs a round trip for it."""
 
 SITE_RATE = Gauge(
     "relay_site_rate_per_minute",
@@ -107,6 +111,7 @@ class SiteShaper:
         self.config = config
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._known: set[str] = set()  # sites whose row exists
+        self._paused: dict[str, tuple[float, datetime | None]] = {}  # site -> (seen, until)
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -121,13 +126,25 @@ class SiteShaper:
         return self._slots[site]
 
     async def paused_until(self, site: str) -> datetime | None:
+        """The end of the site's pause, if it is paused: as this process last read or set
+        it, if that was less than PAUSE_FRESH_SECONDS ago (a pause set by another process
+        or host is seen that much later), else read from the database."""
+        seen = self._paused.get(site)
+        if seen is not None and time.monotonic() - seen[0] < PAUSE_FRESH_SECONDS:
+            return seen[1] if seen[1] is not None and seen[1] > datetime.now(UTC) else None
         try:
             until: datetime | None = await self.pool.fetchval(QUERIES["site_paused_until"], site)
         except DATABASE_ERRORS as exc:
             log.warning("cannot read the state of site %s: %r", site, exc)
             return None
-        SITE_PAUSED.labels(site).set(1 if until else 0)
+        self._saw_pause(site, until)
         return until
+
+    def _saw_pause(self, site: str, until: datetime | None) -> None:
+        if until is not None and until <= datetime.now(UTC):
+            until = None
+        self._paused[site] = (time.monotonic(), until)
+        SITE_PAUSED.labels(site).set(1 if until else 0)
 
     async def _ensure(self, site: str, ceiling: float) -> None:
         if site not in self._known:
@@ -166,7 +183,7 @@ class SiteShaper:
         delivered = sum(1 for r in replies if r.code // 100 == 2)
         try:
             await self._ensure(site, ceiling)
-            rate = await self.pool.fetchval(
+            row = await self.pool.fetchrow(
                 QUERIES["site_adapt"],
                 site,
                 ceiling,
@@ -180,7 +197,11 @@ class SiteShaper:
         except DATABASE_ERRORS as exc:
             log.warning("cannot record the outcome for site %s: %r", site, exc)
             return
-        if rate is not None and limited:
+        if row is None:
+            return
+        self._saw_pause(site, row["paused_until"])
+        rate = row["rate"]
+        if limited:
             SITE_RATE.labels(site).set(rate)
             if slow:
                 log.info("site %s asked to slow down: rate now %.1f/min", site, rate)

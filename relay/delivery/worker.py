@@ -37,7 +37,7 @@ from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback import verp
 from relay.feedback.classify import classify
-from relay.feedback.events import Event, record
+from relay.feedback.events import Event, columns, counted
 from relay.feedback.reputation import throttle_factor
 from relay.feedback.suppress import suppress
 from relay.psl import provider_of
@@ -419,29 +419,44 @@ class DeliveryWorker:
             if isinstance(outcome, Retry) and not_before is not None:  # a paused site
                 outcome = Retry(outcome.reply, max(outcome.at, min(not_before, x.expires_at)))
             outcomes[x.id] = outcome
-        bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
-        async with self.pool.acquire() as conn, conn.transaction():
-            finished = await self._finish(conn, leases, outcomes, provider)
-            for lease in finished:
-                if isinstance(outcomes[lease.id], Bounce):
+        events = {}
+        for lease in leases:
+            event = self._event(lease, outcomes[lease.id], provider or "")
+            if event is not None:
+                events[lease.id] = event
+        if not any(isinstance(o, Bounce) for o in outcomes.values()):
+            # the usual case: the attempts, their events and counts in one statement
+            await self._finish(self.pool, leases, outcomes, provider, events)
+        else:
+            bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
+            async with self.pool.acquire() as conn, conn.transaction():
+                for lease in await self._finish(conn, leases, outcomes, provider, events):
+                    outcome = outcomes[lease.id]
+                    if not isinstance(outcome, Bounce):
+                        continue
                     bounced[lease.message_id].append(lease)
-            await self._feedback(conn, finished, outcomes, provider or "")
-            for group in bounced.values():
-                # never bounce a bounce (RFC 5321 6.1); with a return-path domain the
-                # tenant reads bounces as events instead of DSNs
-                if group[0].mail_from and group[0].tenant not in self.return_paths:
-                    await self._bounce(conn, group, outcomes)
+                    event = events.get(lease.id)
+                    if event is not None and event.detail.get("hard"):  # P-SUPPRESS
+                        await suppress(conn, lease.tenant, lease.recipient, "hard-bounce",
+                                       f"smtp {outcome.reply.status}")  # fmt: skip
+                for group in bounced.values():
+                    # never bounce a bounce (RFC 5321 6.1); with a return-path domain the
+                    # tenant reads bounces as events instead of DSNs
+                    if group[0].mail_from and group[0].tenant not in self.return_paths:
+                        await self._bounce(conn, group, outcomes)
         for lease in leases:
             self._count(lease, outcomes[lease.id], now)
 
     async def _finish(
         self,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         leases: list[Lease],
         outcomes: dict[int, Outcome],
         provider: str | None,
+        events: dict[int, Event],
     ) -> list[Lease]:
-        """Record every attempt of a connection in one statement; the leases still held
+        """Record every attempt of a connection and its event in one statement (the events
+        of attempts whose lease was lost are dropped with them); the leases still held
         (those whose outcome was recorded)."""
         chosen = [outcomes[x.id] for x in leases]
         rows = await conn.fetch(
@@ -454,41 +469,33 @@ class DeliveryWorker:
             [o.reply.host for o in chosen],
             [o.kind for o in chosen],
             provider,
+            list(events),
+            *columns(list(events.values())),
         )
         recorded = {r["delivery_id"] for r in rows}
         for lease in leases:
             if lease.id not in recorded:
                 log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
+        counted(e for i, e in events.items() if i in recorded)
         return [x for x in leases if x.id in recorded]
 
-    async def _feedback(
-        self,
-        conn: asyncpg.Connection,
-        leases: list[Lease],
-        outcomes: dict[int, Outcome],
-        provider: str,
-    ) -> None:
-        """An event per finished attempt, and the suppression of a hard bounce's recipient
-        (P-SUPPRESS), in the attempt's transaction. The relay's own DSNs (null sender) are
-        not the tenant's sending and make no events."""
-        events = []
-        for lease in leases:
-            if not lease.mail_from:
-                continue
-            outcome = outcomes[lease.id]
-            if outcome.reply.host is None and outcome.reply.status == "4.4.5":
-                continue  # our own pacing (site rate or pause), not the destination's answer
-            detail: dict[str, object] = {"reply": str(outcome.reply), "host": outcome.reply.host}
-            if not isinstance(outcome, Delivered):
-                verdict = classify(outcome.reply.status, outcome.reply.text)
-                detail.update(category=verdict.category.value, hard=verdict.hard,
-                              status=outcome.reply.status)  # fmt: skip
-                if isinstance(outcome, Bounce) and verdict.hard:
-                    await suppress(conn, lease.tenant, lease.recipient, "hard-bounce",
-                                   f"smtp {outcome.reply.status}")  # fmt: skip
-            events.append(Event(lease.tenant, outcome.kind, lease.recipient, lease.message_id,
-                                provider, lease.campaign or "", detail))  # fmt: skip
-        await record(conn, events)
+    @staticmethod
+    def _event(lease: Lease, outcome: Outcome, provider: str) -> Event | None:
+        """The event of an attempt (with the bounce's classification, whose `hard` decides
+        P-SUPPRESS), or None: the relay's own DSNs (null sender) are not the tenant's
+        sending, and our own pacing (a site's rate or pause) is not the destination's
+        answer."""
+        if not lease.mail_from:
+            return None
+        if outcome.reply.host is None and outcome.reply.status == "4.4.5":
+            return None
+        detail: dict[str, object] = {"reply": str(outcome.reply), "host": outcome.reply.host}
+        if not isinstance(outcome, Delivered):
+            verdict = classify(outcome.reply.status, outcome.reply.text)
+            detail.update(category=verdict.category.value, hard=verdict.hard,
+                          status=outcome.reply.status)  # fmt: skip
+        return Event(lease.tenant, outcome.kind, lease.recipient, lease.message_id,
+                     provider, lease.campaign or "", detail)  # fmt: skip
 
     async def _bounce(
         self, conn: asyncpg.Connection, leases: list[Lease], outcomes: dict[int, Outcome]

@@ -2,14 +2,15 @@
 row tenants can read (webhooks, `relay events tail`) and as counts in the hourly `rates`
 buckets that P-COMPLAINT and P-BOUNCE act on.
 
-`record` writes both in the caller's transaction, so the event rows and the counts are
-committed with the change they report. Rates carry tenant, provider (the destination's MX
+`record` writes the events in the caller's transaction and the database counts them in
+the same statement (a trigger), so the event rows and the counts are committed with the
+change they report. Rates carry tenant, provider (the destination's MX
 operator) and campaign (Feedback-ID or List-Id); metrics carry tenant and provider only,
 never an address.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -46,15 +47,6 @@ FEEDBACK_EVENTS = Counter(
     ["tenant", "provider", "kind"],
 )
 
-# Which `rates` column an event adds to (bounced: hard or soft by its detail).
-_RATE_COLUMN: Mapping[str, str] = {
-    "delivered": "delivered",
-    "deferred": "deferred",
-    "complained": "complained",
-    "abuse-report": "complained",
-    "unsubscribed": "unsubscribed",
-}
-
 
 @dataclass(frozen=True)
 class Event:
@@ -66,19 +58,20 @@ class Event:
     campaign: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def rate_column(self) -> str | None:
-        if self.kind == "bounced":
-            return "hard_bounced" if self.detail.get("hard") else "soft_bounced"
-        return _RATE_COLUMN.get(self.kind)
-
 
 async def record(conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[Event]) -> None:
-    """Insert `events` and add them to their rate buckets (one statement each)."""
+    """Insert `events` in one statement; the database adds them to their rate buckets (a
+    trigger on `events`, 0014_rates_from_events.sql)."""
     if not events:
         return
-    await conn.execute(
-        QUERIES["insert_events"],
+    await conn.execute(QUERIES["insert_events"], *columns(events))
+    counted(events)
+
+
+def columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
+    """The events as the parallel arrays the `events` inserts take (tenant, kind, recipient,
+    message id, provider, campaign, detail as JSON)."""
+    return (
         [e.tenant for e in events],
         [e.kind for e in events],
         [e.recipient for e in events],
@@ -87,14 +80,9 @@ async def record(conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[Event
         [e.campaign for e in events],
         [json.dumps(dict(e.detail)) for e in events],
     )
-    counted = [e for e in events if e.rate_column]
-    if counted:
-        await conn.execute(
-            QUERIES["add_rates"],
-            [e.tenant for e in counted],
-            [e.provider for e in counted],
-            [e.campaign for e in counted],
-            [e.rate_column for e in counted],
-        )
+
+
+def counted(events: Iterable[Event]) -> None:
+    """Count recorded events in `relay_feedback_events_total`."""
     for e in events:
         FEEDBACK_EVENTS.labels(e.tenant, e.provider, e.kind).inc()

@@ -75,7 +75,8 @@ WHERE lease_owner = $1 AND state = 'queued';
 -- name: finish_attempts
 -- Completes a connection's attempts in one statement, each only while the caller still holds
 -- its lease: a delivery whose lease expired (and was taken by another worker) changes nothing
--- and is not among the ids that come back.
+-- and is not among the ids that come back. The events of the attempts completed ($9: whose
+-- delivery) go in too, and a trigger counts them in `rates` (0014_rates_from_events.sql).
 WITH outcome AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],
                          $6::text[], $7::text[])
@@ -89,6 +90,12 @@ WITH outcome AS (
     FROM outcome AS o
     WHERE d.id = o.id AND d.lease_token = o.token AND d.state = 'queued'
     RETURNING d.id, o.host, o.kind, o.reply
+), logged AS (
+    INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
+    SELECT e.t, e.k, e.r, e.m, e.p, e.c, e.d::jsonb
+    FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[],
+                $15::text[], $16::text[]) AS e (delivery, t, k, r, m, p, c, d)
+    WHERE e.delivery IN (SELECT id FROM d)
 )
 INSERT INTO attempts (delivery_id, host, outcome, reply)
 SELECT id, host, kind, reply FROM d
@@ -212,28 +219,11 @@ SELECT findings FROM domains WHERE domain = $1;
 SELECT domain FROM domains WHERE checked_at < now() - make_interval(secs => $1);
 
 -- name: insert_events
+-- A trigger counts them in `rates` (0014_rates_from_events.sql).
 INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
 SELECT t, k, r, m, p, c, d::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
      AS x(t, k, r, m, p, c, d);
-
--- name: add_rates
--- Adds events to the current hour's bucket of each (tenant, provider, campaign); $4 names
--- the column each event counts in.
-INSERT INTO rates AS r (tenant, provider, campaign, bucket, delivered, deferred,
-                        hard_bounced, soft_bounced, complained, unsubscribed)
-SELECT t, p, c, date_trunc('hour', now()),
-       count(*) FILTER (WHERE k = 'delivered'), count(*) FILTER (WHERE k = 'deferred'),
-       count(*) FILTER (WHERE k = 'hard_bounced'), count(*) FILTER (WHERE k = 'soft_bounced'),
-       count(*) FILTER (WHERE k = 'complained'), count(*) FILTER (WHERE k = 'unsubscribed')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(t, p, c, k)
-GROUP BY t, p, c
-ON CONFLICT (tenant, provider, campaign, bucket) DO UPDATE
-SET delivered = r.delivered + excluded.delivered, deferred = r.deferred + excluded.deferred,
-    hard_bounced = r.hard_bounced + excluded.hard_bounced,
-    soft_bounced = r.soft_bounced + excluded.soft_bounced,
-    complained = r.complained + excluded.complained,
-    unsubscribed = r.unsubscribed + excluded.unsubscribed;
 
 -- name: events_after
 SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail

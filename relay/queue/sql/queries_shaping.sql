@@ -32,7 +32,7 @@ SET rate = greatest($5, least($2, rate * $3 + $4)),
                         THEN now() + make_interval(secs => $8) ELSE paused_until END,
     updated_at = now()
 WHERE site = $1
-RETURNING rate;
+RETURNING rate, paused_until;
 
 -- name: site_paused_until
 SELECT paused_until FROM sites WHERE site = $1 AND paused_until > now();
