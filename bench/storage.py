@@ -9,10 +9,11 @@ that runs the INSERT: for the queue, inside the transaction whose commit precede
 it; none, `STORAGE EXTERNAL`) and each kind of body (smtp-source's lines of X, as the
 side-by-side bench sends; a text newsletter; base64 of random bytes, as an attachment
 is), this inserts `--rows` bodies of `--size` bytes one transaction each, then forces a
-checkpoint, and reports the CPU per insert of the backend and of the server's own
-processes (from /proc, so the server must run on this machine) and the table's size per
-row. The embedded PostgreSQL by default, or the server at `--dsn`.
-Results go to bench/results/storage-latest.json and a dated copy.
+checkpoint, reads each body back by its key (as delivery does), and reports the CPU per
+insert and per read of the backend and of the server's own processes (from /proc, so the
+server must run on this machine) and the table's size per row. The embedded PostgreSQL
+by default, or the server at `--dsn`. Results go to bench/results/storage-latest.json and
+a dated copy.
 """
 
 import argparse
@@ -77,8 +78,18 @@ async def _measure(conn: asyncpg.Connection, setting: str, body: bytes, rows: in
     await conn.execute("CHECKPOINT")  # the pages written, as they would be sooner or later
     cpu = procs.cpu_seconds(server) - before
     size = await conn.fetchval("SELECT pg_total_relation_size('bench_storage')")
+    ids = [r["id"] for r in await conn.fetch("SELECT id FROM bench_storage")]
+    read = "SELECT content FROM bench_storage WHERE id = $1"
+    before = procs.cpu_seconds(server)
+    for row in ids:  # as delivery reads a body back, one at a time
+        await conn.fetchval(read, row)
+    read_cpu = procs.cpu_seconds(server) - before
     await conn.execute("DROP TABLE bench_storage")
-    return {"cpu_ms_per_insert": cpu / rows * 1000, "bytes_per_row": size / rows}
+    return {
+        "cpu_ms_per_insert": cpu / rows * 1000,
+        "cpu_ms_per_read": read_cpu / len(ids) * 1000,
+        "bytes_per_row": size / rows,
+    }
 
 
 async def _run(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -104,16 +115,21 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             cells[cell] = None
             continue
         cpu = [m["cpu_ms_per_insert"] for m in measured]
+        reads = [m.get("cpu_ms_per_read", 0.0) for m in measured]
         cells[cell] = {
             "cpu_ms_per_insert": statistics.median(cpu),
             "cpu_ms_spread": [min(cpu), max(cpu)],
+            "cpu_ms_per_read": statistics.median(reads),
             "bytes_per_row": statistics.median(m["bytes_per_row"] for m in measured),
         }
     return cells
 
 
 def report(cells: dict[str, Any], size: int) -> str:
-    lines = [f"PostgreSQL CPU per INSERT of a {size}-byte body (medians), table bytes/row"]
+    lines = [
+        f"PostgreSQL CPU per INSERT of a {size}-byte body (medians, spread), per read of it "
+        "back, table bytes/row"
+    ]
     for cell, figures in cells.items():
         if figures is None:
             lines.append(f"  {cell:22} not supported by this server")
@@ -121,7 +137,7 @@ def report(cells: dict[str, Any], size: int) -> str:
         low, high = figures["cpu_ms_spread"]
         lines.append(
             f"  {cell:22} {figures['cpu_ms_per_insert']:6.3f} ms ({low:.3f}-{high:.3f})"
-            f"  {figures['bytes_per_row']:9.0f}"
+            f"  {figures['cpu_ms_per_read']:6.3f} ms  {figures['bytes_per_row']:9.0f}"
         )
     return "\n".join(lines)
 
