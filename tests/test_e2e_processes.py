@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_HASH, ACME_PASSWORD, RelayConfig, RelayProcess, Sink, wait_for
+from tests.peers import ACME_HASH, ACME_PASSWORD, RelayConfig, RelayProcess, Sink, cli, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +75,11 @@ def _alive(pid: int) -> bool:
 
 def _worker_received(relay: RelayProcess, tenant: str) -> float:
     """relay_messages_received of one tenant as the worker alone counts it (its own socket)."""
+    return _worker_count(relay, "relay_messages_received", {"tenant": tenant})
+
+
+def _worker_count(relay: RelayProcess, counter: str, labels: dict[str, str]) -> float:
+    """A counter's sample as the worker alone counts it (its own socket)."""
     path = relay.config.data_dir / "run" / "smtp-worker-1.sock"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(5)
@@ -83,9 +88,9 @@ def _worker_received(relay: RelayProcess, tenant: str) -> float:
         while chunk := sock.recv(65536):
             data += chunk
     for family in json.loads(data):
-        if family["name"] == "relay_messages_received":
-            for name, labels, value in family["samples"]:
-                if name.endswith("_total") and labels == {"tenant": tenant}:
+        if family["name"] == counter:
+            for name, sample_labels, value in family["samples"]:
+                if name.endswith("_total") and sample_labels == labels:
                     return float(value)
     return 0.0
 
@@ -162,3 +167,23 @@ def test_kill_9_of_the_primary_stops_the_worker(relay2: RelayProcess, sink: Sink
     assert "smtp worker 1 stopped" in relay.log()
     with pytest.raises(OSError):
         smtplib.SMTP("127.0.0.1", relay.config.submission_port, timeout=5).quit()
+
+
+def test_a_new_suppression_reaches_every_process(relay2: RelayProcess) -> None:
+    """P-SUPPRESS: each process keeps its own filter of the list; an address suppressed
+    while they run is refused by both, and both answer for the others from memory."""
+    relay = relay2
+    assert "added 1 of 1" in cli(relay, "suppression", "add", "gone@inbox.example",
+                                 "--tenant", "acme")  # fmt: skip
+    for _ in range(20):  # spread over both processes by the kernel
+        with submission(relay.config.submission_port, login=False) as client:
+            client.login(*ACME)
+            client.mail("app@acme.example")
+            assert client.rcpt("gone@inbox.example")[0] == 550
+            assert client.rcpt("alice@inbox.example")[0] == 250
+    by_database = _worker_count(relay, "relay_suppression_lookups", {"by": "database"})
+    by_filter = _worker_count(relay, "relay_suppression_lookups", {"by": "filter"})
+    assert 0 < by_database < 20 and by_filter == by_database, "one process took all 20"
+    metrics = _metrics(relay)
+    assert 'relay_suppression_lookups_total{by="database"} 20.0' in metrics
+    assert 'relay_suppression_lookups_total{by="filter"} 20.0' in metrics
