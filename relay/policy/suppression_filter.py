@@ -21,8 +21,8 @@ never hold less, so:
   ASCII wherever the database lowers ASCII the usual way (checked when connecting; a
   Turkish locale does not), and a recipient that is not ASCII is always looked up.
 
-Memory: `_BITS_PER_ENTRY` bits per entry, twice the list's size when read (1.2 MB per
-million suppressed addresses per process); the list is read again when additions have
+Memory: `_BITS_PER_ENTRY` bits per entry, with room for twice the list's size when read
+(2.5 MB per million suppressed addresses, per process); the list is read again when additions have
 filled that room, and every `_RELOAD_SECONDS` to let removed entries go.
 """
 
