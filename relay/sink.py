@@ -44,11 +44,25 @@ class SinkHandler:
         """Per message: whether its session was encrypted (STARTTLS)."""
         self.peers: list[object] = []
         """Per message: the client's address and port, one per connection it came over."""
+        self.pipelining = True
+        """Advertise RFC 2920 PIPELINING (aiosmtpd reads commands one after another, so
+        it takes them pipelined as well); False plays a server without it."""
         self.hang_up = False
         """Close each connection just after answering its DATA (an impatient destination)."""
         self._numbers = itertools.count(1)
         if store:
             store.mkdir(parents=True, exist_ok=True)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:1], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -8,6 +8,7 @@ real PostgreSQL (embedded through pgserver, or the server named by RELAY_TEST_DS
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -52,9 +53,19 @@ def db_count(dsn: str, table: str) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, chosen below the kernel's range of ephemeral ports: a
+    port the kernel hands out (bind to port 0) can be taken by any outgoing connection
+    between this check and the relay's bind, which then fails with "address in use"."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    while True:
+        port = random.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -27,6 +27,10 @@ class Reply:
         return f"{self.code} {self.text}".strip()
 
     @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
     def status(self) -> str:
         """The RFC 3463 code from the text, or one derived from the reply class."""
         match = _ENHANCED.match(self.text)

@@ -15,8 +15,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-import aiosmtplib
-
 from relay.delivery.transaction import Connection
 
 log = logging.getLogger(__name__)
@@ -93,9 +91,8 @@ class IdleConnections:
 
 
 async def _alive(connection: Connection) -> bool:
-    if not connection.client.is_connected:
+    if not connection.is_connected:
         return False
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-        response = await connection.client.rset()
-        return 200 <= response.code < 300
+    with contextlib.suppress(OSError, TimeoutError):
+        return await connection.reset()
     return False

@@ -314,7 +314,7 @@ class DeliveryWorker:
             lost = Reply(451, f"4.4.2 Connection to {connection.host} lost: {exc!r}")
             replies.update({x.id: lost for x in leases if x.id not in replies})
         finally:
-            if completed and sent < limit and connection.client.is_connected:
+            if completed and sent < limit and connection.is_connected:
                 self.idle.give_back(connection, target, sent)
             else:
                 await connection.close()
