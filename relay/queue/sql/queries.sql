@@ -1,10 +1,10 @@
 -- Named queries, loaded by relay.queue.sql. Each block starts with "-- name: NAME".
 
 -- name: store_messages
--- Messages, their deliveries and the workers' wake-up in one statement: one round trip and
--- its own transaction (the NOTIFY goes out at its commit). A retried group commit re-sends
--- the same ids: only messages not yet stored, and their deliveries, are written, and their
--- count comes back.
+-- Messages and their deliveries in one statement: one round trip and its own transaction.
+-- No NOTIFY here: the committer sends it afterwards (relay/queue/store.py says why). A
+-- retried group commit re-sends the same ids: only messages not yet stored, and their
+-- deliveries, are written, and their count comes back.
 WITH new AS (
     INSERT INTO messages (id, tenant, mail_from, content, size, header_message_id,
                           client_address, campaign, bulk, policy)
@@ -19,8 +19,7 @@ WITH new AS (
     WHERE x.m IN (SELECT id FROM new)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM new) AS messages, (SELECT count(*) FROM added) AS deliveries,
-       pg_notify('relay_queue', '') AS woken;
+SELECT (SELECT count(*) FROM new) AS messages, (SELECT count(*) FROM added) AS deliveries;
 
 -- name: notify_queue
 SELECT pg_notify('relay_queue', '');
