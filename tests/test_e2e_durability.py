@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, db_count, running, wait_for
+from tests.peers import RelayConfig, RelayProcess, Sink, db_count, db_rows, running, wait_for
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -99,3 +99,34 @@ def test_database_down_gets_451_and_the_relay_recovers(
         assert b"Subject: after the restart" in content
         assert db_count(private_postgres.get_uri("postgres"), "messages") == 1
         assert relay.healthy()
+
+
+def test_an_outcome_unrecorded_during_an_outage_is_recorded_after_it_not_sent_again(
+    private_postgres: Any, sink: Sink, tmp_path: Path
+) -> None:
+    """PostgreSQL stops while a delivery is at the destination; the destination answers 250
+    meanwhile. The relay keeps that outcome and records it once the database is back, within
+    the lease, instead of letting the lease expire and sending the message a second time."""
+    sink.handler.delay = 3.0  # the 250 comes while the database is down
+    dsn = private_postgres.get_uri("postgres")
+    config = RelayConfig(dsn=dsn, data_dir=tmp_path / "data", routes={"inbox.example": sink.port})
+    with running(config, tmp_path) as relay:
+        with submission(config.submission_port) as client:
+            client.send_message(message(subject="in flight"))
+        wait_for(lambda: len(_leased(dsn)) == 1, 10, "the delivery leased")
+        _stop(private_postgres)
+        sink.wait_count(1)
+        private_postgres.ensure_postgres_running()
+        wait_for(lambda: _states(dsn) == ["delivered"], 15, "the outcome recorded")
+        time.sleep(5 + sink.handler.delay + 2)  # a lease, a second attempt's DATA, a margin
+        assert len(sink.messages) == 1
+        assert db_count(dsn, "attempts") == 1
+        assert relay.healthy()
+
+
+def _leased(dsn: str) -> list[Any]:
+    return db_rows(dsn, "SELECT id FROM deliveries WHERE lease_token IS NOT NULL")
+
+
+def _states(dsn: str) -> list[str]:
+    return [r["state"] for r in db_rows(dsn, "SELECT state FROM deliveries")]

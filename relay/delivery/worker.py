@@ -54,6 +54,8 @@ attempts, the events), so under a steady stream of single commits one lease per 
 cost more than the message. Measured at 230 messages/s of 2 KB: PostgreSQL CPU per message
 2.0 -> 1.0 ms, the relay's 4.0 -> 3.2 ms, p50 final-dot-to-250 3.8 -> 2.4 ms; 50 ms gained
 no more and slowed a saturated run's deliveries."""
+_RECORD_RETRY_SECONDS = 1.0
+"""How often an outcome that could not be recorded is tried again (see _record_while_leased)."""
 LEASE_AHEAD = 5.0  # seconds of a site's rate leased ahead per tenant
 LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the dispatcher sees
 # a backlog's domain saturate before it has taken all the capacity
@@ -244,7 +246,7 @@ class DeliveryWorker:
     async def _deliver(self, domain: str, leases: list[Lease]) -> None:
         try:
             replies, provider, not_before = await self._send(domain, leases)
-            await self._record(leases, replies, provider, not_before)
+            await self._record_while_leased(leases, replies, provider, not_before)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
@@ -398,6 +400,36 @@ class DeliveryWorker:
         return {lease.id: reply for lease in leases}
 
     # -- recording outcomes -------------------------------------------------------------------
+
+    async def _record_while_leased(
+        self,
+        leases: list[Lease],
+        replies: dict[int, Reply],
+        provider: str | None,
+        not_before: datetime | None,
+    ) -> None:
+        """Record the outcome, again and again while the database cannot be reached, for as
+        long as the leases last: the destination has answered, and an outcome recorded late
+        is better than the same message sent again once the lease has expired (a duplicate
+        the recipient sees). A retry is harmless if a recording whose commit went unanswered
+        did land: `finish_attempts` completes only deliveries still leased with our token.
+        Past the lease the error stands, and the deliveries go again (at-least-once)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.settings.lease
+        while True:
+            try:
+                await self._record(leases, replies, provider, not_before)
+                return
+            except DATABASE_ERRORS as exc:
+                if loop.time() + _RECORD_RETRY_SECONDS >= give_up_at:
+                    raise
+                log.warning(
+                    "cannot record the outcome of %d deliveries to %s yet, retrying: %r",
+                    len(leases),
+                    leases[0].domain,
+                    exc,
+                )
+                await asyncio.sleep(_RECORD_RETRY_SECONDS)
 
     async def _record(
         self,
