@@ -10,7 +10,9 @@ per message of the relay's processes and of PostgreSQL's apart, the mean time fr
 dot to the 250 (the relay's own `relay_accept_seconds` histogram) and its stages (policy,
 signing, storage: `relay_accept_stage_seconds`), the mean number of
 messages per group commit (`relay_group_commit_messages`) and PostgreSQL's work per
-message (transactions, rows written, read by index) from its statistics views. With
+message from its statistics views: transactions, rows written, read by index, WAL records,
+full-page images and bytes, WAL buffers found full, checkpoints, and data pages written out
+(by the checkpointer, the background writer or the backends themselves). With
 `--py-spy FILE` the first repeat is sampled with py-spy (`pip install py-spy`) into FILE as
 collapsed stacks, for `python -m bench.profile_report FILE`. With `--rate` the messages
 are offered at that steady rate by the bench's own client (a new connection each, as the
@@ -50,8 +52,10 @@ _HISTOGRAMS = (
 )
 _STAGES = ("policy", "signing", "storage")
 _PG_TOTALS = (
-    "SELECT xact_commit, tup_inserted, tup_updated, tup_fetched FROM pg_stat_database "
-    "WHERE datname = current_database()"
+    "SELECT xact_commit, tup_inserted, tup_updated, tup_fetched, wal_records, wal_fpi, "
+    "wal_bytes::bigint, wal_buffers_full, checkpoints_timed + checkpoints_req AS checkpoints, "
+    "buffers_checkpoint + buffers_clean + buffers_backend AS buffers_written "
+    "FROM pg_stat_database, pg_stat_wal, pg_stat_bgwriter WHERE datname = current_database()"
 )
 
 

@@ -340,7 +340,7 @@ class RelaySMTP(SMTP):
         reader for the next pipelined command. Past the limit, data is read and dropped so
         the 552 comes after the client has finished (RFC 5321 4.2.5).
         """
-        pieces: list[bytes] = []
+        pieces: list[bytes | memoryview] = []
         size = 0
         before = b"\r\n"
         while True:
@@ -350,11 +350,12 @@ class RelaySMTP(SMTP):
             except asyncio.LimitOverrunError as exc:
                 piece = await self._reader.read(exc.consumed)
                 found = False
-            if found and (before + piece[:-3])[-2:] == b"\r\n":
-                pieces.append(piece[:-3])
+            # the last two octets before the dot, with no copy of the piece (64 KiB)
+            if found and (before + piece[-5:-3])[-2:] == b"\r\n":
+                pieces.append(memoryview(piece)[:-3])
                 size += len(piece) - 3
                 break
-            before = (before + piece)[-2:]
+            before = (before + piece[-2:])[-2:]
             size += len(piece)
             if size <= limit:
                 pieces.append(piece)

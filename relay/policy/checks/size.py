@@ -11,6 +11,21 @@ from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 
 MAX_LINE = 998  # octets before the CRLF
+_BLOCK = (MAX_LINE + 2) // 2
+"""Any run of MAX_LINE + 2 octets without a LF (a line too long, with its CR) covers a whole
+block of this size that starts at a multiple of it (a run of 2 * _BLOCK - 1 octets always
+does), so a message with a LF in every such block has no line too long."""
+
+
+def every_block_has_newline(raw: bytes) -> bool:
+    """True when no aligned block of `_BLOCK` octets lacks a LF: one `find` per block,
+    which stops at the block's first LF (some 80 octets into it in most mail), where
+    splitting the message into lines to measure them read and copied all of it (0.14 ms
+    per 100 KB)."""
+    return all(
+        raw.find(b"\n", start, start + _BLOCK) >= 0
+        for start in range(0, len(raw) - _BLOCK + 1, _BLOCK)
+    )
 
 
 class LineLength:
@@ -18,13 +33,16 @@ class LineLength:
     phase = "data"
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        lines = ctx.raw.split(b"\n")
-        if max(map(len, lines)) <= MAX_LINE + 1:  # + 1: the CR of the CRLF; C speed, where
-            return Verdict.ok(self.rule, f"no line longer than {MAX_LINE} octets")  # re is slow
-        line = next(i for i, text in enumerate(lines, 1) if len(text) > MAX_LINE + 1)
+        raw = ctx.raw
+        if every_block_has_newline(raw):
+            return Verdict.ok(self.rule, f"no line longer than {MAX_LINE} octets")
+        lines = raw.split(b"\n")
+        too_long = [i for i, text in enumerate(lines, 1) if len(text) > MAX_LINE + 1]  # + CR
+        if not too_long:
+            return Verdict.ok(self.rule, f"no line longer than {MAX_LINE} octets")
         return Verdict.reject(
             self.rule,
-            f"line {line} of the message is longer than {MAX_LINE} octets (RFC 5321 "
+            f"line {too_long[0]} of the message is longer than {MAX_LINE} octets (RFC 5321 "
             "4.5.3.1.6); encode the body as quoted-printable or base64",
             550,
             "5.6.0",
