@@ -25,6 +25,7 @@ from relay import metrics
 from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
+from relay.dkim.keys import activate_missing_keys
 from relay.dkim.service import DkimSigner
 from relay.feedback import reputation, retention
 from relay.feedback.canary import CanaryTask
@@ -83,6 +84,7 @@ async def serve(config_path: Path, config: Config) -> None:
         lifetime=config.delivery.queue_lifetime,
         batch_max=config.queue.commit_batch,
     )
+    _generate_missing_keys(config)
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
     domains = DomainStatus(database.pool, config)
     await domains.refresh()
@@ -143,6 +145,7 @@ async def serve(config_path: Path, config: Config) -> None:
     pending: set[asyncio.Task[None]] = set()
 
     def reload(new: Config) -> None:
+        _generate_missing_keys(new)  # before the SMTP workers are told to load the keys
         _reload_submission(new, signer, handler, domains, pending)
         worker.reload(new)
         feedback.reload(new)
@@ -175,6 +178,18 @@ async def serve(config_path: Path, config: Config) -> None:
     await http.cleanup()
     await database.close()
     log.info("stopped")
+
+
+def _generate_missing_keys(config: Config) -> None:
+    """`[dkim] generate_missing` (the demo, local tests): every tenant domain without an
+    active key gets one, as the demo's TLS certificate is made when none is configured.
+    Only this process makes keys; the SMTP workers load them."""
+    if not config.dkim.generate_missing:
+        return
+    root = Path(config.relay.data_dir) / "dkim"
+    for tenant in config.tenants:
+        for domain in activate_missing_keys(root, tenant.domains):
+            log.info("DKIM key made and activated for %s ([dkim] generate_missing)", domain)
 
 
 def _handle_signals(config_path: Path, apply: Callable[[Config], None]) -> asyncio.Event:

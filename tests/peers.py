@@ -134,6 +134,7 @@ class RelayConfig:
     extra_delivery: str = ""
     extra_tenants: str = ""
     extra_policy: str = ""
+    dkim: str = "generate_missing = true"
     bare_newlines: str = "reject"
     require_verified_domains: bool = False
     submission_port: int = field(default_factory=free_port)
@@ -176,6 +177,9 @@ retry_max = "2s"
 connect_timeout = "5s"
 command_timeout = "10s"
 {self.extra_delivery}
+
+[dkim]
+{self.dkim}
 
 [policy]
 require_verified_domains = {"true" if self.require_verified_domains else "false"}

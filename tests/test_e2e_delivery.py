@@ -21,13 +21,20 @@ def _split(content: bytes) -> tuple[bytes, bytes]:
 
 
 def test_message_over_starttls_reaches_sink_byte_identical(relay: RelayProcess, sink: Sink) -> None:
-    """AUTH after STARTTLS; the sink gets the submitted bytes with only a Received: on top."""
+    """AUTH after STARTTLS; the sink gets the submitted bytes with only the DKIM signature
+    and a Received: on top."""
     msg = message(body="Line one\nLine two with trailing space \n.leading dot\n")
     original = msg.as_bytes(policy=email.policy.SMTP)
     with submission(relay.config.submission_port) as client:
         client.sendmail("app@acme.example", ["alice@inbox.example"], original)
-    ((mail_from, rcpts, content),) = sink.wait_count(1)
+    ((mail_from, rcpts, signed),) = sink.wait_count(1)
     assert (mail_from, rcpts) == ("app@acme.example", ["alice@inbox.example"])
+    signature, _, rest = signed.partition(b"\r\nReceived: ")
+    assert (
+        signature.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+        and b"d=acme.example;" in signature
+    )
+    content = b"Received: " + rest
     assert content.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test")
     assert content.endswith(original)
     assert _split(content)[1] == _split(original)[1]

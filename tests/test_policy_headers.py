@@ -143,6 +143,7 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",
         "data:P-DNSAUTH",
+        "data:P-DKIM",
         "data:P-WHOIS",
         "data:P-HDR-ALIGN",
         "data:P-SUBJECT",

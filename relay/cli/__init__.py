@@ -15,7 +15,7 @@ from relay.cli.abuse import abuse
 from relay.cli.campaign import campaign
 from relay.cli.common import config_option, load, run, setup_logging, with_db
 from relay.cli.consent import consent
-from relay.cli.dkim import dkim
+from relay.cli.dkim import dkim, unsigned, unsigned_consequence
 from relay.cli.domain import domain
 from relay.cli.erase import erase_command
 from relay.cli.events import events
@@ -75,6 +75,10 @@ def check_config(path: Path) -> None:
         f"{path}: OK ({len(config.tenants)} tenants, {len(config.listeners)} listeners, "
         f"{len(config.routes)} routes)"
     )
+    missing = unsigned(config)
+    if missing:
+        click.echo(f"tenant domains without an active DKIM key: {', '.join(missing)}")
+        click.echo(f"  {unsigned_consequence(config)}")
 
 
 @main.command("hash-password")

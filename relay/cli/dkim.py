@@ -7,7 +7,7 @@ import click
 
 from relay.cli.common import config_option, load, run
 from relay.config.schema import Config
-from relay.dkim.keys import DomainKeys
+from relay.dkim.keys import DomainKeys, unsigned_domains
 
 
 @click.group()
@@ -19,6 +19,24 @@ def _domain_keys(config: Config, domain: str) -> DomainKeys:
     from relay.smtp.address import to_a_label
 
     return DomainKeys(Path(config.relay.data_dir) / "dkim", to_a_label(domain))
+
+
+def unsigned(config: Config) -> list[str]:
+    """`TENANT: DOMAIN` for every tenant domain that no active key signs for (P-DKIM)."""
+    root = Path(config.relay.data_dir) / "dkim"
+    return [f"{t.name}: {d}" for t in config.tenants for d in unsigned_domains(root, t.domains)]
+
+
+def unsigned_consequence(config: Config) -> str:
+    """What happens to those domains' mail under this configuration."""
+    if config.dkim.generate_missing:
+        return "a key is made and activated when the relay starts ([dkim] generate_missing)"
+    if config.dkim.allow_unsigned:
+        return "their mail leaves unsigned ([dkim] allow_unsigned)"
+    return (
+        "their mail is refused with 550 5.7.1 [P-DKIM] until a key is active "
+        "(relay dkim keygen DOMAIN, publish the record, relay dkim rotate DOMAIN)"
+    )
 
 
 def _txt_record(domain: str, selector: str, record: str) -> str:

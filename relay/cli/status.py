@@ -32,6 +32,7 @@ import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run
+from relay.cli.dkim import unsigned, unsigned_consequence
 from relay.config.schema import Config, ListenerSection, split_host_port
 from relay.delivery.shaping import site_limits
 from relay.queue.database import Database
@@ -97,6 +98,9 @@ class Status:
     database: DatabaseHealth
     listeners: list[ListenerHealth] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    unsigned: list[str] = field(default_factory=list)
+    """`TENANT: DOMAIN` for tenant domains that no active DKIM key signs for (P-DKIM)."""
+    unsigned_consequence: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -118,7 +122,14 @@ async def gather(config: Config, wait: float, top: int) -> Status:
         database = group.create_task(read_database(config, wait, top))
     health, snapshot = database.result()
     listeners = [*(t.result() for t in smtp), http.result()]
-    return Status(config.relay.hostname, health, listeners, snapshot)
+    return Status(
+        config.relay.hostname,
+        health,
+        listeners,
+        snapshot,
+        unsigned(config),
+        unsigned_consequence(config),
+    )
 
 
 async def read_database(
@@ -423,6 +434,11 @@ def _health(status: Status) -> list[str]:
         what = f"{x.address} {x.kind}: "
         what += f"{x.reply} ({_ms(x.latency_ms)})" if x.reply else f"not answering: {x.error}"
         rows.append((x.name, "ok" if x.ok else "FAIL", what))
+    if status.unsigned:
+        keyless = ", ".join(status.unsigned)
+        rows.append(("dkim", "WARN", f"no active key for {keyless}: {status.unsigned_consequence}"))
+    else:
+        rows.append(("dkim", "ok", "every tenant domain has an active key"))
     width = max(len(name) for name, _, _ in rows)
     lines = [f"relay status of {status.host}", "", "health"]
     lines += [f"  {name.ljust(width)}  {state.ljust(4)}  {said}" for name, state, said in rows]

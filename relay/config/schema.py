@@ -178,6 +178,13 @@ class DkimSection(Strict):
     expire_after: Seconds = Field(default="7d", ge=0)
     """Signature lifetime written as `x=` (RFC 6376 3.5); 0 leaves `x=` out. Keys live in
     `data_dir/dkim` (`relay dkim keygen`, `relay dkim rotate`)."""
+    allow_unsigned: bool = False
+    """P-DKIM: mail whose From domain has no active key is refused with `550 5.7.1
+    [P-DKIM]` (the default), or, when true, leaves unsigned."""
+    generate_missing: bool = False
+    """At start and on reload, make and activate a key for every tenant domain without one,
+    with no DNS check: for the demo and local tests, whose domains have no DNS. Anywhere
+    else keys sign only after `relay dkim rotate` has seen their record published."""
 
 
 class PolicySection(Strict):

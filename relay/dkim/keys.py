@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from relay.config.tenants import is_within
 from relay.dkim.sign import PrivateKey, SigningKey
 
 Algorithm = Literal["rsa", "ed25519"]
@@ -129,6 +131,37 @@ class DomainKeys:
             n += 1
             selector = f"{base}{chr(ord('a') + n - 2)}"
         return selector
+
+
+def has_active_key(root: Path, domain: str) -> bool:
+    return any(state.active for state in DomainKeys(root, domain).state.values())
+
+
+def unsigned_domains(root: Path, domains: Sequence[str]) -> list[str]:
+    """Those of one tenant's sending `domains` whose mail no active key under `root`
+    (data_dir/dkim) would sign: neither the domain nor a parent of it among `domains` has
+    one (the signer takes such a parent, `relay.dkim.service`). P-DKIM refuses their mail."""
+    keyed = [d for d in domains if has_active_key(root, d)]
+    return [d for d in domains if not any(is_within(d, k) for k in keyed)]
+
+
+def activate_missing_keys(root: Path, domains: Sequence[str]) -> list[str]:
+    """Make and activate at once an RSA key for each of one tenant's `domains` that
+    `unsigned_domains` names (parents first, so a subdomain is covered by its parent's);
+    returns the domains that got one. The record is not looked up in DNS: only for `[dkim]
+    generate_missing` (the demo, tests whose domains have no DNS). Anywhere else a key signs
+    only after `relay dkim rotate` has seen its record published."""
+    made: list[str] = []
+    for domain in sorted(unsigned_domains(root, domains), key=len):
+        if any(is_within(domain, parent) for parent in made):
+            continue
+        keys = DomainKeys(root, domain)
+        rsa_state = keys.state.get("rsa")
+        if rsa_state is None or rsa_state.next is None:
+            keys.add_next("rsa")
+        keys.promote("rsa")
+        made.append(domain)
+    return made
 
 
 def load_signing_keys(root: Path) -> dict[str, list[SigningKey]]:

@@ -23,11 +23,14 @@ class DkimSigner:
         self.root = Path(data_dir) / "dkim"
         self.expire_after = expire_after
         self.keys: dict[str, list[SigningKey]] = {}
+        self.domains: frozenset[str] = frozenset()
+        """The domains with an active key, which P-DKIM asks about for every message."""
         self._warned: set[tuple[str, str | None]] = set()
         self.reload()
 
     def reload(self) -> None:
         self.keys = load_signing_keys(self.root)
+        self.domains = frozenset(self.keys)
         self._warned.clear()
         log.info("DKIM keys loaded for %d domains", len(self.keys))
 
@@ -48,7 +51,8 @@ class DkimSigner:
         crlf_checked: bool = False,
     ) -> bytes:
         """The message with its signatures on top for From domain `domain` (an A-label);
-        unchanged when no key applies. `crlf_checked` as for `relay.dkim.sign.sign`."""
+        unchanged when no key applies, which P-DKIM lets through only with `[dkim]
+        allow_unsigned`. `crlf_checked` as for `relay.dkim.sign.sign`."""
         keys = self.keys_for(tenant, domain)
         if not keys:
             if (tenant.name, domain) not in self._warned:  # once per domain, not per message

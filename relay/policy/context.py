@@ -70,6 +70,10 @@ class PolicyContext:
     """The sending service's own contacts (P-NO-SERVICE-CONTACT)."""
     extras: dict[str, object] = field(default_factory=dict)
     """What checks compute once and share (the visible text, say)."""
+    signing_domains: frozenset[str] | None = None
+    """Domains that hold an active DKIM key (P-DKIM); None when not known (offline)."""
+    allow_unsigned: bool = False
+    """`[dkim] allow_unsigned`: mail without a key of its domain may leave unsigned."""
 
     @property
     def campaign(self) -> str | None:

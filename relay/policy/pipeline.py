@@ -19,6 +19,7 @@ from relay.policy.checks.bulk import (
 )
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.content import ProhibitedContent
+from relay.policy.checks.dkim import SignedMail
 from relay.policy.checks.headers import (
     AlignedHeaders,
     FromHeader,
@@ -67,6 +68,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     SaneHeaders(),
     FromHeader(),
     VerifiedDomain(),
+    SignedMail(),
     IdentifiableRegistrant(),
     AlignedHeaders(),
     MisleadingSubject(),

@@ -228,6 +228,8 @@ class SubmissionHandler:
             self.enqueuer.pool,
             self.domains.for_policy() if self.domains else None,
             tuple(self.config.policy.service_contacts),
+            signing_domains=self.signer.domains,
+            allow_unsigned=self.config.dkim.allow_unsigned,
         )
         verdicts = await self.pipeline.run("data", ctx)
         checked = time.perf_counter()

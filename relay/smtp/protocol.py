@@ -75,6 +75,11 @@ class ConnectionCounter:
 class RelaySession(Session):
     """aiosmtpd's session plus who is submitting: set at AUTH or from a trusted network."""
 
+    # aiosmtpd 1.4 still writes its deprecated `login_data` after every successful AUTH, and
+    # that property logs a WARNING each time. The relay reads only `auth_data` (the tenant's
+    # username); here the legacy slot is a plain attribute, so writing it logs nothing.
+    login_data: Any = None
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.tenant: str | None = None
