@@ -36,7 +36,7 @@ TENANT = TenantSection(
     name="acme", domains=["acme.example"], networks=["10.0.0.0/8"], verified=True,
     require_consent=False,
     identity=Identity(name="Acme Widgets GmbH",
-                      postal_address="Hauptstraße 5, 10115 Berlin, Germany",
+                      street="Hauptstraße 5", postal_code="10115", city="Berlin", country="DE",
                       contact_email="hello@acme.example"),
 )  # fmt: skip
 
@@ -62,6 +62,9 @@ def pipeline_cpu_ms(raw: bytes, repeat: int) -> float:
     pipeline = Pipeline()
 
     async def all_runs() -> float:
+        # one message first: what a relay builds once at start (phrase data, compiled
+        # rules) is not a per-message cost
+        await pipeline.run("data", PolicyContext(TENANT, "news@acme.example", [], raw))
         start = time.process_time()
         for _ in range(repeat):
             ctx = PolicyContext(TENANT, "news@acme.example", ["alice@inbox.example"], raw)

@@ -197,7 +197,10 @@ verified = true
 
 [tenants.identity]
 name = "Acme Widgets GmbH"
-postal_address = "Hauptstraße 5, 10115 Berlin, Germany"
+street = "Hauptstraße 5"
+postal_code = "10115"
+city = "Berlin"
+country = "DE"
 contact_email = "hello@acme.example"
 
 [[tenants.credentials]]

@@ -20,7 +20,10 @@ TENANT = TenantSection(
     require_consent=False,
     identity=Identity(
         name="Acme Widgets GmbH",
-        postal_address="Hauptstraße 5, 10115 Berlin, Germany",
+        street="Hauptstraße 5",
+        postal_code="10115",
+        city="Berlin",
+        country="DE",
         contact_email="hello@acme.example",
     ),
 )
@@ -80,14 +83,14 @@ REFUSED = {
     "mailto only": (dict(unsubscribe="<mailto:u@acme.example>"), "P-UNSUB", "https URI"),
     "no one-click POST": (dict(post=None), "P-UNSUB", "One-Click"),
     "no visible link": (
-        dict(html=FOOTER_HTML.replace("Unsubscribe", "More"),
-             text=FOOTER_TEXT.replace("Unsubscribe", "More")),
+        dict(html=FOOTER_HTML.replace("Unsubscribe", "More").replace("/u/abc", "/more"),
+             text=FOOTER_TEXT.replace("Unsubscribe", "More").replace("/u/abc", "/more")),
         "P-UNSUB", "visible unsubscribe link",
     ),
     "no postal address": (
         dict(html=FOOTER_HTML.replace("Hauptstra&szlig;e 5,<br>10115 Berlin, Germany", ""),
              text=FOOTER_TEXT.replace("Hauptstraße 5, 10115 Berlin, Germany", "")),
-        "P-IDENTITY", "postal address",
+        "P-IDENTITY", "missing the sender's street, postal code or city",
     ),
     "address only in a comment": (
         dict(html=FOOTER_HTML.replace("Acme Widgets GmbH", "<!-- Acme Widgets GmbH -->"),

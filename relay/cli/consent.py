@@ -30,7 +30,17 @@ def consent() -> None:
 @click.argument("csv_file", type=click.File("r", encoding="utf-8"))
 @click.option("--tenant", required=True)
 def consent_import(config_path: Path, csv_file: TextIO, tenant: str) -> None:
-    """Import consent records from a CSV file (see `relay consent --help`)."""
+    """Import consent records from CSV_FILE for TENANT.
+
+    \b
+    The first row names the columns (any order, more are ignored):
+      address       the recipient's email address
+      consented_at  when, ISO 8601 (2026-03-01T09:30:00+01:00; no zone: UTC)
+      source        from where: the IP address or another identifier
+      form_version  which form or page version the recipient saw
+      consent_text  the consent text shown
+      method        web-form, double-opt-in, paper or verbal
+    Rows that cannot serve as proof are refused with their line number and reason."""
     config = load(config_path)
     reader = csv.DictReader(csv_file)
     if not reader.fieldnames or set(COLUMNS) - set(reader.fieldnames):

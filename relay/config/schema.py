@@ -187,6 +187,14 @@ class DkimSection(Strict):
     else keys sign only after `relay dkim rotate` has seen their record published."""
 
 
+CONTENT_CATEGORIES = (
+    "dating", "drugs", "get_rich", "stock_tips", "mlm", "affiliate", "debt", "supplements",
+    "list_brokering", "piracy", "crypto", "gambling", "tobacco",
+)  # fmt: skip
+"""POLICY.md's prohibited categories (P-CONTENT), as `relay/policy/data/content.toml` names them."""
+ContentCategory = Literal[CONTENT_CATEGORIES]  # type: ignore[valid-type]
+
+
 class PolicySection(Strict):
     require_verified_domains: bool = True
     """Send only from domains that passed `relay domain verify` (P-DNSAUTH): SPF
@@ -214,8 +222,11 @@ class PolicySection(Strict):
     """File holding the HMAC secret of unsubscribe tokens (32 bytes or more); empty: the
     RELAY_UNSUBSCRIBE_SECRET environment variable."""
     service_contacts: list[str] = []
-    """The sending service's own contact details (abuse address, website) that tenants'
-    bulk mail must not show as its own (P-NO-SERVICE-CONTACT)."""
+    """The sending service's own contact details that no tenant mail may show as its own
+    (P-NO-SERVICE-CONTACT): addresses (`abuse@relay.example`), and web sites as a URL or
+    host name (`https://relay.example`: the host and its subdomains)."""
+    content_categories: list[ContentCategory] = list(CONTENT_CATEGORIES)
+    """P-CONTENT: the prohibited categories this deployment enforces; all by default."""
 
 
 class FeedbackSection(Strict):
@@ -346,16 +357,43 @@ class TenantLimits(Strict):
 
 
 class Identity(Strict):
-    """Who sends the tenant's bulk mail, as each message must show it (P-IDENTITY)."""
+    """Who sends the tenant's bulk mail (P-IDENTITY), in parts: a footer writes them in any
+    order, with any separators, over lines or table cells, the country in any language."""
 
     name: str = Field(min_length=2)
-    """Full name of the sender (person or company)."""
-    postal_address: str = Field(min_length=5)
-    """Physical postal address or registered office, as written in the mail's footer."""
+    """Full (legal) name of the sender, e.g. `Kaffeerösterei Müller GmbH`."""
+    brands: list[Annotated[str, Field(min_length=2)]] = []
+    """Registered trading names; a footer may name the sender by one instead of `name`."""
+    street: str = Field(min_length=2)
+    """Street and number (or PO box) of the postal address or registered office."""
+    postal_code: str = ""
+    """Empty only where the country has none."""
+    city: str = Field(min_length=2)
+    country: str = Field(pattern=r"^[A-Za-z]{2}$")
+    """ISO 3166-1 alpha-2 code (`DE`); the footer may name the country in any language,
+    or leave it out for domestic mail."""
     contact_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     consent_statement: str = ""
     """The sentence the tenant uses to say why recipients get its mail (P-CONSENT-NOTE);
     common phrasings in several languages are recognised without it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_in_parts(cls, value: object) -> object:
+        if isinstance(value, dict) and "postal_address" in value:
+            raise ValueError(
+                "postal_address is now written in parts: street, postal_code, city, country"
+            )
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, code: str) -> str:
+        from babel import Locale
+
+        if code.upper() not in Locale("en").territories:
+            raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+        return code.upper()
 
 
 class TenantSection(Strict):

@@ -24,29 +24,15 @@ Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
 
 
-def parse(raw: bytes) -> EmailMessage:
-    """The message as the standard library's parser makes it, for less when it has a single
-    part (neither multipart/* nor message/*, as most mail is): then only the header block
-    goes through the parser, and the body becomes the payload as it is. That is what the
-    parser makes of such a body too (email.feedparser: every line after the headers, joined
-    again), after splitting it into lines one by one in Python: 0.45 ms for 100 KB, against
-    0.02 ms like this. Anything the header block alone cannot settle, a header block with no
-    CRLF CRLF after it or one the parser ends early (a line that is not a header), takes the
-    parser's whole way."""
+def parse_headers(raw: bytes) -> EmailMessage:
+    """The message's header block, parsed by the standard library (its modern policy) as it
+    parses a whole message, without the body: the checks of headers need nothing more, and
+    the body's text comes from `relay.policy.mime` (the whole parser costs ~2.7 ms on a
+    60 KB multipart newsletter, the header block ~0.1 ms)."""
     end = raw.find(b"\r\n\r\n")
-    if end >= 0:
-        head = _PARSER.parsebytes(raw[: end + 4], headersonly=True)
-        assert isinstance(head, EmailMessage)
-        if (
-            head.get_content_maintype() not in ("multipart", "message")
-            and not head.get_payload()
-            and not head.defects
-        ):
-            head.set_payload(raw[end + 4 :].decode("ascii", "surrogateescape"))
-            return head
-    parsed = _PARSER.parsebytes(raw)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
+    head = _PARSER.parsebytes(raw if end < 0 else raw[: end + 4], headersonly=True)
+    assert isinstance(head, EmailMessage)
+    return head
 
 
 def _utf8(value: str) -> str:
@@ -74,6 +60,8 @@ class PolicyContext:
     """Domains that hold an active DKIM key (P-DKIM); None when not known (offline)."""
     allow_unsigned: bool = False
     """`[dkim] allow_unsigned`: mail without a key of its domain may leave unsigned."""
+    content_categories: frozenset[str] | None = None
+    """`[policy] content_categories`: the P-CONTENT categories enforced; None: all."""
 
     @property
     def campaign(self) -> str | None:
@@ -87,7 +75,8 @@ class PolicyContext:
 
     @cached_property
     def message(self) -> EmailMessage:
-        return parse(self.raw)
+        """The header block (the body's text: `relay.policy.reading`)."""
+        return parse_headers(self.raw)
 
     @cached_property
     def _raw_headers(self) -> list[tuple[str, str]]:

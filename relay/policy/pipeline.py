@@ -11,12 +11,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from relay.policy.checks.bulk import (
-    ConsentNote,
-    NoServiceContact,
-    OneClickUnsubscribe,
-    SenderIdentity,
-)
+from relay.policy.checks.bulk import ConsentNote, NoServiceContact, OneClickUnsubscribe
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.content import ProhibitedContent
 from relay.policy.checks.dkim import SignedMail
@@ -27,6 +22,7 @@ from relay.policy.checks.headers import (
     SaneHeaders,
     VerifiedDomain,
 )
+from relay.policy.checks.identity import SenderIdentity
 from relay.policy.checks.reputation import BULK_SUSPENSIONS
 from relay.policy.checks.size import LineLength
 from relay.policy.checks.subject import MisleadingSubject

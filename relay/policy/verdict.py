@@ -25,6 +25,8 @@ class Verdict:
     reason: str
     code: int = 250
     enhanced: str = "2.0.0"
+    detail: str = ""
+    """What within the rule decided, where a rule has parts (P-CONTENT's category)."""
 
     @classmethod
     def ok(cls, rule: str, reason: str) -> "Verdict":
@@ -35,8 +37,10 @@ class Verdict:
         return cls(rule, Outcome.SKIP, reason)
 
     @classmethod
-    def reject(cls, rule: str, reason: str, code: int = 550, enhanced: str = "5.7.1") -> "Verdict":
-        return cls(rule, Outcome.REJECT, reason, code, enhanced)
+    def reject(
+        cls, rule: str, reason: str, code: int = 550, enhanced: str = "5.7.1", detail: str = ""
+    ) -> "Verdict":
+        return cls(rule, Outcome.REJECT, reason, code, enhanced, detail)
 
     @classmethod
     def tempfail(

@@ -32,6 +32,7 @@ from relay.feedback.unsubscribe import headers as unsubscribe_headers
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
 from relay.policy.pipeline import Pipeline, default_checks, refusal
+from relay.policy.reading import prepare
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
@@ -74,6 +75,7 @@ class SubmissionHandler:
 
     def reload(self, config: Config) -> None:
         """Take new tenants, limits and credentials (SIGHUP); open sessions keep going."""
+        prepare(t.identity.country for t in config.tenants if t.identity)
         self.config = config
         self.tenants = Tenants.from_config(config)
         accounts = {u: Account(t, h) for u, (t, h) in self.tenants.logins.items()}
@@ -230,6 +232,7 @@ class SubmissionHandler:
             tuple(self.config.policy.service_contacts),
             signing_domains=self.signer.domains,
             allow_unsigned=self.config.dkim.allow_unsigned,
+            content_categories=frozenset(self.config.policy.content_categories),
         )
         verdicts = await self.pipeline.run("data", ctx)
         checked = time.perf_counter()

@@ -1,112 +1,31 @@
-"""What bulk mail must carry, read from the text a recipient sees (DATA phase).
+"""What bulk mail must carry, and what no mail may carry, read from the text a recipient sees.
 
-- P-IDENTITY: the sender's full name, postal address and contact email (the tenant's
-  configured `identity`) appear in the message text (CAN-SPAM, e-Commerce Directive art. 5);
-- P-CONSENT-NOTE: the text says why the recipient gets the message;
-- P-NO-SERVICE-CONTACT: the sending service's own contacts (`[policy] service_contacts`)
-  do not appear, as if they were the sender's;
+- P-CONSENT-NOTE: bulk mail says why the recipient gets it: the tenant's own sentence, a
+  phrase of the `consent` data, or a sentence built of parts close together (within about
+  fifteen words): "you are receiving this ..." followed by "because"; "because" followed
+  by what the recipient did or is (an action: subscribed, signed up, registered, opted in,
+  is a customer, created an account, asked to be told, is a member...); an action and
+  "you are receiving this" in either order ("you signed up, so you get this"); or two
+  different actions ("registered as a customer and agreed to ...");
 - P-UNSUB: `List-Unsubscribe` with an https URI and `List-Unsubscribe-Post:
-  List-Unsubscribe=One-Click` (RFC 2369, RFC 8058), and an unsubscribe link in the body.
-Text comes from `visible_text` (text/plain and text/html parts, decoded, tags stripped), so
-an address hidden in an HTML comment or a base64 attachment does not count. Comparisons
-ignore case and runs of whitespace, since HTML and mail clients re-wrap text freely.
-Transactional mail is exempt from all four.
+  List-Unsubscribe=One-Click` (RFC 2369, RFC 8058), and a visible unsubscribe link;
+- P-NO-SERVICE-CONTACT: no message, bulk or not, shows the sending service's own contacts
+  (`[policy] service_contacts`: addresses, or web sites by host name) as if they were the
+  sender's.
+Text comes from `relay.policy.reading` (every inline text part decoded, HTML rendered), so
+an address hidden in an HTML comment or a base64 attachment does not count. P-IDENTITY
+lives in `relay.policy.checks.identity`.
 """
 
 import re
-from functools import cached_property
+from urllib.parse import urlsplit
 
-from relay.policy.checks.text import Rendered, render
 from relay.policy.context import PolicyContext
+from relay.policy.reading import message_words, phrases, rendered
 from relay.policy.verdict import Verdict
+from relay.policy.words import skeleton
 
-CONSENT_PATTERNS = (
-    r"you (?:are )?receiv\w* (?:this|these|our)",
-    r"you (?:have )?(?:subscribed|signed up|opted in|registered)",
-    r"because you (?:subscribed|signed up|opted in|registered|asked|are a customer)",
-    r"(?:sie|du) erh(?:a|ä)ltst? diese",
-    r"weil (?:sie|du) sich .{0,40}angemeldet",
-    r"vous recevez (?:ce|cet|cette)",
-    r"(?:recibes|recibe) este",
-    r"ricevi questa",
-    r"u ontvangt deze",
-)
-"""How senders say why the recipient gets a newsletter, in the common languages."""
-
-UNSUBSCRIBE_WORDS = (
-    "unsubscribe", "opt out", "opt-out", "abmelden", "abbestellen", "désabonner",
-    "desabonner", "désinscri", "darse de baja", "darte de baja", "cancelar suscripción",
-    "annulla iscrizione", "disiscriviti", "afmelden", "uitschrijven", "avregistrera",
-    "wypisz", "manage preferences", "email preferences",
-)  # fmt: skip
-
-_CONSENT = re.compile("|".join(CONSENT_PATTERNS), re.IGNORECASE)
 _ANGLE_URIS = re.compile(r"<([^<>]+)>")
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-class _BulkText:
-    """The parts of a bulk message the checks read, computed once per message."""
-
-    def __init__(self, ctx: PolicyContext) -> None:
-        self.ctx = ctx
-
-    @cached_property
-    def rendered(self) -> Rendered:
-        return render(self.ctx.message)
-
-    @cached_property
-    def text(self) -> str:
-        return self.rendered.text.casefold()
-
-    @property
-    def links(self) -> list[str]:
-        return self.rendered.links
-
-
-def folded_text(ctx: PolicyContext) -> str:
-    """The message's visible text, rendered, whitespace collapsed and casefolded once per
-    message for every check that matches words in it."""
-    return _bulk_text(ctx).text
-
-
-def _bulk_text(ctx: PolicyContext) -> _BulkText:
-    cached = ctx.extras.get("bulk_text")
-    if not isinstance(cached, _BulkText):
-        cached = ctx.extras["bulk_text"] = _BulkText(ctx)
-    return cached
-
-
-class SenderIdentity:
-    rule = "P-IDENTITY"
-    phase = "data"
-
-    async def check(self, ctx: PolicyContext) -> Verdict:
-        if not ctx.is_bulk:
-            return Verdict.skip(self.rule, "transactional mail")
-        identity = ctx.tenant.identity
-        if identity is None:
-            return Verdict.reject(
-                self.rule, f"tenant {ctx.tenant.name} has no identity configured for bulk mail"
-            )
-        text = _bulk_text(ctx).text
-        missing = [
-            label
-            for label, value in (
-                ("name", identity.name),
-                ("postal address", identity.postal_address),
-                ("contact email", identity.contact_email),
-            )
-            if _squash(value) not in text
-        ]
-        if missing:
-            return Verdict.reject(
-                self.rule, f"bulk mail must show the sender's {', '.join(missing)} in its text"
-            )
-        return Verdict.ok(self.rule, "name, postal address and contact email are shown")
 
 
 class ConsentNote:
@@ -116,12 +35,24 @@ class ConsentNote:
     async def check(self, ctx: PolicyContext) -> Verdict:
         if not ctx.is_bulk:
             return Verdict.skip(self.rule, "transactional mail")
-        text = _bulk_text(ctx).text
         own = ctx.tenant.identity.consent_statement if ctx.tenant.identity else ""
-        match = _CONSENT.search(text)
-        if (own and _squash(own) in text) or match:
-            found = own if own and _squash(own) in text else match.group(0)  # type: ignore[union-attr]
-            return Verdict.ok(self.rule, f"states why the recipient gets it: {found!r}")
+        if own and f" {skeleton(own)} " in message_words(ctx).skeleton:
+            return Verdict.ok(self.rule, f"states why the recipient gets it: {own!r}")
+        found = phrases(ctx)
+        said = found.group("consent")
+        if said:
+            return Verdict.ok(self.rule, f"states why the recipient gets it: {said[0].text!r}")
+        pair = (
+            found.near("consent_receipt", "consent_because")
+            or found.near("consent_because", "consent_action")
+            or found.near("consent_action", "consent_receipt", either_order=True)
+            or found.near("consent_action", "consent_action")
+        )
+        if pair:
+            return Verdict.ok(
+                self.rule,
+                f"states why the recipient gets it: {pair[0].text!r} ... {pair[1].text!r}",
+            )
         return Verdict.reject(
             self.rule,
             "bulk mail must say why the recipient gets it "
@@ -129,26 +60,80 @@ class ConsentNote:
         )
 
 
+def _service_hosts(contacts: tuple[str, ...]) -> list[str]:
+    hosts = []
+    for contact in contacts:
+        if "@" in contact:
+            continue
+        host = urlsplit(contact if "://" in contact else f"//{contact}").hostname or ""
+        hosts.append(host.lower().removeprefix("www."))
+    return [h for h in hosts if h]
+
+
+def _written(host: str, text: str) -> bool:
+    """`host` (or a subdomain of it) written in `text` as a name of its own: not inside a
+    longer name (`relay.example.org`) and not as an address's domain (`@relay.example`)."""
+    at = text.find(host)
+    while at >= 0:
+        before = text[at - 1] if at else " "
+        after = text[at + len(host)] if at + len(host) < len(text) else " "
+        if (
+            before != "@"
+            and not after.isalnum()
+            and after not in "-_"
+            and not (
+                after == "."
+                and at + len(host) + 1 < len(text)
+                and text[at + len(host) + 1].isalnum()
+            )
+        ):
+            return True
+        at = text.find(host, at + 1)
+    return False
+
+
+def _within(host: str, service: str) -> bool:
+    host = host.lower().rstrip(".").removeprefix("www.")
+    return host == service or host.endswith("." + service)
+
+
 class NoServiceContact:
     rule = "P-NO-SERVICE-CONTACT"
     phase = "data"
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        contacts = [c.casefold() for c in ctx.service_contacts]
-        if not contacts:
+        if not ctx.service_contacts:
             return Verdict.skip(self.rule, "no service contacts configured")
-        if not ctx.is_bulk:
-            return Verdict.skip(self.rule, "transactional mail")
-        bulk = _bulk_text(ctx)
-        haystack = bulk.text + " " + " ".join(bulk.links).casefold()
-        for contact in contacts:
-            if contact in haystack:
-                return Verdict.reject(
-                    self.rule,
-                    f"the message shows the sending service's own contact {contact!r}; "
-                    "give the tenant's own",
-                )
+        shown = rendered(ctx)
+        text = shown.text.casefold()
+        links = [link.casefold() for link in shown.links]
+        for address in (c.casefold() for c in ctx.service_contacts if "@" in c):
+            if address in text or any(address in link for link in links):
+                return self._refuse(address)
+        linked = [urlsplit(link).hostname or "" for link in links if "://" in link]
+        for host in _service_hosts(ctx.service_contacts):
+            if any(_within(h, host) for h in linked) or _written(host, text):
+                return self._refuse(host)
         return Verdict.ok(self.rule, "no contact of the sending service in the message")
+
+    def _refuse(self, contact: str) -> Verdict:
+        return Verdict.reject(
+            self.rule,
+            f"the message shows the sending service's own contact {contact!r}; "
+            "give the tenant's own",
+        )
+
+
+def _same_targets(uris: list[str], links: tuple[str, ...]) -> str | None:
+    """A link of the text to the List-Unsubscribe URI (scheme, host and path alike): the
+    visible unsubscribe link, whatever its words."""
+
+    def target(uri: str) -> tuple[str, str]:
+        parts = urlsplit(uri.strip())
+        return (parts.hostname or "").lower(), parts.path.rstrip("/")
+
+    wanted = {target(u) for u in uris}
+    return next((link for link in links if "://" in link and target(link) in wanted), None)
 
 
 class OneClickUnsubscribe:
@@ -166,17 +151,22 @@ class OneClickUnsubscribe:
             return Verdict.reject(
                 self.rule, "bulk mail needs List-Unsubscribe with an https URI (RFC 2369, 8058)"
             )
-        post = _squash(" ".join(ctx.headers("List-Unsubscribe-Post")))
+        post = " ".join(" ".join(ctx.headers("List-Unsubscribe-Post")).split()).casefold()
         if post != "list-unsubscribe=one-click":
             return Verdict.reject(
                 self.rule,
                 "bulk mail needs List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)",
             )
-        bulk = _bulk_text(ctx)
-        visible = any(w in bulk.text for w in UNSUBSCRIBE_WORDS) and bool(bulk.links)
-        if not visible:
+        links = rendered(ctx).links
+        same = _same_targets([u for u in uris if u.strip().lower().startswith("https://")], links)
+        if same:
+            return Verdict.ok(self.rule, f"one-click List-Unsubscribe, linked in the text: {same}")
+        said = phrases(ctx).group("unsubscribe")
+        if not said or not links:
             return Verdict.reject(self.rule, "bulk mail needs a visible unsubscribe link")
-        return Verdict.ok(self.rule, "one-click List-Unsubscribe and a visible link")
+        return Verdict.ok(
+            self.rule, f"one-click List-Unsubscribe and a visible link ({said[0].text!r})"
+        )
 
     def _relay_adds(self, ctx: PolicyContext) -> Verdict:
         """The relay's own signed URI names one recipient, so it needs a message per
@@ -187,7 +177,7 @@ class OneClickUnsubscribe:
                 "the relay adds its one-click unsubscribe URI to single-recipient messages "
                 f"only; send bulk mail one recipient per message ({len(ctx.recipients)} here)",
             )
-        if not _bulk_text(ctx).links:
+        if not rendered(ctx).links:
             return Verdict.reject(self.rule, "bulk mail needs a visible unsubscribe link")
         ctx.extras["add_unsubscribe"] = True
         return Verdict.ok(self.rule, "the relay adds its signed one-click List-Unsubscribe")
