@@ -8,8 +8,9 @@
 
 Tenants authenticate with HTTP Basic (RFC 7617) and their SMTP credentials, through the
 same checker as SMTP AUTH: same argon2 hashes, same failure delay and lockout (answered
-429). Use it over TLS only: put the listener behind a TLS-terminating proxy that exposes
-`/v1/` (and keeps `/metrics` private).
+429), per client address as `[http] trusted_proxies` lets the relay see it. Use it over
+TLS only: put the listener behind a TLS-terminating proxy that exposes `/v1/` (and keeps
+`/metrics` private), and name the proxy in `[http] trusted_proxies`.
 """
 
 import binascii
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from relay.forwarded import client_address
 from relay.policy import consent_records
 from relay.smtp.auth import Authenticator, LockedOut
 
@@ -48,7 +50,7 @@ async def _tenant_of(request: web.Request, authenticator: Authenticator) -> str 
     if credentials is None:
         return _problem(401, "HTTP Basic credentials of a tenant are required", **challenge)
     try:
-        tenant = await authenticator.authenticate(*credentials, request.remote or "")
+        tenant = await authenticator.authenticate(*credentials, client_address(request))
     except LockedOut:
         return _problem(429, "too many failed logins; try again later")
     if tenant is None:

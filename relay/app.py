@@ -65,7 +65,17 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(_RESTART_SECONDS)
 
 
+def _private_data_dir(config: Config) -> None:
+    """`data_dir` holds DKIM and TLS keys and the embedded database: readable by the relay's
+    user only (0700), made so at every start if it was not."""
+    path = Path(config.relay.data_dir)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
 async def serve(config_path: Path, config: Config) -> None:
+    _private_data_dir(config)
     secret = load_secret(config.policy.unsubscribe_secret_file)
     signing = [t.name for t in config.tenants if t.unsubscribe == "relay" or t.return_path_domain]
     if secret is None and signing:
@@ -132,6 +142,7 @@ async def serve(config_path: Path, config: Config) -> None:
         config.policy,
         abuse_reports,
         workers.snapshots if workers else None,
+        config.http.trusted_proxies,
     )
     log.info(
         "relay ready: listeners %s, http %s, queue %s, %d process%s",

@@ -10,8 +10,9 @@ database answers.
 """
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from aiohttp import web
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from relay import api, metrics
 from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
+from relay.forwarded import TRUSTED_PROXIES
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.smtp.auth import Authenticator
@@ -36,10 +38,12 @@ def make_app(
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,
     worker_metrics: WorkerMetrics | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> web.Application:
     """The routes; `policy` mounts the one-click endpoint, `abuse_reports` (set when a
     report is stored, to wake the feedback processor) the abuse form; `worker_metrics`
-    reads the SMTP workers' metrics for `/metrics`."""
+    reads the SMTP workers' metrics for `/metrics`; `trusted_proxies` are the networks
+    whose `X-Forwarded-For` names the client (`relay.forwarded`)."""
 
     async def metrics_view(_: web.Request) -> web.Response:
         await _refresh_queue_gauges(pool)
@@ -60,6 +64,7 @@ def make_app(
         return web.json_response({"status": "ok"})
 
     app = web.Application()
+    app[TRUSTED_PROXIES] = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", health_view)
     api.add_routes(app, pool, authenticator)
@@ -92,8 +97,9 @@ async def start_http(
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,
     worker_metrics: WorkerMetrics | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> web.AppRunner:
-    app = make_app(pool, authenticator, policy, abuse_reports, worker_metrics)
+    app = make_app(pool, authenticator, policy, abuse_reports, worker_metrics, trusted_proxies)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_host_port(address)

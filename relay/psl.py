@@ -22,6 +22,12 @@ def registered_domain(domain: str) -> str:
     return _list().privatesuffix(name) or name
 
 
+def is_public_suffix(domain: str) -> bool:
+    """`com`, `co.uk`, `github.io`: names under which anyone registers (and `example`,
+    which the list's default rule makes a suffix), never a sending domain of one tenant."""
+    return bool(_list().is_public(domain.lower().rstrip(".")))
+
+
 def provider_of(mx_host: str, destination: str) -> str:
     """The provider behind a destination: its first MX host's registered domain, or the
     destination itself when the host is an address (a route to an IP)."""

@@ -135,6 +135,7 @@ class RelayConfig:
     extra_tenants: str = ""
     extra_policy: str = ""
     dkim: str = "generate_missing = true"
+    extra_http: str = ""
     bare_newlines: str = "reject"
     require_verified_domains: bool = False
     submission_port: int = field(default_factory=free_port)
@@ -189,6 +190,7 @@ service_contacts = ["abuse@relay.test"]
 
 [http]
 address = "127.0.0.1:{self.http_port}"
+{self.extra_http}
 
 [[tenants]]
 name = "acme"

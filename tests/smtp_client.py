@@ -38,11 +38,15 @@ def submission(port: int, *, login: bool = True, source: str | None = None) -> s
     client = smtplib.SMTP(
         "127.0.0.1", port, timeout=20, source_address=(source, 0) if source else None
     )
-    client.ehlo("client.test")
-    client.starttls(context=tls_context())
-    client.ehlo("client.test")
-    if login:
-        client.login("acme", ACME_PASSWORD)
+    try:
+        client.ehlo("client.test")
+        client.starttls(context=tls_context())
+        client.ehlo("client.test")
+        if login:
+            client.login("acme", ACME_PASSWORD)
+    except BaseException:
+        client.close()  # a refused login must not leave the TLS socket to the collector
+        raise
     return client
 
 

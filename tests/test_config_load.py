@@ -198,3 +198,49 @@ def test_relay_unsubscribe_needs_an_endpoint(tmp_path: Path) -> None:
         + 'unsubscribe = "relay"\n'
     )
     assert 'use unsubscribe = "relay": set [policy] unsubscribe_url' in _errors(tmp_path, text)
+
+
+def _tenant(name: str, domains: str, networks: str = '["192.0.2.0/24"]') -> str:
+    return f"[[tenants]]\nname = '{name}'\ndomains = {domains}\nnetworks = {networks}\n"
+
+
+UNSAFE = {
+    "a domain claimed twice": (
+        _tenant("a", "['shop.example']") + _tenant("b", "['x.example', 'shop.example']"),
+        ":10: tenants[1].domains[1]: shop.example is also a domain of tenant a",
+    ),
+    "a subdomain of another tenant's domain": (
+        _tenant("a", "['shop.example']") + _tenant("b", "['news.shop.example']"),
+        "tenants[1].domains[0]: news.shop.example overlaps shop.example, a domain of tenant a",
+    ),
+    "a public suffix": (
+        _tenant("a", "['co.uk']"),
+        "tenants[0].domains[0]: co.uk is a public suffix",
+    ),
+    "an open trusted network": (
+        _tenant("a", "['a.example']", '["0.0.0.0/0"]'),
+        "tenants[0].networks[0]: 0.0.0.0/0 is wider than /16 ([smtp] min_network_prefix_ipv4)",
+    ),
+    "an IPv6 network too wide": (
+        _tenant("a", "['a.example']", '["2001:db8::/32"]'),
+        "tenants[0].networks[0]: 2001:db8::/32 is wider than /48",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNSAFE)
+def test_unsafe_configs_are_refused_naming_the_key(tmp_path: Path, case: str) -> None:
+    text, expected = UNSAFE[case]
+    assert expected in _errors(tmp_path, MINIMAL + text)
+
+
+def test_the_demo_password_is_refused_off_loopback(tmp_path: Path) -> None:
+    """The shipped demo credentials are fine on 127.0.0.1 and refused elsewhere."""
+    demo = (ROOT / "relay.toml").read_text()
+    path = tmp_path / "relay.toml"
+    path.write_text(demo)
+    load_config(path)
+    exposed = demo.replace('address = "127.0.0.1:2587"', 'address = "0.0.0.0:2587"')
+    message = _errors(tmp_path, exposed)
+    assert "tenants[0].credentials[0].password_hash: the demo password" in message
+    assert "(submission)" in message

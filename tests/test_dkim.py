@@ -236,3 +236,20 @@ def test_rotate_promotes_only_a_published_key(tmp_path: Path) -> None:
         assert [k.selector for k in active] == ["s2"]
     finally:
         dns.stop()
+
+
+@pytest.mark.parametrize("selector", ["../../x", "a/b", "-bad", "a..b", "x" * 64])
+def test_a_selector_that_is_no_dns_label_is_refused(tmp_path: Path, selector: str) -> None:
+    """RFC 6376 3.1: a selector is a sub-domain, so `../../x` can never name a file outside
+    the domain's key folder."""
+    keys = DomainKeys(tmp_path / "dkim", "acme.example")
+    with pytest.raises(ValueError, match="is not a DKIM selector"):
+        keys.add_next("rsa", selector)
+    assert not any(tmp_path.rglob("*.pem"))
+
+
+def test_key_and_state_files_are_private(tmp_path: Path) -> None:
+    keys = DomainKeys(tmp_path / "dkim", "acme.example")
+    selector, _ = keys.add_next("rsa", "s1")
+    for path in (keys.key_path(selector), keys.directory / "state.json", keys.directory):
+        assert path.stat().st_mode & 0o077 == 0, path

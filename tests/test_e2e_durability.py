@@ -76,13 +76,12 @@ def test_database_down_gets_451_and_the_relay_recovers(
         routes={"inbox.example": sink.port},
     )
     with running(config, tmp_path) as relay:
-        client = submission(config.submission_port)
-        client.mail("app@acme.example")
-        client.rcpt("alice@inbox.example")
-        _stop(private_postgres)
-        code, reply = client.data(message().as_bytes(policy=email.policy.SMTP))
-        assert code == 451 and reply.startswith(b"4.3.0"), (code, reply)
-        client.quit()
+        with submission(config.submission_port) as client:
+            client.mail("app@acme.example")
+            client.rcpt("alice@inbox.example")
+            _stop(private_postgres)
+            code, reply = client.data(message().as_bytes(policy=email.policy.SMTP))
+            assert code == 451 and reply.startswith(b"4.3.0"), (code, reply)
 
         private_postgres.ensure_postgres_running()
         deadline = time.monotonic() + 30

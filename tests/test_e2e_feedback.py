@@ -16,6 +16,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -24,10 +25,16 @@ from email.policy import SMTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from relay.dkim.keys import dns_record
+from tests.dns_server import DnsServer
 from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
 from tests.smtp_client import message, submission
+from tests.test_dkim import _txt
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +60,7 @@ def feedback_relay(
         f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
         '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nabuse_address = "abuse@relay.test"\n'
         "process_every = 0.2\n"
+        '[[feedback.providers]]\nname = "loopback"\nnetworks = ["127.0.0.0/8"]\n'
     )
     (tmp_path / "relay.toml").write_text(text)
     with running(relay_config, tmp_path) as relay:
@@ -297,9 +305,139 @@ def test_abuse_form_report_suppresses_the_reporter(
     page = urllib.request.urlopen(relay.url("/abuse"), timeout=5).read().decode()
     assert '<form method="post" action="/abuse">' in page
     pasted = content.split(b"\r\n\r\n", 1)[0].decode()
-    form = urllib.parse.urlencode({"email": LATER, "message": pasted}).encode()
-    answer = urllib.request.urlopen(relay.url("/abuse"), data=form, timeout=5).read().decode()
-    assert "Your report was received as number" in answer
+    assert _post_report(relay, LATER, pasted, _form_token(page))[0] == 200
     wait_for(lambda: _suppressions(relay).get(LATER) == "abuse-report", 15, "form report")
     (row,) = db_rows(relay.config.dsn, "SELECT channel, state, tenant FROM feedback_reports")
     assert (row["channel"], row["state"], row["tenant"]) == ("abuse-form", "processed", "acme")
+
+
+PROVIDER_DOMAIN = "fbl.inbox.example"
+
+
+@pytest.fixture
+def vouched_relay(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> Iterator[tuple[RelayProcess, int, bytes]]:
+    """A relay whose one feedback provider signs its reports with DKIM (d=fbl.inbox.example,
+    its key published by a DNS server on loopback) and sends from 192.0.2.0/24: reports
+    from loopback count only when that signature verifies. Yields the relay, its feedback
+    port and the provider's private key (PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    dns = DnsServer({f"fbl._domainkey.{PROVIDER_DOMAIN}": [("TXT", 300, _txt(dns_record(key)))]})  # type: ignore[arg-type]
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    port = free_port()
+    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
+    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
+    text = relay_config.render().replace(
+        "verified = true\n", 'verified = true\nreturn_path_domain = "bounce.acme.example"\n', 1
+    )
+    text += (
+        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
+        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n'
+        '[[feedback.providers]]\nname = "inbox"\nnetworks = ["192.0.2.0/24"]\n'
+        f'dkim_domains = ["{PROVIDER_DOMAIN}"]\n'
+    )
+    (tmp_path / "relay.toml").write_text(text)
+    try:
+        with running(relay_config, tmp_path) as relay:
+            yield relay, port, pem
+    finally:
+        dns.stop()
+
+
+def _signed(raw: bytes, pem: bytes) -> bytes:
+    signature = dkim.sign(
+        raw, b"fbl", PROVIDER_DOMAIN.encode(), pem, include_headers=[b"from", b"to", b"subject"]
+    )
+    return signature + raw
+
+
+def _report_states(relay: RelayProcess) -> list[str]:
+    return [
+        r["state"]
+        for r in db_rows(relay.config.dsn, "SELECT state FROM feedback_reports ORDER BY id")
+    ]
+
+
+def _rates(relay: RelayProcess) -> tuple[int, int]:
+    (row,) = db_rows(
+        relay.config.dsn,
+        "SELECT coalesce(sum(complained), 0) AS c, coalesce(sum(hard_bounced), 0) AS b FROM rates",
+    )
+    return int(row["c"]), int(row["b"])
+
+
+def test_forged_and_replayed_reports_change_nothing(
+    vouched_relay: tuple[RelayProcess, int, bytes], sink: Sink
+) -> None:
+    """A complaint that no provider vouches for is kept as unverified and counts nothing; the
+    provider's signed report counts once, and its replays, like a DSN's, count nothing."""
+    relay, port, pem = vouched_relay
+    with submission(relay.config.submission_port) as client:
+        client.sendmail(
+            "app@acme.example", [LATER, MOAN], message().as_bytes(policy=email.policy.SMTP)
+        )
+    delivered = {rcpts[0]: (mail_from, content) for mail_from, rcpts, content in sink.wait_count(2)}
+    moan_path, moan_content = delivered[MOAN]
+    complaint = _arf(moan_path, MOAN, moan_content)
+
+    for _ in range(5):  # anyone can write an ARF report naming a delivered message
+        assert _send_report(port, "fbl@inbox.example", "fbl@relay.test", complaint)[0] == 250
+    wait_for(lambda: _report_states(relay) == ["unverified"] * 5, 15, "five unverified reports")
+    assert _rates(relay) == (0, 0) and MOAN not in _suppressions(relay)
+
+    signed = _signed(complaint, pem)
+    for _ in range(3):
+        assert _send_report(port, "fbl@inbox.example", "fbl@relay.test", signed)[0] == 250
+    wait_for(lambda: len(_report_states(relay)) == 8 and "new" not in _report_states(relay),
+             15, "the signed reports")  # fmt: skip
+    assert _report_states(relay)[5:] == ["processed", "duplicate", "duplicate"]
+    assert _suppressions(relay).get(MOAN) == "complaint" and _rates(relay) == (1, 0)
+
+    later_path, later_content = delivered[LATER]
+    bounce = _dsn(later_path, LATER, later_content)
+    for _ in range(3):
+        assert _send_report(port, "", later_path, bounce)[0] == 250
+    wait_for(lambda: len(_report_states(relay)) == 11 and "new" not in _report_states(relay),
+             15, "the bounces")  # fmt: skip
+    assert _report_states(relay)[8:] == ["processed", "duplicate", "duplicate"]
+    assert _rates(relay) == (1, 1)
+
+
+def _form_token(page: str) -> str:
+    return page.split('name="token" value="', 1)[1].split('"', 1)[0]
+
+
+def _post_report(relay: RelayProcess, reporter: str, pasted: str, token: str) -> tuple[int, str]:
+    form = urllib.parse.urlencode({"email": reporter, "message": pasted, "token": token})
+    try:
+        with urllib.request.urlopen(relay.url("/abuse"), data=form.encode(), timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_the_abuse_form_cannot_be_turned_against_recipients(
+    feedback_relay: tuple[RelayProcess, int], sink: Sink
+) -> None:
+    """A POST without the page's token (another site's form) is refused 403; a report that
+    names someone the message was not sent to suppresses only the message's recipient; the
+    sixth report within ten minutes from one client gets 429."""
+    relay, _ = feedback_relay
+    with submission(relay.config.submission_port) as client:
+        client.sendmail("app@acme.example", [LATER], message(to=LATER).as_bytes(policy=SMTP))
+    ((_, _, content),) = sink.wait_count(1)
+    pasted = content.split(b"\r\n\r\n", 1)[0].decode()
+    stranger = "customer-of-acme@inbox.example"
+    assert _post_report(relay, stranger, pasted, "")[0] == 403
+    assert _post_report(relay, stranger, pasted, "1.forged")[0] == 403
+    token = _form_token(urllib.request.urlopen(relay.url("/abuse"), timeout=5).read().decode())
+    assert _post_report(relay, stranger, pasted, token)[0] == 200
+    wait_for(lambda: LATER in _suppressions(relay), 15, "the report processed")
+    assert stranger not in _suppressions(relay)
+    statuses = [_post_report(relay, stranger, "Message-ID: <x@y>", token)[0] for _ in range(5)]
+    assert statuses == [200, 200, 200, 200, 429]

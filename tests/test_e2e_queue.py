@@ -108,7 +108,7 @@ def test_queue_commands(relay: RelayProcess, sink: Sink) -> None:
     )
     assert [r["rule"] for r in audit] == [
         "P-SUSPEND", "P-HDR-ALIGN", "P-SUPPRESS", "P-CONSENT-RECORD", "P-AUTH", "P-SUSPEND",
-        "P-COMPLAINT", "P-BOUNCE", "P-SIZE",
+        "P-COMPLAINT", "P-BOUNCE", "P-SIZE", "P-SIZE",
         "P-HDR-SANE", "P-HDR-FROM", "P-DNSAUTH", "P-DKIM", "P-WHOIS", "P-HDR-ALIGN",
         "P-SUBJECT",
         "P-UNSUB", "P-IDENTITY", "P-CONSENT-NOTE", "P-NO-SERVICE-CONTACT", "P-CONTENT",

@@ -106,14 +106,13 @@ def test_wrong_password_is_refused_after_the_delay(relay: RelayProcess) -> None:
         dialogue.close()
 
 
-def test_lockout_locks_the_account_and_the_client_address(
+def test_lockout_locks_the_guessing_address_not_the_account(
     relay_config: RelayConfig, tmp_path: Path
 ) -> None:
-    """After `auth_max_failures` failures (3 here) both the account and the client address
-    are locked: `454 4.7.0` (RFC 4954 6, temporary failure) even for the right password,
-    and for any other account from that address. From another address the account lock
-    still applies, but that address itself is not locked (a wrong login there is a plain
-    535)."""
+    """After `auth_max_failures` failures (3 here) from one address, that address is locked:
+    `454 4.7.0` (RFC 4954 6, temporary failure) even for the right password, and for any
+    other account from it. From another address the account's owner logs in as always: a
+    lockout cannot be used to lock a tenant out."""
     relay_config.extra_smtp = "auth_max_failures = 3"
     with running(relay_config, tmp_path) as relay:
         port = relay.config.submission_port
@@ -134,10 +133,35 @@ def test_lockout_locks_the_account_and_the_client_address(
 
         elsewhere = secure(port, login=False, source="127.0.0.3")
         try:
-            assert elsewhere.command(auth_plain("acme", ACME_PASSWORD)) == replies.AUTH_LOCKED
-            assert elsewhere.command(auth_plain("nobody", "x")) == replies.AUTH_INVALID
+            assert elsewhere.command(auth_plain("acme", ACME_PASSWORD)).startswith("235 2.7.0")
         finally:
             elsewhere.close()
+
+
+def test_guessing_one_account_from_many_addresses_throttles_only_those_addresses(
+    relay_config: RelayConfig, tmp_path: Path
+) -> None:
+    """`auth_account_failures` (4 here) failures of one username from four addresses:
+    those addresses may no longer try it, while an address without failures logs in."""
+    relay_config.extra_smtp = "auth_account_failures = 4"
+    with running(relay_config, tmp_path) as relay:
+        port = relay.config.submission_port
+        for n in range(4, 8):
+            guesser = secure(port, login=False, source=f"127.0.0.{n}")
+            try:
+                assert guesser.command(auth_plain("acme", "guess")) == replies.AUTH_INVALID
+            finally:
+                guesser.close()
+        guesser = secure(port, login=False, source="127.0.0.5")
+        try:
+            assert guesser.command(auth_plain("acme", ACME_PASSWORD)) == replies.AUTH_LOCKED
+        finally:
+            guesser.close()
+        owner = secure(port, login=False, source="127.0.0.8")
+        try:
+            assert owner.command(auth_plain("acme", ACME_PASSWORD)).startswith("235 2.7.0")
+        finally:
+            owner.close()
 
 
 # -- who may send -------------------------------------------------------------------------

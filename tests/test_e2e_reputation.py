@@ -55,7 +55,8 @@ def reputation_relay(
     )
     text += (
         f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n\n'
+        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n'
+        '[[feedback.providers]]\nname = "loopback"\nnetworks = ["127.0.0.0/8"]\n\n'
         '[reputation]\nmin_volume = 20\ncheck_every = "0.3s"\n'
     )
     (tmp_path / "relay.toml").write_text(text)

@@ -140,6 +140,7 @@ def test_pipeline_order_is_cheap_first() -> None:
         "data:P-COMPLAINT",
         "data:P-BOUNCE",
         "data:P-SIZE",
+        "data:P-SIZE",
         "data:P-HDR-SANE",
         "data:P-HDR-FROM",
         "data:P-DNSAUTH",

@@ -59,7 +59,7 @@ def dkim_keygen(config_path: Path, domain: str, selector: str | None, algorithm:
     keys = _domain_keys(load(config_path), domain)
     try:
         selector, key = keys.add_next(algorithm, selector)  # type: ignore[arg-type]
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {keys.key_path(selector)}; publish this record, then run:")
     click.echo(f"  relay dkim rotate {keys.domain}\n")

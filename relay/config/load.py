@@ -2,6 +2,7 @@
 
 An error names the file, the key path (`tenants[0].limits.max_message_size`), the line when
 it can be found, and what was expected, so an admin can fix the file without reading code.
+A well-formed file that is unsafe (`relay.config.safety`) is refused the same way.
 """
 
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from relay.config.safety import unsafe
 from relay.config.schema import Config
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
@@ -59,6 +61,11 @@ def load_config(path: str | Path) -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(path, _problems(exc, text)) from exc
+    refused = [
+        ConfigProblem(_key_path(loc), _line_of(text, loc), why) for loc, why in unsafe(config)
+    ]
+    if refused:
+        raise ConfigError(path, refused)
     data_dir = (path.parent / config.relay.data_dir).resolve()
     return config.model_copy(
         update={"relay": config.relay.model_copy(update={"data_dir": str(data_dir)})}

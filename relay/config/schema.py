@@ -124,14 +124,27 @@ class SmtpSection(Strict):
     closed with 421, like Postfix's `smtpd_hard_error_limit`."""
     max_message_size: Bytes = Field(default="50MiB", ge=1024)
     """Largest message any tenant may send; advertised in EHLO SIZE."""
+    max_mime_parts: int = Field(default=500, ge=2)
+    """MIME entities a message may have (P-SIZE, `554 5.6.0`); more are not read."""
+    max_mime_depth: int = Field(default=10, ge=1)
+    """Levels of MIME nesting a message may have (P-SIZE, `554 5.6.0`)."""
+    min_network_prefix_ipv4: int = Field(default=16, ge=0, le=32)
+    """Tenants' trusted `networks` may be no wider than this IPv4 prefix (/16)."""
+    min_network_prefix_ipv6: int = Field(default=48, ge=0, le=128)
+    """Tenants' trusted `networks` may be no wider than this IPv6 prefix (/48)."""
     auth_failure_delay: Seconds = Field(default=1.0, ge=0)
     """Pause before answering a failed AUTH (slows password guessing)."""
     auth_max_failures: int = Field(default=5, ge=1)
-    """Failed AUTHs for one account or one client address within `auth_failure_window`
-    before both are locked out."""
+    """Failed AUTHs of one username from one client address, or from one address for any
+    usernames, within `auth_failure_window` before that pair, or that address, is locked
+    out (`454 4.7.0`); other addresses are not affected."""
+    auth_account_failures: int = Field(default=50, ge=1)
+    """Failed AUTHs of one username from all addresses within the window before it is
+    throttled: only addresses without failures of their own may try it until
+    `auth_lockout` has passed."""
     auth_failure_window: Seconds = Field(default=900, gt=0)
     auth_lockout: Seconds = Field(default=900, gt=0)
-    """How long a locked account or address gets `454 4.7.0` for every AUTH."""
+    """How long a locked pair or address gets `454 4.7.0` for every AUTH."""
 
 
 class DeliverySection(Strict):
@@ -229,7 +242,39 @@ class PolicySection(Strict):
     """P-CONTENT: the prohibited categories this deployment enforces; all by default."""
 
 
+class FeedbackProvider(Strict):
+    """A mailbox provider's feedback loop, and what proves that a report is its own: the
+    address it connects from, or a DKIM signature of its domain that verifies."""
+
+    name: str = Field(min_length=1)
+    networks: list[str] = []
+    """Networks its reports are sent from (the connecting address is compared)."""
+    dkim_domains: list[str] = []
+    """Domains whose valid DKIM signature on a report proves it (`d=` the domain or below)."""
+
+    @field_validator("networks")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for net in networks:
+            ipaddress.ip_network(net, strict=False)
+        return networks
+
+    @field_validator("dkim_domains")
+    @classmethod
+    def _lower_domains(cls, domains: list[str]) -> list[str]:
+        return [_a_label(d) for d in domains]
+
+    @model_validator(mode="after")
+    def _something_proves_it(self) -> "FeedbackProvider":
+        if not self.networks and not self.dkim_domains:
+            raise ValueError("a feedback provider needs networks or dkim_domains")
+        return self
+
+
 class FeedbackSection(Strict):
+    providers: list[FeedbackProvider] = []
+    """The feedback loops whose complaint reports (ARF) count; a report that none of them
+    vouches for is kept as `unverified` and changes nothing."""
     fbl_addresses: list[str] = []
     """Addresses the feedback listener accepts complaint reports (ARF, RFC 5965) for: the
     addresses registered with the mailbox providers' feedback loops."""
@@ -339,6 +384,16 @@ class CanarySection(Strict):
 class HttpSection(Strict):
     address: HostPort = "127.0.0.1:9587"
     """Listener for `/metrics` and `/healthz`; keep it on a private address."""
+    trusted_proxies: list[str] = []
+    """Networks of the proxies in front of the listener: for their requests the client is
+    the address they put in `X-Forwarded-For` (lockouts and rate limits count it)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for net in networks:
+            ipaddress.ip_network(net, strict=False)
+        return networks
 
 
 class Credential(Strict):

@@ -14,6 +14,7 @@ key of a domain is promoted the same way).
 import base64
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from relay.config.tenants import is_within
 from relay.dkim.sign import PrivateKey, SigningKey
 
 Algorithm = Literal["rsa", "ed25519"]
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+SELECTOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+"""RFC 6376 3.1: a selector is a sub-domain (no `/`, no `..`: it names a file too)."""
 
 
 def generate(algorithm: Algorithm) -> PrivateKey:
@@ -74,10 +78,18 @@ class DomainKeys:
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.directory / "state.json.tmp"
-        tmp.write_text(json.dumps({k: v.__dict__ for k, v in self.state.items()}, indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({k: v.__dict__ for k, v in self.state.items()}, indent=2))
         tmp.replace(self.directory / "state.json")
 
     def key_path(self, selector: str) -> Path:
+        if not SELECTOR.fullmatch(selector):
+            raise ValueError(
+                f"{selector!r} is not a DKIM selector: labels of letters, digits and hyphens "
+                "separated by dots (RFC 6376 3.1)"
+            )
         return self.directory / f"{selector}.pem"
 
     def load_key(self, selector: str) -> PrivateKey:

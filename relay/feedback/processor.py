@@ -19,6 +19,16 @@ report records what it found:
   is counted, and the report is kept for the abuse team (`relay abuse ls|show`).
 A report that no parser can read ends `malformed`, one that matches nothing `unmatched`;
 both are kept with the reason and counted in `relay_feedback_reports_total`.
+
+Nothing from the internet is believed until it is authenticated, and nothing counts twice:
+- a complaint counts only when a `[feedback] providers` entry vouches for it (its network,
+  or a verified DKIM signature of its domain, `relay.feedback.authentic`); others end
+  `unverified`, kept and visible, changing nothing;
+- one complaint per (message, complainant), one bounce of each kind per delivery and one
+  abuse report per (message, reporter): a replay ends `duplicate` and changes nothing;
+- an abuse report suppresses only addresses the matched message was sent to: the delivery's
+  recipient, and the reporter when the message went to them too (a reporter cannot have a
+  stranger's address suppressed by naming it); an unmatched report waits for a person.
 """
 
 import asyncio
@@ -34,6 +44,7 @@ from prometheus_client import Counter
 from relay.config.schema import Config
 from relay.feedback import verp
 from relay.feedback.arf import parse_arf, parse_forwarded
+from relay.feedback.authentic import vouching_provider
 from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
 from relay.feedback.events import Event, Kind, record
@@ -153,8 +164,21 @@ class FeedbackProcessor:
         if row["channel"] in ("abuse", "abuse-form"):
             return await self._abuse(conn, raw, row["reporter"])
         if b"feedback-report" in raw[:65536].lower():
-            return await self._complaint(conn, raw, row["recipients"])
+            return await self._complaint(conn, raw, row["recipients"], row["client_address"])
         return await self._bounce(conn, raw, row["recipients"])
+
+    @staticmethod
+    async def _recorded(
+        conn: asyncpg.Connection, message_id: uuid.UUID, address: str, kinds: Sequence[str]
+    ) -> bool:
+        """Whether such an event is recorded already; holds the pair's lock until the
+        transaction ends, so the check and the record that follows are one step."""
+        await conn.execute(QUERIES["feedback_lock"], str(message_id), address)
+        return bool(
+            await conn.fetchval(
+                QUERIES["feedback_already_recorded"], message_id, address, list(kinds)
+            )
+        )
 
     # -- finding the delivery ------------------------------------------------------------------
 
@@ -220,16 +244,28 @@ class FeedbackProcessor:
             "remote_mta": report.remote_mta,
             "source": "dsn",
         }
+        kind: Kind = "bounced" if report.failed else "deferred"
+        if await self._recorded(conn, delivery.message_id, delivery.recipient, [kind]):
+            return Result(
+                "duplicate",
+                "bounce",
+                f"a {kind} report of this delivery is recorded already",
+                delivery.tenant,
+                delivery.message_id,
+            )
         if report.failed and verdict.hard:
             await suppress(
                 conn, delivery.tenant, delivery.recipient, "hard-bounce", f"dsn {report.status}"
             )
-        kind: Kind = "bounced" if report.failed else "deferred"
         await record(conn, [self._event(delivery, kind, delivery.recipient, detail)])
         return Result("processed", "bounce", None, delivery.tenant, delivery.message_id)
 
     async def _complaint(
-        self, conn: asyncpg.Connection, raw: bytes, recipients: Sequence[str]
+        self,
+        conn: asyncpg.Connection,
+        raw: bytes,
+        recipients: Sequence[str],
+        client_address: str | None,
     ) -> Result:
         parsed = await asyncio.to_thread(parse_arf, raw)
         report = parsed.report
@@ -250,16 +286,41 @@ class FeedbackProcessor:
                 reporter=complainant,
             )
         complainant = complainant or delivery.recipient.lower()
+        voucher = await vouching_provider(
+            raw,
+            client_address,
+            self.config.feedback.providers,
+            self.config.delivery.nameservers,
+        )
+        if voucher is None:
+            return Result(
+                "unverified",
+                "complaint",
+                "no [feedback] provider vouches for it (network or DKIM signature)",
+                delivery.tenant,
+                delivery.message_id,
+                complainant,
+            )
         detail = {
             "feedback_type": report.feedback_type,
             "user_agent": report.user_agent,
             "source_ip": report.source_ip,
+            "provider": voucher,
         }
         if (report.feedback_type or "abuse").lower() == "not-spam":
             return Result(
                 "processed",
                 "complaint",
                 "not-spam: nothing to do",
+                delivery.tenant,
+                delivery.message_id,
+                complainant,
+            )
+        if await self._recorded(conn, delivery.message_id, complainant, ["complained"]):
+            return Result(
+                "duplicate",
+                "complaint",
+                "this complaint is recorded already",
                 delivery.tenant,
                 delivery.message_id,
                 complainant,
@@ -301,11 +362,30 @@ class FeedbackProcessor:
             return Result(
                 "unmatched", "abuse", "no message of ours matches the report", reporter=reporter
             )
-        suppressed = {a for a in (reporter, delivery.recipient.lower()) if a}
-        for address in sorted(suppressed):
+        addressed = reporter is not None and (
+            reporter == delivery.recipient.lower()
+            or await self._by_trace(conn, str(delivery.message_id), None, reporter) is not None
+        )
+        counted = reporter if addressed else delivery.recipient.lower()
+        if await self._recorded(conn, delivery.message_id, counted, ["abuse-report"]):
+            return Result(
+                "duplicate",
+                "abuse",
+                "an abuse report of this message by this address is recorded already",
+                delivery.tenant,
+                delivery.message_id,
+                reporter,
+            )
+        suppressed = {delivery.recipient.lower(), *([reporter] if addressed else [])}
+        for address in sorted(a for a in suppressed if a):
             await suppress(conn, delivery.tenant, address, "abuse-report", "abuse desk")
-        detail = {"reporter": reporter, "how": parsed.how, "subject": parsed.subject}
-        await record(conn, [self._event(delivery, "abuse-report", reporter, detail)])
+        detail = {
+            "reporter": reporter,
+            "how": parsed.how,
+            "subject": parsed.subject,
+            "reporter_was_a_recipient": addressed,
+        }
+        await record(conn, [self._event(delivery, "abuse-report", counted, detail)])
         return Result("processed", "abuse", None, delivery.tenant, delivery.message_id, reporter)
 
     @staticmethod

@@ -62,6 +62,10 @@ class PolicyContext:
     """`[dkim] allow_unsigned`: mail without a key of its domain may leave unsigned."""
     content_categories: frozenset[str] | None = None
     """`[policy] content_categories`: the P-CONTENT categories enforced; None: all."""
+    max_mime_parts: int = 500
+    """`[smtp] max_mime_parts`: MIME entities a message may have (P-SIZE)."""
+    max_mime_depth: int = 10
+    """`[smtp] max_mime_depth`: levels of MIME nesting a message may have (P-SIZE)."""
 
     @property
     def campaign(self) -> str | None:

@@ -8,22 +8,25 @@ standard library's parser (`headersonly`, so the header syntax and RFC 2047 stay
 and decodes each body with `binascii` (quoted-printable, base64) and the part's charset.
 `tests/test_policy_mime.py` checks the result against the standard parser's walk.
 
-Work is bounded per message, since the body is the sender's to shape: at most `MAX_PARTS`
-parts and `MAX_DEPTH` levels of nesting are looked at, and at most `MAX_TEXT` characters of
-decoded text are kept; what lies beyond is not read (a recipient's client does not show a
-thousandth nested part either).
+Work is bounded per message, since the body is the sender's to shape: at most `max_parts`
+entities and `max_depth` levels of nesting are looked at (`[smtp] max_mime_parts` and
+`max_mime_depth`; P-SIZE refuses a message that has more, `relay.policy.checks.size`), the
+boundaries of a multipart are found one at a time (a 2 MB message of 50,000 parts is not
+split all at once to read its first 500), and at most `MAX_TEXT` characters of decoded text
+are kept.
 """
 
 import binascii
 import codecs
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-MAX_PARTS = 200
-MAX_DEPTH = 8
+MAX_PARTS = 500
+MAX_DEPTH = 10
 MAX_TEXT = 512 * 1024
 
 _HEADERS = BytesParser(policy=compat32)
@@ -80,19 +83,18 @@ def _decode(head: Message, body: bytes) -> str:
     return body.decode(charset, "replace")
 
 
-def _parts_of(body: bytes, boundary: bytes) -> list[bytes]:
-    """The body parts between the delimiter lines `--boundary` (RFC 2046 5.1.1); the
-    preamble and the epilogue after the close delimiter are dropped."""
+def _parts_of(body: bytes, boundary: bytes) -> Iterator[bytes]:
+    """The body parts between the delimiter lines `--boundary` (RFC 2046 5.1.1), one at a
+    time; the preamble and the epilogue after the close delimiter are dropped."""
     delimiter = b"--" + boundary
-    parts: list[bytes] = []
     start = None
     position = 0
     while True:
         found = body.find(delimiter, position)
         if found < 0:
             if start is not None:  # no close delimiter: the last part runs to the end
-                parts.append(body[start:])
-            return parts
+                yield body[start:]
+            return
         at_line_start = found == 0 or body[found - 1 : found] == b"\n"
         line_end = body.find(b"\n", found)
         line_end = len(body) if line_end < 0 else line_end + 1
@@ -104,47 +106,76 @@ def _parts_of(body: bytes, boundary: bytes) -> list[bytes]:
             end = found - 1
             if end > 0 and body[end - 1 : end] == b"\r":
                 end -= 1
-            parts.append(body[start : max(start, end)])
+            yield body[start : max(start, end)]
         if rest.startswith(b"--"):
-            return parts
+            return
         start = line_end
         position = line_end
 
 
-def text_parts(raw: bytes) -> list[TextPart]:
-    """Every inline text/plain and text/html part of `raw`, decoded, in message order."""
-    found: list[TextPart] = []
-    budget = [MAX_PARTS, MAX_TEXT]
+@dataclass
+class Reading:
+    """What the walk of one message found."""
+
+    parts: list[TextPart] = field(default_factory=list)
+    """Inline text/plain and text/html parts, decoded, in message order."""
+    entities: int = 0
+    """MIME entities looked at (the message itself, containers and leaves)."""
+    depth: int = 0
+    """Deepest nesting looked at (the message's own body is depth 0)."""
+    over: str = ""
+    """`parts` or `depth` when the message has more than the limits allowed to read."""
+
+
+def read(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH) -> Reading:
+    """Walk `raw`'s MIME structure within the limits and decode its inline text."""
+    reading = Reading()
+    text_left = [MAX_TEXT]
 
     def walk(entity: bytes, depth: int) -> None:
-        if budget[0] <= 0 or budget[1] <= 0:
+        if reading.over:
             return
-        budget[0] -= 1
+        if reading.entities >= max_parts:
+            reading.over = "parts"
+            return
+        reading.entities += 1
+        reading.depth = max(reading.depth, depth)
         block, body = _split_head(entity)
         head = _head(block)
         rest = head.get_payload()
         if isinstance(rest, str) and rest:  # a line that is no header ends the header block
             body = rest.encode("ascii", "surrogateescape") + body
         maintype = head.get_content_maintype()
+        nested = maintype == "multipart" or (
+            head.get_content_type() == "message/rfc822"
+            and head.get_content_disposition() != "attachment"
+        )
+        if nested and depth >= max_depth:
+            reading.over = "depth"
+            return
         if maintype == "multipart":
             boundary = head.get_boundary()
-            if boundary and depth < MAX_DEPTH:
+            if boundary:
                 for part in _parts_of(body, boundary.encode("utf-8", "surrogateescape")):
                     walk(part, depth + 1)
             return
         if head.get_content_disposition() == "attachment":
             return
-        if head.get_content_type() == "message/rfc822" and depth < MAX_DEPTH:
+        if nested:
             walk(body, depth + 1)  # a forwarded message, shown inline by mail clients
             return
-        if maintype != "text":
-            return
         subtype = head.get_content_subtype()
-        if subtype not in ("plain", "html"):
+        if maintype != "text" or subtype not in ("plain", "html") or text_left[0] <= 0:
             return
-        text = _decode(head, body)[: budget[1]]
-        budget[1] -= len(text)
-        found.append(TextPart(subtype, text))
+        text = _decode(head, body)[: text_left[0]]
+        text_left[0] -= len(text)
+        reading.parts.append(TextPart(subtype, text))
 
     walk(raw, 0)
-    return found
+    return reading
+
+
+def text_parts(raw: bytes) -> list[TextPart]:
+    """Every inline text/plain and text/html part of `raw`, decoded, in message order
+    (within the default limits)."""
+    return read(raw).parts

@@ -24,7 +24,7 @@ from relay.policy.checks.headers import (
 )
 from relay.policy.checks.identity import SenderIdentity
 from relay.policy.checks.reputation import BULK_SUSPENSIONS
-from relay.policy.checks.size import LineLength
+from relay.policy.checks.size import LineLength, MimeStructure
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
@@ -61,6 +61,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     SuppressedRecipient(),
     ConsentAtRcpt(),
     LineLength(),
+    MimeStructure(),
     SaneHeaders(),
     FromHeader(),
     VerifiedDomain(),

@@ -1,6 +1,7 @@
 """What the text rules read of one message, made once and shared by every check.
 
-`rendered`: the inline text parts decoded (`relay.policy.mime`) and HTML rendered
+`mime`: the message's structure, walked within its limits (`relay.policy.mime`);
+`rendered`: the inline text parts decoded and HTML rendered
 (`relay.policy.render`); `phrases`: every phrase of the phrase data found in the Subject and
 that text (`relay.policy.phrasebook`). Both are kept in the context's `extras`, so the
 checks that need them (P-IDENTITY, P-CONSENT-NOTE, P-UNSUB, P-NO-SERVICE-CONTACT,
@@ -11,16 +12,24 @@ pays only for what P-CONTENT and P-NO-SERVICE-CONTACT need.
 from collections.abc import Iterable
 
 from relay.policy.context import PolicyContext
-from relay.policy.mime import text_parts
+from relay.policy.mime import Reading, read
 from relay.policy.phrasebook import Found, shipped
 from relay.policy.render import Rendered, render
 from relay.policy.words import MessageWords
 
 
+def mime(ctx: PolicyContext) -> Reading:
+    """The message's MIME structure, walked within the context's limits."""
+    cached = ctx.extras.get("mime")
+    if not isinstance(cached, Reading):
+        cached = ctx.extras["mime"] = read(ctx.raw, ctx.max_mime_parts, ctx.max_mime_depth)
+    return cached
+
+
 def rendered(ctx: PolicyContext) -> Rendered:
     cached = ctx.extras.get("rendered")
     if not isinstance(cached, Rendered):
-        cached = ctx.extras["rendered"] = render(text_parts(ctx.raw))
+        cached = ctx.extras["rendered"] = render(mime(ctx).parts)
     return cached
 
 

@@ -3,10 +3,18 @@
 Passwords are stored only as argon2 hashes (`relay hash-password`). Verifying one costs tens
 of milliseconds of CPU, so it runs in a thread, not on the event loop; a successful check is
 remembered for a few minutes under a per-process HMAC key so that devices reconnecting for
-every message do not pay it each time (as Dovecot's auth cache does). After
-`auth_max_failures` failures within the window, both the account and the client address are
-locked out for `auth_lockout`: password guessing from one address, and guessing one account
-from many addresses, both stop.
+every message do not pay it each time (as Dovecot's auth cache does).
+
+Lockout, so that guessing stops without handing an attacker a way to lock others out:
+- `auth_max_failures` failures of one username from one client address within the window
+  lock that pair, and as many from one address (any usernames) lock that address, for
+  `auth_lockout`: guessing from one address stops, and nobody else is affected;
+- `auth_account_failures` failures of one username from all addresses together (guessing
+  one account from many addresses) throttle the account: for `auth_lockout`, only addresses
+  with no failure of their own in the window may try it, so its owner, logging in with the
+  right password from their usual address, is never refused.
+An unknown username costs the same argon2 verification as a known one (against a hash made
+at start), so the answer's timing does not tell which usernames exist.
 """
 
 import asyncio
@@ -56,6 +64,7 @@ class Authenticator:
         self._locked_until: dict[str, float] = {}
         self._cache_key = os.urandom(32)
         self._verified: dict[bytes, float] = {}
+        self._decoy = _hasher.hash(os.urandom(16).hex())
 
     def update(self, settings: SmtpSection, accounts: Mapping[str, Account]) -> None:
         self._settings = settings
@@ -65,19 +74,33 @@ class Authenticator:
     async def authenticate(self, username: str, password: str, client_ip: str) -> str | None:
         """The tenant name for valid credentials, None for invalid ones (after the delay).
 
-        Raises LockedOut without checking the password while the account or address is locked.
-        """
+        Raises LockedOut without checking the password while the (username, address) pair
+        or the address is locked, or the username is throttled and this address has failed
+        before."""
         now = time.monotonic()
-        keys = (f"user:{username}", f"ip:{client_ip}")
-        if any(self._locked_until.get(k, 0) > now for k in keys):
+        pair, address, user = f"pair:{username}\0{client_ip}", f"ip:{client_ip}", f"user:{username}"
+        if self._locked(pair, now) or self._locked(address, now):
+            raise LockedOut()
+        if self._locked(user, now) and self._recent(address, now):
             raise LockedOut()
         account = self._accounts.get(username)
-        if account and await self._password_matches(username, password, account.password_hash):
+        expected = account.password_hash if account else self._decoy
+        if await self._password_matches(username, password, expected) and account:
             return account.tenant
-        for key in keys:
-            self._record_failure(key, now)
+        self._record_failure(pair, now, self._settings.auth_max_failures)
+        self._record_failure(address, now, self._settings.auth_max_failures)
+        self._record_failure(user, now, self._settings.auth_account_failures)
         await asyncio.sleep(self._settings.auth_failure_delay)
         return None
+
+    def _locked(self, key: str, now: float) -> bool:
+        return self._locked_until.get(key, 0) > now
+
+    def _recent(self, key: str, now: float) -> bool:
+        """Whether `key` failed within the window (or is locked)."""
+        failures = self._failures.get(key)
+        window = self._settings.auth_failure_window
+        return bool(failures and failures[-1] >= now - window) or self._locked(key, now)
 
     async def _password_matches(self, username: str, password: str, password_hash: str) -> bool:
         digest = hmac.new(
@@ -92,14 +115,24 @@ class Authenticator:
             self._verified[digest] = time.monotonic() + _SUCCESS_CACHE_SECONDS
         return ok
 
-    def _record_failure(self, key: str, now: float) -> None:
+    def _record_failure(self, key: str, now: float, limit: int) -> None:
         failures = self._failures[key]
         failures.append(now)
         while failures and failures[0] < now - self._settings.auth_failure_window:
             failures.popleft()
-        if len(failures) >= self._settings.auth_max_failures:
+        if len(failures) >= limit:
             self._locked_until[key] = now + self._settings.auth_lockout
             failures.clear()
+            failures.append(now)  # still counts as an address that failed recently
+        if len(self._failures) > 100_000:  # a flood of usernames or addresses: forget the old
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        window = self._settings.auth_failure_window
+        for key in [k for k, f in self._failures.items() if not f or f[-1] < now - window]:
+            del self._failures[key]
+        for key in [k for k, until in self._locked_until.items() if until <= now]:
+            del self._locked_until[key]
 
 
 def _verify(password_hash: str, password: str) -> bool:

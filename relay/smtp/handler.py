@@ -111,8 +111,8 @@ class SubmissionHandler:
         """RFC 4616: `authzid NUL authcid NUL passwd`, inline or after an empty challenge."""
         if len(args) == 1:
             blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=False)
+            if blob is MISSING:  # aborted with "*" or undecodable: aiosmtpd has replied
+                return AuthResult(success=False, handled=True)
         else:
             blob = _b64(args[1])
             if blob is None:
@@ -133,11 +133,11 @@ class SubmissionHandler:
             if login is None:
                 await server.push(replies.BAD_BASE64)
                 return AuthResult(success=False, handled=True)
-        if login is MISSING:
-            return AuthResult(success=False, handled=False)
+        if login is MISSING:  # aborted with "*" or undecodable: aiosmtpd has replied
+            return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if password is MISSING:
-            return AuthResult(success=False, handled=False)
+            return AuthResult(success=False, handled=True)
         return await self._check(server, bytes(login), bytes(password))
 
     async def _check(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
@@ -233,6 +233,8 @@ class SubmissionHandler:
             signing_domains=self.signer.domains,
             allow_unsigned=self.config.dkim.allow_unsigned,
             content_categories=frozenset(self.config.policy.content_categories),
+            max_mime_parts=self.config.smtp.max_mime_parts,
+            max_mime_depth=self.config.smtp.max_mime_depth,
         )
         verdicts = await self.pipeline.run("data", ctx)
         checked = time.perf_counter()

@@ -244,6 +244,15 @@ class RelaySMTP(SMTP):
         reply = "\r\n".join(f"250-{line}" for line in lines[:-1])
         await SMTP.push(self, f"{reply}\r\n250 {lines[-1]}" if reply else f"250 {lines[-1]}")
 
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207 4: a client must not start TLS inside TLS; aiosmtpd would answer `220`
+        and wrap the session a second time, so a session already under TLS (after STARTTLS
+        or on the implicit-TLS listener) gets `503`."""
+        if self._tls_protocol is not None or self.options.implicit_tls:
+            await self.push(replies.TLS_ALREADY_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
+
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return

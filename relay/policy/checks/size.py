@@ -1,13 +1,19 @@
-"""P-SIZE: lines no longer than RFC 5321 allows (DATA phase).
+"""P-SIZE: lines no longer than RFC 5321 allows, and a MIME structure of bounded size (DATA).
 
 RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF. Receivers truncate,
 fold or refuse longer lines, and a fold breaks the DKIM body hash, so a message with one is
 refused before it is signed and queued; the sender's software should have encoded the
 body (quoted-printable or base64 keep every line short). The message size and the
 recipient count are checked earlier, in the SMTP dialogue (`relay.smtp.handler`).
+
+A message of tens of thousands of MIME parts, or of parts nested hundreds deep, is built to
+exhaust whoever parses it, and no mail client shows it as such: more entities than `[smtp]
+max_mime_parts` or deeper nesting than `max_mime_depth` is refused with `554 5.6.0`, after
+looking at no more than that (`relay.policy.mime`), so the session's CPU stays bounded.
 """
 
 from relay.policy.context import PolicyContext
+from relay.policy.reading import mime
 from relay.policy.verdict import Verdict
 
 MAX_LINE = 998  # octets before the CRLF
@@ -47,3 +53,27 @@ class LineLength:
             550,
             "5.6.0",
         )
+
+
+class MimeStructure:
+    rule = "P-SIZE"
+    phase = "data"
+
+    async def check(self, ctx: PolicyContext) -> Verdict:
+        reading = mime(ctx)
+        if reading.over == "parts":
+            return Verdict.reject(
+                self.rule,
+                f"the message has more than {ctx.max_mime_parts} MIME parts; send fewer "
+                "attachments, or a link to them",
+                554,
+                "5.6.0",
+            )
+        if reading.over == "depth":
+            return Verdict.reject(
+                self.rule,
+                f"the message nests MIME parts more than {ctx.max_mime_depth} levels deep",
+                554,
+                "5.6.0",
+            )
+        return Verdict.ok(self.rule, f"{reading.entities} MIME parts, nested {reading.depth} deep")

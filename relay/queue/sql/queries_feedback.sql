@@ -7,7 +7,7 @@ VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id;
 
 -- name: feedback_reports_new
-SELECT id, channel, mail_from, recipients, raw, reporter FROM feedback_reports
+SELECT id, channel, mail_from, recipients, client_address, raw, reporter FROM feedback_reports
 WHERE state = 'new' ORDER BY id LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
@@ -43,3 +43,14 @@ WHERE channel IN ('abuse', 'abuse-form') ORDER BY id DESC LIMIT $1;
 SELECT id, received_at, channel, state, kind, tenant, message_id, reporter, problem,
        mail_from, recipients, client_address, raw
 FROM feedback_reports WHERE id = $1;
+
+-- name: feedback_already_recorded
+-- Whether an event of one of the kinds $3 is recorded for message $1 and address $2; the
+-- caller holds feedback_lock for the pair, so two processes cannot both find none.
+SELECT EXISTS (
+    SELECT 1 FROM events WHERE recipient = $2 AND message_id = $1 AND kind = ANY($3::text[])
+);
+
+-- name: feedback_lock
+-- Serialises the reports about one (message, address) pair until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 7));
