@@ -10,7 +10,9 @@ its client saw no 250: the outcome was unknown, as after a crash) are counted, n
 - the destination answering 421 to every third delivery (both servers);
 - time to the banner while 500 idle connections are held (both servers);
 - a client trickling DATA, one line a second: the relay cuts it at its data timeout
-  (5 s in the bench config); Postfix has no whole-DATA limit, only smtpd_timeout per read.
+  (5 s in the bench config); Postfix has no whole-DATA limit, only smtpd_timeout per read;
+- a MIME bomb and four large messages at once (`bench.heavy`), with the other sessions'
+  worst reply time and the memory before, during and after (both servers).
 """
 
 import asyncio
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import load, procs
+from bench import heavy, load, procs
 from bench.ports import free_port
 from bench.postfix import PostfixServer
 from bench.relay_under_test import RelayServer
@@ -218,11 +220,13 @@ def run(plan: Plan, log: Any = print) -> dict[str, Any]:
                       lambda: slow_client(relay, DATA_TIMEOUT + 10))  # fmt: skip
             _scenario(results, "banner_relay", "time to banner, 500 idle connections (relay)",
                       log, lambda: banner_under_idle(relay, 500))  # fmt: skip
+            _heavy_runs(results, "relay", relay, lambda: procs.tree(relay.own_pids()), log)
         with capture(root) as sink, postfix_with(root / "postfix", sink) as postfix:
             _scenario(results, "slow_client_postfix", "slow client trickling DATA (postfix)",
                       log, lambda: slow_client(postfix, 20))  # fmt: skip
             _scenario(results, "banner_postfix", "time to banner, 500 idle connections "
                       "(postfix)", log, lambda: banner_under_idle(postfix, 500))  # fmt: skip
+            _heavy_runs(results, "postfix", postfix, lambda: procs.tree(postfix.roots()), log)
         n = max(300, plan.fault_messages // 10)
         for name in ("relay", "postfix"):
             with capture(root, fail_every=3) as sink:
@@ -237,7 +241,18 @@ def run(plan: Plan, log: Any = print) -> dict[str, Any]:
                     _scenario(results, f"sink_421_{name}", what, log, action)
     log("")
     log(fault_table(results))
+    log("")
+    log(heavy.table(results))
     return results
+
+
+def _heavy_runs(results: dict[str, Any], name: str, server: Server, own_pids: Any,
+                log: Any) -> None:  # fmt: skip
+    _scenario(results, f"bomb_{name}", f"MIME bomb of {heavy.BOMB_PARTS} parts ({name})", log,
+              lambda: heavy.bomb_run(server, own_pids))  # fmt: skip
+    _scenario(results, f"large_{name}", f"{heavy.LARGE_MESSAGES} messages of "
+              f"{heavy.LARGE_SIZE >> 20} MB at once ({name})", log,
+              lambda: heavy.large_run(server, own_pids))  # fmt: skip
 
 
 LABELS = {

@@ -69,6 +69,7 @@ retry_initial = "1s"
 retry_max = "5s"
 tls = "none"
 nameservers = ["127.0.0.1:{dns_port}"]
+private_mx = true
 connect_timeout = "10s"
 command_timeout = "60s"
 
@@ -81,7 +82,7 @@ address = "127.0.0.1:{http_port}"
 [[tenants]]
 name = "bench"
 domains = ["{DOMAIN}"]
-networks = ["127.0.0.0/8"]
+networks = ["127.0.0.0/16"]
 stream = "transactional"
 
 [tenants.limits]
@@ -179,6 +180,10 @@ class RelayServer:
             return int((self.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+    def own_pids(self) -> list[int]:
+        """The relay's main process (its SMTP workers are its children)."""
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
 
     def roots(self) -> list[int]:
         """The relay process and, when embedded, its PostgreSQL's postmaster."""

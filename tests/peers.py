@@ -52,19 +52,27 @@ def db_count(dsn: str, table: str) -> int:
     return int(db_rows(dsn, f"SELECT count(*) AS n FROM {table}")[0]["n"])
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A port nothing listens on, chosen below the kernel's range of ephemeral ports: a
     port the kernel hands out (bind to port 0) can be taken by any outgoing connection
-    between this check and the relay's bind, which then fails with "address in use"."""
+    between this check and the relay's bind, which then fails with "address in use". A port
+    is handed out once per test run: one relay's config takes several before any is bound,
+    and the same random pick twice made two listeners collide."""
     ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
     low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
     while True:
         port = random.randrange(10_000, low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
 
 

@@ -1,5 +1,6 @@
 """DKIM signatures checked by dkimpy's verifier against a real DNS server on loopback."""
 
+import hashlib
 import random
 import subprocess
 import sys
@@ -12,9 +13,12 @@ import dkim
 import dns.resolver
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay.dkim import sign as dkim_sign
 from relay.dkim.keys import DomainKeys, dns_record, generate, load_signing_keys
-from relay.dkim.sign import SigningKey, relaxed_body, sign
+from relay.dkim.sign import SigningKey, relaxed_body, relaxed_body_hash, sign
 from tests.dns_server import DnsServer
 from tests.peers import ROOT
 
@@ -167,6 +171,19 @@ def test_relaxed_body_matches_dkimpy() -> None:
     for _ in range(20_000):
         body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
         assert relaxed_body(body) == reference.canonicalize_body(body), body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"xy", b"  \r\n", b"\t\r\n"]),
+                  max_size=60).map(b"".join),
+    chunk=st.integers(min_value=1, max_value=12),
+)  # fmt: skip
+def test_the_body_hash_in_pieces_is_the_hash_of_the_whole(body: bytes, chunk: int) -> None:
+    """Canonicalising 1 MiB at a time (here a few bytes) hashes the same bytes."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dkim_sign, "_CHUNK", chunk)
+        assert relaxed_body_hash(body) == hashlib.sha256(relaxed_body(body)).digest()
 
 
 def test_signature_tags(keys: list[SigningKey]) -> None:

@@ -16,6 +16,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.dkim.keys import dns_record
+from relay.feedback import verp
 from tests.dns_server import DnsServer
 from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
 from tests.smtp_client import message, submission
@@ -208,6 +210,21 @@ def test_feedback_listener_is_no_relay_and_keeps_what_it_cannot_read(
     assert "Traceback" not in relay.log()
 
 
+def test_an_old_return_path_is_refused_like_a_forged_one(
+    feedback_relay: tuple[RelayProcess, int],
+) -> None:
+    """A VERP address names its delivery for `[feedback] return_path_lifetime` (30 days)."""
+    _, port = feedback_relay
+    today = int(time.time() // 86400)
+    for age, expected in ((0, 250), (30, 250), (31, 550)):
+        path = verp.address(SECRET.encode(), 1, "bounce.acme.example", day=today - age)
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+            client.ehlo("mx.inbox.example")
+            client.mail("")
+            code, reply = client.rcpt(path)
+            assert code == expected, (age, code, reply)
+
+
 def test_forwarded_abuse_report_suppresses_the_reporter(
     feedback_relay: tuple[RelayProcess, int], sink: Sink
 ) -> None:
@@ -273,7 +290,8 @@ def test_webhook_gets_signed_events_again_after_a_500(
     secret_file.write_text("webhook-secret-of-acme-0123456789")
     text = relay_config.render().replace(
         "verified = true\n",
-        f'verified = true\nwebhook_url = "{receiver.url}"\nwebhook_secret_file = "{secret_file}"\n',
+        f'verified = true\nwebhook_url = "{receiver.url}"\nwebhook_secret_file = "{secret_file}"\n'
+        "webhook_private = true\n",
         1,
     )
     (tmp_path / "relay.toml").write_text(text)

@@ -2,7 +2,10 @@
 served meanwhile."""
 
 import base64
+import email.policy
 import smtplib
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -11,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, running
-from tests.smtp_client import submission
+from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, free_port, running
+from tests.smtp_client import Raw, message, submission, tls_context
 from tests.smtp_dialogue import secure
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +96,22 @@ def test_deep_nesting_is_refused_not_retried(roomy: RelayProcess, sink: Sink) ->
     assert refused.value.smtp_error.decode().startswith(
         "5.6.0 [P-SIZE] the message nests MIME parts more than 10 levels deep"
     )
+
+
+def test_an_8bit_line_in_a_parts_header_block_is_read_not_retried(
+    relay: RelayProcess, sink: Sink
+) -> None:
+    """A part whose header block holds a line of 8-bit octets (no header field: it starts
+    the part's body, as the standard library reads it) is walked like any other; it made
+    the MIME walk raise, and the client got `451` and retried for ever."""
+    msg = message()
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="r.pdf")
+    raw = msg.as_bytes(policy=email.policy.SMTP)
+    boundary = msg.get_boundary().encode()
+    raw = raw.replace(b"--" + boundary + b"\r\n", b"--" + boundary + b"\r\n\xff\xfe\r\n", 1)
+    with submission(relay.config.submission_port) as client:
+        client.sendmail("app@acme.example", ["alice@inbox.example"], raw)
+    assert len(sink.wait_count(1)) == 1
 
 
 def test_control_characters_in_a_username_cannot_forge_log_lines(relay: RelayProcess) -> None:
@@ -191,3 +210,135 @@ def test_a_client_cannot_choose_its_address_without_a_trusted_proxy(
         for n in range(5):
             assert _consent_api(relay, "guess", f"198.51.100.{n}") == 401
         assert _consent_api(relay, ACME_PASSWORD, "198.51.100.99") == 429
+
+
+def test_anonymous_feedback_clients_cannot_take_the_tenants_slots(
+    relay_config: RelayConfig, tmp_path: Path
+) -> None:
+    """A feedback listener has a cap of its own (a tenth of `max_connections`, at least 10):
+    idle connections there are refused past it while tenants still get `220`; and one
+    client address may send `reports_per_client` reports an hour."""
+    port = free_port()
+    relay_config.extra_smtp = "max_connections = 20\nmax_connections_per_client = 50"
+    text = relay_config.render() + (
+        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
+        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nreports_per_client = 2\n'
+    )
+    relay = RelayProcess(relay_config, tmp_path)
+    relay.write_config(text)
+    relay.start()
+    idle: list[Raw] = []
+    try:
+        idle = [Raw(port) for _ in range(10)]
+        assert all(r.greeting.startswith("220 ") for r in idle)
+        refused = Raw(port)
+        idle.append(refused)
+        assert refused.greeting == "421 4.7.0 Too many connections, try again later"
+        tenant = Raw(relay.config.submission_port)
+        idle.append(tenant)
+        assert tenant.greeting.startswith("220 ")
+        for connection in idle[:10]:
+            connection.close()
+        time.sleep(0.5)
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+            client.ehlo("mx.inbox.example")
+            for n in range(3):
+                code, reply = client.mail("")
+                if n < 2:
+                    assert code == 250 and client.rcpt("fbl@relay.test")[0] == 250
+                    assert client.data(b"Subject: report\r\n\r\nnot an ARF report\r\n")[0] == 250
+            assert (code, reply) == (
+                450,
+                b"4.7.1 Too many reports from your address this hour; try again later",
+            )
+    finally:
+        for connection in idle:
+            connection.close()
+        relay.stop()
+
+
+def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(
+    relay_config: RelayConfig, tmp_path: Path
+) -> None:
+    """On the implicit-TLS listener a connection that never starts its handshake holds its
+    descriptor `tls_handshake_timeout` (1 s here), not asyncio's 60 s."""
+    relay_config.extra_smtp = 'tls_handshake_timeout = "1s"'
+    with running(relay_config, tmp_path) as relay:
+        silent = socket.create_connection(("127.0.0.1", relay.config.smtps_port), timeout=10)
+        try:
+            started = time.monotonic()
+            assert silent.recv(1) == b""  # closed by the relay
+            assert time.monotonic() - started < 5
+        finally:
+            silent.close()
+
+
+def test_tls_handshakes_in_progress_count_toward_the_caps(
+    relay_config: RelayConfig, tmp_path: Path
+) -> None:
+    """A connection to the implicit-TLS listener holds a slot from TCP accept: silent ones
+    use up the listener's cap (3 here), the next is closed before any handshake, the
+    STARTTLS listener still answers, and a slot comes back when a handshake times out."""
+    relay = RelayProcess(relay_config, tmp_path)
+    relay.write_config(relay_config.render().replace(
+        'tls = "implicit"\n', 'tls = "implicit"\nmax_connections = 3\n', 1,
+    ).replace("[smtp]\n", '[smtp]\ntls_handshake_timeout = "2s"\n', 1))  # fmt: skip
+    relay.start()
+    port = relay.config.smtps_port
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        with pytest.raises((ssl.SSLError, OSError)):
+            smtplib.SMTP_SSL("127.0.0.1", port, context=tls_context(), timeout=5)
+        tenant = Raw(relay.config.submission_port)
+        assert tenant.greeting.startswith("220 ")
+        tenant.close()
+        for connection in silent:
+            assert connection.recv(1) == b""  # the handshake timed out
+        with smtplib.SMTP_SSL("127.0.0.1", port, context=tls_context(), timeout=10) as client:
+            assert client.noop()[0] == 250
+    finally:
+        for connection in silent:
+            connection.close()
+        relay.stop()
+
+
+def test_message_data_in_flight_is_bounded_per_process(
+    relay_config: RelayConfig, tmp_path: Path, sink: Sink
+) -> None:
+    """`[smtp] data_in_flight` (2 MiB here): while one client holds 1.5 MiB of an unfinished
+    DATA, a second message of 1 MiB gets `452 4.3.1` after its data, and so does a MAIL
+    whose SIZE does not fit; once the first is queued the second goes through."""
+    relay_config.extra_smtp = 'data_in_flight = "2MiB"\nmax_message_size = "2MiB"'
+    relay = RelayProcess(relay_config, tmp_path)
+    relay.write_config(
+        relay_config.render().replace('max_message_size = "64KiB"', 'max_message_size = "2MiB"')
+    )
+    relay.start()
+    line = b"x" * 998 + b"\r\n"
+    scan = message(sender="scanner@printer.example").as_bytes(policy=email.policy.SMTP)
+    holder = Raw(relay.config.submission_port, source="127.0.0.2")
+    try:
+        for command in ("EHLO printer.test", "MAIL FROM:<scanner@printer.example>",
+                        "RCPT TO:<alice@inbox.example>", "DATA"):  # fmt: skip
+            assert holder.command(command)[:1] in "23"
+        holder.send(scan + line * 1500)
+        time.sleep(1.0)  # read by the relay: 1.5 MiB held
+        with submission(relay.config.submission_port) as other:
+            assert other.mail("app@acme.example", ["size=1048576"]) == (
+                452,
+                b"4.3.1 Insufficient system storage: too much mail in transit, try again later",
+            )
+            other.rset()
+            body = message().as_bytes(policy=email.policy.SMTP) + line * 1000
+            other.mail("app@acme.example")  # no SIZE: the budget is counted as data comes
+            other.rcpt("alice@inbox.example")
+            code, reply = other.data(body)
+            assert (code, reply[:5]) == (452, b"4.3.1")
+            assert holder.command(b".").startswith("250 ")
+            other.rset()
+            other.sendmail("app@acme.example", ["alice@inbox.example"], body)
+        sink.wait_count(2)
+    finally:
+        holder.close()
+        relay.stop()

@@ -78,7 +78,9 @@ def test_mx_lookup_delivery_and_null_mx(
         }
     )
     try:
-        relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}'
+        relay_config.extra_delivery = (
+            f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}\nprivate_mx = true'
+        )
         with running(relay_config, tmp_path) as relay:
             _send(relay, to="bob@mx-test.example")
             ((_, rcpts, _),) = sink.wait_count(1)
@@ -87,6 +89,28 @@ def test_mx_lookup_delivery_and_null_mx(
             messages = sink.wait_count(2)
             assert messages[1][1] == ["app@acme.example"]
             assert b"Status: 5.1.10" in messages[1][2]
+    finally:
+        dns.stop()
+
+
+def test_an_mx_at_a_private_address_bounces(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> None:
+    """A destination whose MX host resolves to loopback is not connected to (the relay is no
+    probe of its own network): the message bounces, saying why."""
+    dns = DnsServer(
+        {
+            "inside.example": [("MX", 300, "10 mx.inside.example.")],
+            "mx.inside.example": [("A", 300, "127.0.0.1")],
+        }
+    )
+    try:
+        relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}'
+        with running(relay_config, tmp_path) as relay:
+            _send(relay, to="eve@inside.example")
+            ((_, rcpts, dsn),) = sink.wait_count(1)
+            assert rcpts == ["app@acme.example"]  # the bounce, not the message
+            assert b"resolve only to non-public addresses (127.0.0.1)" in dsn
     finally:
         dns.stop()
 

@@ -1,14 +1,19 @@
 """P-UNSUB with the relay's own signed one-click URI (RFC 8058)."""
 
 import asyncio
+import base64
 import email
 import email.policy
+import hashlib
+import hmac
+import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from relay.feedback.unsubscribe import BadToken, Unsubscribe, sign, verify
+from relay.feedback.unsubscribe import LIFETIME_DAYS, BadToken, Unsubscribe, sign, verify
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome
@@ -34,6 +39,23 @@ def test_tokens_verify_and_resist_forgery() -> None:
     ):
         with pytest.raises(BadToken):
             verify(SECRET, bad)
+
+
+def test_tokens_expire_after_their_lifetime() -> None:
+    today = int(time.time() // 86400)
+    assert verify(SECRET, sign(SECRET, REQUEST, day=today - LIFETIME_DAYS)) == REQUEST
+    with pytest.raises(BadToken, match="older than"):
+        verify(SECRET, sign(SECRET, REQUEST, day=today - LIFETIME_DAYS - 1))
+    with pytest.raises(BadToken, match="older than 7 days"):  # [policy] unsubscribe_lifetime
+        verify(SECRET, sign(SECRET, REQUEST, day=today - 8), lifetime_days=7)
+
+
+def test_tokens_without_a_day_are_still_honoured() -> None:
+    payload = json.dumps({"t": "acme", "r": REQUEST.recipient, "m": REQUEST.message_id},
+                         separators=(",", ":")).encode()  # fmt: skip
+    mac = hmac.new(SECRET, payload, hashlib.sha256).digest()
+    token = ".".join(base64.urlsafe_b64encode(raw).decode().rstrip("=") for raw in (payload, mac))
+    assert verify(SECRET, token) == REQUEST
 
 
 def _unsub(recipients: list[str]) -> tuple[Outcome, str, bool]:

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -33,9 +34,10 @@ from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from relay.cli import main
-from relay.config.schema import Config
+from relay.config.schema import Config, TenantSection
 from relay.feedback.events import Event, record
 from relay.feedback.webhooks import WebhookDispatcher, backoff, load_webhook_secret, targets_of
+from relay.public_address import PublicResolver
 from relay.queue.migrate import migrate
 from tests.peers import ROOT, RelayConfig
 
@@ -131,6 +133,7 @@ def _config(hooks: dict[str, str], secret_file: Path, others: tuple[str, ...] = 
             "networks": ["127.0.0.1/32"],
             "webhook_url": url,
             "webhook_secret_file": str(secret_file),
+            "webhook_private": True,  # the receivers listen on loopback
         }
         for name, url in hooks.items()
     ]
@@ -514,3 +517,41 @@ def test_events_tail_follow_prints_new_events_until_interrupted(
         assert proc.wait(15) == 0
         assert proc.stderr is not None
         assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://127.0.0.1:1/hook", "refused: 127.0.0.1 is not a public address"),
+        ("https://169.254.169.254/latest", "refused: 169.254.169.254 is not a public address"),
+        ("https://localhost:1/hook", "localhost resolves to no public address"),
+    ],
+)
+async def test_a_webhook_goes_only_to_public_addresses(
+    pool: asyncpg.Pool, tmp_path: Path, url: str, expected: str
+) -> None:
+    """Without `webhook_private`, a webhook at a loopback, link-local or private address is
+    never posted to: the failure names why (and the events wait)."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("webhook-secret-of-acme-0123456789")
+    config = _config({"acme": url}, secret_file)
+    config = config.model_copy(
+        update={"tenants": [config.tenants[0].model_copy(update={"webhook_private": False})]}
+    )
+    dispatcher = WebhookDispatcher(pool, config)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(resolver=PublicResolver())
+    ) as session:
+        dispatcher._session = session
+        error = await dispatcher._post(dispatcher.targets["acme"], b"{}")
+    assert error is not None and expected in error
+
+
+def test_an_http_webhook_needs_webhook_private() -> None:
+    with pytest.raises(ValueError, match="webhook_url must be https"):
+        TenantSection(
+            name="acme", domains=["acme.example"], networks=["192.0.2.0/24"],
+            webhook_url="http://hooks.example/x", webhook_secret_file="/x",
+        )  # fmt: skip

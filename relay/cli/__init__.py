@@ -25,6 +25,7 @@ from relay.cli.status import status
 from relay.cli.suppression import suppression
 from relay.cli.tenant import tenant
 from relay.config.schema import split_host_port
+from relay.memory import return_large_blocks
 from relay.queue.migrate import migrate
 from relay.smtp.auth import hash_password
 
@@ -39,6 +40,7 @@ def main() -> None:
 @click.option("--smtp-worker", "worker", type=click.IntRange(min=1), hidden=True)
 def serve(config_path: Path, worker: int | None) -> None:
     """Run the relay until SIGTERM (SIGHUP reloads the configuration)."""
+    return_large_blocks()
     if worker is not None:  # started by `relay serve` itself for `[relay] processes`
         serve_smtp_worker(config_path, worker)
         return

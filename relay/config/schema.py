@@ -12,12 +12,21 @@ import socket
 from typing import Annotated, Literal
 
 import idna
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relay.config.units import Bytes, Seconds
 
 HostPort = Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$")]
 """`host:port`, IPv6 hosts in brackets (`[::1]:587`)."""
+
+
+def _network(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)  # raises ValueError naming the value
+    return value
+
+
+Network = Annotated[str, AfterValidator(_network)]
+"""An IP network (`192.0.2.0/24`, `2001:db8::/48`) or address."""
 
 
 def _a_label(domain: str) -> str:
@@ -106,6 +115,17 @@ class ListenerSection(Strict):
     inbound listener for what comes back (port 25, the MX of the return-path domains): no
     AUTH, mail accepted only for tenants' return-path domains, `[feedback] fbl_addresses`
     and `abuse_address`; everything else `550 5.7.1`, never relayed."""
+    max_connections: int | None = Field(default=None, ge=1)
+    """Open sessions on this listener; more get `421 4.7.0`. Default: `[smtp]
+    max_connections` for a submission listener, a tenth of it (at least 10) for a feedback
+    listener, whose clients are anonymous: they cannot take the slots tenants need."""
+
+    def session_cap(self, smtp: "SmtpSection") -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        if self.role == "feedback":
+            return max(10, smtp.max_connections // 10)
+        return smtp.max_connections
 
 
 class SmtpSection(Strict):
@@ -115,6 +135,9 @@ class SmtpSection(Strict):
     master listens with a backlog of its process limit."""
     max_connections_per_client: int = Field(default=50, ge=1)
     """Open sessions per client IP address."""
+    tls_handshake_timeout: Seconds = Field(default=10, gt=0)
+    """Time a client has to finish the TLS handshake on an implicit-TLS listener (asyncio
+    waits 60 s): a silent connection holds a descriptor no longer."""
     command_timeout: Seconds = Field(default=300, gt=0)
     """Idle time allowed between commands (RFC 5321 4.5.3.2.7: at least 5 minutes)."""
     data_timeout: Seconds = Field(default=600, gt=0)
@@ -124,6 +147,10 @@ class SmtpSection(Strict):
     closed with 421, like Postfix's `smtpd_hard_error_limit`."""
     max_message_size: Bytes = Field(default="50MiB", ge=1024)
     """Largest message any tenant may send; advertised in EHLO SIZE."""
+    data_in_flight: Bytes = Field(default="256MiB", ge=1024)
+    """Message data a relay process holds in memory at once, all sessions together (read,
+    not yet queued); past it DATA, or MAIL with a SIZE that does not fit, gets `452 4.3.1`
+    and the client tries again later. At least `max_message_size`."""
     max_mime_parts: int = Field(default=500, ge=2)
     """MIME entities a message may have (P-SIZE, `554 5.6.0`); more are not read."""
     max_mime_depth: int = Field(default=10, ge=1)
@@ -145,6 +172,15 @@ class SmtpSection(Strict):
     auth_failure_window: Seconds = Field(default=900, gt=0)
     auth_lockout: Seconds = Field(default=900, gt=0)
     """How long a locked pair or address gets `454 4.7.0` for every AUTH."""
+
+    @model_validator(mode="after")
+    def _one_message_fits(self) -> "SmtpSection":
+        if self.data_in_flight < self.max_message_size:
+            raise ValueError(
+                f"data_in_flight ({self.data_in_flight}) is smaller than max_message_size "
+                f"({self.max_message_size}): a message of the largest size could never pass"
+            )
+        return self
 
 
 class DeliverySection(Strict):
@@ -176,6 +212,10 @@ class DeliverySection(Strict):
     """Port of MX hosts (routes name their own)."""
     nameservers: list[HostPort] = []
     """DNS servers for MX lookups as `host:port`; empty: the system resolver."""
+    private_mx: bool = False
+    """Connect to MX hosts at loopback, private or link-local addresses too. Off: a domain
+    whose MX points inside the relay's network bounces (5.1.2) instead of making the relay
+    a probe of it; `[[routes]]` may name any host."""
     tls: Literal["opportunistic", "required", "none"] = "opportunistic"
     """Outbound STARTTLS: use it when offered, demand it, or never use it."""
     verify_certificates: bool = False
@@ -234,6 +274,9 @@ class PolicySection(Strict):
     unsubscribe_secret_file: str = ""
     """File holding the HMAC secret of unsubscribe tokens (32 bytes or more); empty: the
     RELAY_UNSUBSCRIBE_SECRET environment variable."""
+    unsubscribe_lifetime: Seconds = Field(default="90d", ge=86400)
+    """How long a one-click unsubscribe link works (whole days; CAN-SPAM asks for 30 at
+    least); later the recipient uses the message's visible link."""
     service_contacts: list[str] = []
     """The sending service's own contact details that no tenant mail may show as its own
     (P-NO-SERVICE-CONTACT): addresses (`abuse@relay.example`), and web sites as a URL or
@@ -247,17 +290,10 @@ class FeedbackProvider(Strict):
     address it connects from, or a DKIM signature of its domain that verifies."""
 
     name: str = Field(min_length=1)
-    networks: list[str] = []
+    networks: list[Network] = []
     """Networks its reports are sent from (the connecting address is compared)."""
     dkim_domains: list[str] = []
     """Domains whose valid DKIM signature on a report proves it (`d=` the domain or below)."""
-
-    @field_validator("networks")
-    @classmethod
-    def _valid_networks(cls, networks: list[str]) -> list[str]:
-        for net in networks:
-            ipaddress.ip_network(net, strict=False)
-        return networks
 
     @field_validator("dkim_domains")
     @classmethod
@@ -288,6 +324,14 @@ class FeedbackSection(Strict):
     """P-RETENTION: events and processed reports are kept this long; the hourly rates stay."""
     process_every: Seconds = Field(default=1.0, gt=0)
     """How often the feedback processor looks for newly received reports."""
+    reports_per_client: int = Field(default=100, ge=1)
+    """Reports the feedback listener takes from one client address per hour; more get
+    `450 4.7.1` at MAIL (anyone can connect to it)."""
+    report_bytes_per_client: Bytes = Field(default="50MiB", ge=1024)
+    """Bytes of reports it takes from one client address per hour."""
+    return_path_lifetime: Seconds = Field(default="30d", ge=86400)
+    """How long a return-path (VERP) address is read as naming its delivery (whole days);
+    a bounce to an older one is refused at RCPT like a forged one."""
 
 
 class ReputationSection(Strict):
@@ -384,16 +428,9 @@ class CanarySection(Strict):
 class HttpSection(Strict):
     address: HostPort = "127.0.0.1:9587"
     """Listener for `/metrics` and `/healthz`; keep it on a private address."""
-    trusted_proxies: list[str] = []
+    trusted_proxies: list[Network] = []
     """Networks of the proxies in front of the listener: for their requests the client is
     the address they put in `X-Forwarded-For` (lockouts and rate limits count it)."""
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _valid_networks(cls, networks: list[str]) -> list[str]:
-        for net in networks:
-            ipaddress.ip_network(net, strict=False)
-        return networks
 
 
 class Credential(Strict):
@@ -457,7 +494,7 @@ class TenantSection(Strict):
     """Sending domains; MAIL FROM must be one of them or a subdomain (P-HDR-ALIGN)."""
     credentials: list[Credential] = []
     """SMTP AUTH logins of this tenant."""
-    networks: list[str] = []
+    networks: list[Network] = []
     """Client networks trusted without AUTH (devices that cannot log in, like Postfix's
     mynetworks), e.g. `["192.0.2.0/24"]`."""
     limits: TenantLimits = TenantLimits()
@@ -492,19 +529,15 @@ class TenantSection(Strict):
     """Where the tenant's events are POSTed, batched as JSON and signed (HMAC-SHA256)."""
     webhook_secret_file: str = ""
     """File holding the webhook signing secret (16 bytes or more); required with webhook_url."""
+    webhook_private: bool = False
+    """Allow a webhook on http or at a private address (an in-house receiver); otherwise
+    only https to a public address is posted to, the address checked at connect time."""
 
     @field_validator("domains")
     @classmethod
     def _lower_domains(cls, domains: list[str]) -> list[str]:
         """As lower-case IDNA A-labels, the form envelope and header domains are compared in."""
         return [_a_label(d) for d in domains]
-
-    @field_validator("networks")
-    @classmethod
-    def _valid_networks(cls, networks: list[str]) -> list[str]:
-        for net in networks:
-            ipaddress.ip_network(net, strict=False)
-        return networks
 
     @field_validator("return_path_domain")
     @classmethod
@@ -515,6 +548,8 @@ class TenantSection(Strict):
     def _webhook_secret(self) -> "TenantSection":
         if self.webhook_url and not self.webhook_secret_file:
             raise ValueError("webhook_url needs webhook_secret_file (the signing secret)")
+        if self.webhook_url.startswith("http://") and not self.webhook_private:
+            raise ValueError("webhook_url must be https, unless webhook_private = true")
         return self
 
     @model_validator(mode="after")

@@ -30,7 +30,13 @@ import asyncpg
 from relay import metrics
 from relay.config.schema import Config, split_host_port
 from relay.delivery.dsn import RecipientStatus, build_dsn
-from relay.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver, NullMx
+from relay.delivery.mx import (
+    DnsPermanentError,
+    DnsTemporaryError,
+    MxResolver,
+    NoMailHost,
+    NullMx,
+)
 from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
 from relay.delivery.reuse import IdleConnections, Target
 from relay.delivery.shaping import SiteLimits, SiteShaper
@@ -41,6 +47,7 @@ from relay.feedback.events import Event, columns, counted
 from relay.feedback.reputation import throttle_factor
 from relay.feedback.suppress import suppress
 from relay.psl import provider_of
+from relay.public_address import is_public
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.queue.store import NewMessage, insert_messages
@@ -332,13 +339,22 @@ class DeliveryWorker:
             host, port = self.routes[domain]
             return [(host, address, port) for address in await self._addresses(host)]
         targets = []
+        refused: list[str] = []
         for mx in await self.resolver.mx_hosts(domain):
             try:
                 addresses = await self.resolver.addresses(mx.name)
             except (DnsPermanentError, DnsTemporaryError) as exc:
                 log.info("MX %s of %s has no usable address: %r", mx.name, domain, exc)
                 continue
+            if not self.settings.private_mx:  # relay.public_address: no probing inside
+                refused += [a for a in addresses if not is_public(a)]
+                addresses = [a for a in addresses if is_public(a)]
             targets += [(mx.name, a, self.settings.port) for a in addresses]
+        if not targets and refused:
+            raise NoMailHost(
+                f"the MX hosts of {domain} resolve only to non-public addresses "
+                f"({', '.join(sorted(set(refused))[:3])})"
+            )
         if not targets:
             raise DnsTemporaryError(f"no address for any MX host of {domain}")
         return targets

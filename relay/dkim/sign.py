@@ -101,7 +101,7 @@ def sign(
     end = message.find(b"\r\n\r\n")
     head, body = (message, b"") if end < 0 else (message[: end + 2], message[end + 4 :])
     headers, _ = dkim.rfc822_parse(head + b"\r\n")
-    body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+    body_hash = base64.b64encode(relaxed_body_hash(body))
     include = _header_list(headers)
     canonical = _RELAXED.canonicalize_headers(headers)
     signed_at = int(time.time() if now is None else now)
@@ -111,22 +111,66 @@ def sign(
     return signatures + message
 
 
+_CHUNK = 1 << 20
+
+
+def relaxed_body_hash(body: bytes) -> bytes:
+    """SHA-256 of `relaxed_body(body)`, canonicalising 1 MiB of lines at a time: relaxed
+    canonicalisation changes nothing across a line break, so pieces that end with one are
+    done apart; only the empty lines at the very end are dropped, so those at the end of
+    a piece are held back until a line with content follows. Each regular expression
+    call then holds the interpreter for a few milliseconds instead of 85 ms for 24 MB,
+    and a thread signing a large message lets the event loop run in between."""
+    hasher = hashlib.sha256()
+    held_back = 0  # line breaks that count only if a line with content follows
+    content = False
+    start = 0
+    while start < len(body):
+        cut = body.find(b"\r\n", start + _CHUNK)
+        stop = len(body) if cut < 0 else cut + 2
+        canonical = _relaxed_lines(body[start:stop])
+        start = stop
+        end = _without_empty_lines_at_end(canonical)
+        if end:
+            hasher.update(b"\r\n" * held_back)
+            hasher.update(memoryview(canonical)[:end])
+            held_back, content = 0, True
+        held_back += (len(canonical) - end) // 2
+    if content:
+        hasher.update(b"\r\n")
+    return hasher.digest()
+
+
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4 relaxed body canonicalisation, the same bytes as dkimpy's
-    (a test compares them on random input) at a third of its cost: dkimpy rewrites every
-    single space, here only runs of whitespace and tabs are touched, and only when present.
-    Measured on a 100 KB text body: 3.4 ms with dkimpy, 1.2 ms like this or less. A body
-    with no space or tab at all (base64, as attachments are) is found so with two memchr
-    scans of about 1 us each, sparing the two searches for runs (0.16 ms per 100 KB)."""
+    (a test compares them on random input) at a third of its cost."""
+    body = _relaxed_lines(body)
+    end = _without_empty_lines_at_end(body)
+    return body[:end] + b"\r\n" if end else b""
+
+
+def _relaxed_lines(body: bytes) -> bytes:
+    """Whitespace at line ends dropped and runs of it made one space (RFC 6376 3.4.4 a, b).
+
+    dkimpy rewrites every single space, here only runs of whitespace and tabs are touched,
+    and only when present. Measured on a 100 KB text body: 3.4 ms with dkimpy, 1.2 ms like
+    this or less. A body with no space or tab at all (base64, as attachments are) is found
+    so with two memchr scans of about 1 us each, sparing the two searches for runs (0.16 ms
+    per 100 KB)."""
     if b" " in body or b"\t" in body:
         if b" \r\n" in body or b"\t\r\n" in body:
             body = _TRAILING_WSP.sub(b"\r\n", body)
         if b"  " in body or b"\t" in body:
             body = _WSP_RUN.sub(b" ", body)
+    return body
+
+
+def _without_empty_lines_at_end(body: bytes) -> int:
+    """The length of `body` without the empty lines at its end (RFC 6376 3.4.4 c)."""
     end = len(body)
     while body.endswith(b"\r\n", 0, end):
         end -= 2
-    return body[:end] + b"\r\n" if end else b""
+    return end
 
 
 def _header_list(headers: list[list[bytes]]) -> list[bytes]:

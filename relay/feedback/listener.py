@@ -11,10 +11,14 @@ submission listener (connection caps, size limit, chunked DATA, no smuggling).
 
 A report is stored as it came (`feedback_reports`) and committed before the `250`, then
 the processor parses it: a report no parser can read is kept and counted, never lost.
+Anyone can connect, so each client address may send `[feedback] reports_per_client`
+reports and `report_bytes_per_client` bytes per hour; more get `450 4.7.1` at MAIL.
 """
 
 import asyncio
 import logging
+import time
+from collections import defaultdict, deque
 
 import asyncpg
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -34,6 +38,8 @@ MAX_REPORT_SIZE = 10 * 1024 * 1024  # a report quotes one message; providers cap
 NOT_OURS = "550 5.7.1 Relaying denied: this server takes reports for its own addresses only"
 UNKNOWN_RETURN_PATH = "550 5.1.1 No such return-path address"
 STORED = "250 2.0.0 Report received as {report_id}"
+TOO_MANY_REPORTS = "450 4.7.1 Too many reports from your address this hour; try again later"
+_HOUR = 3600.0
 
 
 class FeedbackHandler:
@@ -43,6 +49,7 @@ class FeedbackHandler:
         self.pool = pool
         self.secret = secret
         self.received = asyncio.Event()  # set when a report is stored: wakes the processor
+        self._recent: defaultdict[str, deque[tuple[float, int]]] = defaultdict(deque)
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -50,6 +57,7 @@ class FeedbackHandler:
         self.return_path_domains = {t.return_path_domain for t in config.tenants} - {""}
         self.fbl_addresses = {a.lower() for a in config.feedback.fbl_addresses}
         self.abuse_address = config.feedback.abuse_address.lower()
+        self.return_path_days = int(config.feedback.return_path_lifetime // 86400)
 
     # -- what RelaySMTP asks of a handler ----------------------------------------------------
 
@@ -79,14 +87,33 @@ class FeedbackHandler:
         if domain in self.return_path_domains:
             if local in ("postmaster", "abuse"):
                 return "abuse" if local == "abuse" else "return-path"
-            if self.secret and verp.delivery_of(self.secret, address) is not None:
+            days = self.return_path_days
+            if self.secret and verp.delivery_of(self.secret, address, days) is not None:
                 return "return-path"
             return ""  # our domain, but no address of ours
         return None
 
+    def _over_limit(self, client: str) -> bool:
+        """Whether `client` sent its hour's worth of reports (or bytes of them) already."""
+        now = time.monotonic()
+        recent = self._recent[client]
+        while recent and recent[0][0] < now - _HOUR:
+            recent.popleft()
+        if len(self._recent) > 10_000:  # forget clients idle for an hour
+            for key in [k for k, v in self._recent.items() if not v or v[-1][0] < now - _HOUR]:
+                del self._recent[key]
+        settings = self.config.feedback
+        return (
+            len(recent) >= settings.reports_per_client
+            or sum(size for _, size in recent) >= settings.report_bytes_per_client
+        )
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, path: Path
     ) -> str:
+        assert isinstance(session, RelaySession)
+        if self._over_limit(session.client_ip):
+            return TOO_MANY_REPORTS
         envelope.mail_from = path.address  # bounces come from the null sender <>
         envelope.mail_options = []
         return replies.SENDER_OK
@@ -123,6 +150,7 @@ class FeedbackHandler:
         except DATABASE_ERRORS as exc:
             log.error("cannot store a feedback report: %r", exc)
             return replies.QUEUE_UNAVAILABLE
+        self._recent[session.client_ip].append((time.monotonic(), len(content)))
         self.received.set()
         log.info("feedback report %d stored channel=%s size=%d", report_id, channel, len(content))
         return STORED.format(report_id=report_id)

@@ -69,7 +69,7 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, policy: PolicySection) 
     if secret is None:
         log.warning("[policy] unsubscribe_url is set but there is no secret: not mounted")
         return None
-    endpoint = OneClick(pool, secret)
+    endpoint = OneClick(pool, secret, int(policy.unsubscribe_lifetime // 86400))
     path = route_path(policy.unsubscribe_url)
     app.router.add_get(path, endpoint.confirm)
     app.router.add_post(path, endpoint.unsubscribe)
@@ -77,13 +77,14 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, policy: PolicySection) 
 
 
 class OneClick:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes) -> None:
+    def __init__(self, pool: asyncpg.Pool, secret: bytes, lifetime_days: int) -> None:
         self.pool = pool
         self.secret = secret
+        self.lifetime_days = lifetime_days
 
     def _request(self, request: web.Request) -> Unsubscribe | None:
         try:
-            return verify(self.secret, request.match_info["token"])
+            return verify(self.secret, request.match_info["token"], self.lifetime_days)
         except BadToken as exc:
             log.info("one-click unsubscribe refused: %s", exc)
             return None

@@ -188,7 +188,9 @@ class FeedbackProcessor:
         if self.secret is None:
             return None
         for address in addresses:
-            delivery_id = verp.delivery_of(self.secret, address or "")
+            delivery_id = verp.delivery_of(
+                self.secret, address or "", int(self.config.feedback.return_path_lifetime // 86400)
+            )
             if delivery_id is not None:
                 row = await conn.fetchrow(QUERIES["delivery_by_id"], delivery_id)
                 if row is not None:

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -50,12 +51,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import Config
+from relay.public_address import NotPublic, PublicResolver, is_public
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 
@@ -91,6 +94,8 @@ class Target:
     tenant: str
     url: str
     secret: bytes
+    private: bool = False
+    """The tenant may use http and a private address (`webhook_private`)."""
 
 
 def load_webhook_secret(path: str) -> bytes:
@@ -137,6 +142,14 @@ def encode_batch(tenant: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def targets_of(config: Config) -> dict[str, Target]:
     """Tenants with a webhook and a usable secret. A tenant whose secret cannot be read is
     left out with an error logged: its events wait, its cursor stays, nothing is lost."""
@@ -149,7 +162,9 @@ def targets_of(config: Config) -> dict[str, Target]:
         except (OSError, ValueError) as exc:
             log.error("tenant %s: webhook paused, no usable secret: %s", tenant.name, exc)
             continue
-        targets[tenant.name] = Target(tenant.name, tenant.webhook_url, secret)
+        targets[tenant.name] = Target(
+            tenant.name, tenant.webhook_url, secret, tenant.webhook_private
+        )
     return targets
 
 
@@ -200,6 +215,7 @@ class WebhookDispatcher:
         self.horizon = CommittedHorizon()
         self.targets: dict[str, Target] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._private_session: aiohttp.ClientSession | None = None
         self._posting: dict[str, asyncio.Task[None]] = {}
         self._claims: dict[str, datetime] = {}  # tenant -> lease held while posting
         self._retry_upto: dict[str, int] = {}  # tenant -> last id of the batch that failed
@@ -213,8 +229,12 @@ class WebhookDispatcher:
     async def run(self) -> None:
         """Poll and post until cancelled; then give back the claims of POSTs cut short."""
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            self._session = session
+        public = aiohttp.TCPConnector(resolver=PublicResolver())
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=public) as session,
+            aiohttp.ClientSession(timeout=timeout) as private_session,
+        ):
+            self._session, self._private_session = session, private_session
             try:
                 while True:
                     try:
@@ -227,7 +247,7 @@ class WebhookDispatcher:
                     task.cancel()
                 await asyncio.gather(*self._posting.values(), return_exceptions=True)
                 await self._release_claims()
-                self._session = None
+                self._session = self._private_session = None
 
     async def _poll_once(self) -> None:
         targets = self.targets
@@ -307,6 +327,16 @@ class WebhookDispatcher:
     async def _post(self, target: Target, body: bytes) -> str | None:
         """POST one batch; None on a 2xx, else what went wrong (for `last_error`)."""
         assert self._session is not None, "post only while run() is running"
+        session = self._session
+        if target.private:
+            assert self._private_session is not None
+            session = self._private_session
+        else:
+            host = urlsplit(target.url).hostname or ""
+            if not target.url.lower().startswith("https://"):
+                return "refused: a webhook must use https (or the tenant webhook_private)"
+            if _literal(host) and not is_public(host):
+                return f"refused: {host} is not a public address (see webhook_private)"
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -315,13 +345,15 @@ class WebhookDispatcher:
         }
         try:
             # No redirects: a signed POST goes where the tenant configured, or fails.
-            async with self._session.post(
+            async with session.post(
                 target.url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 if 200 <= response.status < 300:
                     return None
                 return f"HTTP {response.status} {response.reason or ''}".rstrip()
         except _HTTP_ERRORS as exc:
+            if isinstance(exc.__cause__, NotPublic):
+                return f"refused: {exc.__cause__} (see webhook_private)"
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     async def _release_claims(self) -> None:

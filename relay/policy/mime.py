@@ -144,7 +144,8 @@ def read(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH) -> 
         head = _head(block)
         rest = head.get_payload()
         if isinstance(rest, str) and rest:  # a line that is no header ends the header block
-            body = rest.encode("ascii", "surrogateescape") + body
+            # the block's own bytes: get_payload makes 8-bit octets U+FFFD, one for one
+            body = block[len(block) - len(rest) :] + body
         maintype = head.get_content_maintype()
         nested = maintype == "multipart" or (
             head.get_content_type() == "message/rfc822"

@@ -42,6 +42,10 @@ from relay.queue.sql import QUERIES
 log = logging.getLogger(__name__)
 _PARALLEL_COMMITS = 1
 _NOTIFY_SECONDS = 0.01
+BATCH_BYTES = 8 << 20
+"""Content one group commit carries at most (a larger message goes alone): asyncpg copies
+a statement's parameters into one buffer on the event loop, and four 24 MB messages in one
+commit held it for 0.1 s."""
 
 
 class QueueUnavailable(Exception):
@@ -111,8 +115,15 @@ class Enqueuer:
         client hangs up, and that must not cancel a commit that carries other sessions'
         messages."""
         while self._pending and self._in_flight < _PARALLEL_COMMITS:
-            count = min(len(self._pending), self._batch_max)
-            batch = [self._pending.popleft() for _ in range(count)]
+            batch = [self._pending.popleft()]
+            size = len(batch[0][0].content)
+            while (
+                self._pending
+                and len(batch) < self._batch_max
+                and size + len(self._pending[0][0].content) <= BATCH_BYTES
+            ):
+                size += len(self._pending[0][0].content)
+                batch.append(self._pending.popleft())
             self._in_flight += 1
             task = asyncio.create_task(self._flush(batch), name="group-commit")
             self._flushes.add(task)

@@ -10,6 +10,12 @@ after the end has been found, so normalising can never create an end marker.
 import re
 from enum import Enum
 
+LARGE_MESSAGE = 1 << 20
+"""From this size on the work on a message yields to other sessions between its large
+steps and does its long scans in a thread (receiving: the copies, the policy checks, the
+signature; delivering: the dot-stuffing). A 24 MB message otherwise held the event loop
+for 0.35 s at a stretch while other sessions waited."""
+
 END_OF_DATA = b"\r\n.\r\n"
 """The end marker once the data has started; at the very start, `.\r\n` alone ends it."""
 
@@ -32,13 +38,39 @@ def find_end(buffer: bytes | bytearray, start: int = 0) -> int:
     return buffer.find(END_OF_DATA, start)
 
 
+class DataScan:
+    """What `problem_in` finds, for data that arrives in pieces: each piece is scanned as
+    it is read, so a large message costs no scan of its own after its end (50 ms for
+    24 MB, during which no other session is answered)."""
+
+    def __init__(self) -> None:
+        self.nul = False
+        self.cr = self.lf = self.pairs = 0
+        self._ends_in_cr = False
+
+    def feed(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self.nul = self.nul or b"\x00" in piece
+        self.cr += piece.count(b"\r")
+        self.lf += piece.count(b"\n")
+        self.pairs += piece.count(b"\r\n") + (self._ends_in_cr and piece[:1] == b"\n")
+        self._ends_in_cr = piece[-1:] == b"\r"
+
+    def problem(self) -> DataProblem | None:
+        """The first reason the data must be refused, if any (RFC 5321 2.3.8, 4.1.1.4)."""
+        if self.nul:
+            return DataProblem.NUL
+        if self.cr != self.pairs or self.lf != self.pairs:  # a CR or LF outside a CRLF
+            return DataProblem.BARE_NEWLINE
+        return None
+
+
 def problem_in(data: bytes) -> DataProblem | None:
     """The first reason the data must be refused, if any (RFC 5321 2.3.8, 4.1.1.4)."""
-    if b"\x00" in data:
-        return DataProblem.NUL
-    if has_bare_newline(data):
-        return DataProblem.BARE_NEWLINE
-    return None
+    scan = DataScan()
+    scan.feed(data)
+    return scan.problem()
 
 
 def has_bare_newline(data: bytes) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from relay.config.schema import Config, split_host_port
 from relay.smtp import replies
+from relay.smtp.budget import DataBudget
 from relay.smtp.protocol import ConnectionCounter, ListenerOptions, RelaySMTP
 
 
@@ -32,6 +33,7 @@ async def start_listeners(
     instead of silently taking half of the connections.
     """
     counter = ConnectionCounter(config.smtp.max_connections, config.smtp.max_connections_per_client)
+    budget = DataBudget(config.smtp.data_in_flight)  # one for the process, as the counter
     servers = []
     loop = asyncio.get_running_loop()
     for listener in config.listeners:
@@ -45,6 +47,10 @@ async def start_listeners(
             data_timeout=config.smtp.data_timeout,
             max_errors=config.smtp.max_errors,
             connections=counter,
+            data_budget=budget,
+            max_sessions=listener.session_cap(config.smtp),
+            implicit_tls_context=tls if implicit else None,
+            tls_handshake_timeout=config.smtp.tls_handshake_timeout,
         )
 
         def factory(
@@ -70,7 +76,7 @@ async def start_listeners(
             factory,
             host=host,
             port=port,
-            ssl=tls if implicit else None,
+            # implicit TLS starts in the session, after it has taken a connection slot
             reuse_address=True,
             # Postfix's master listens with a backlog of its process limit; asyncio's
             # default of 100 overflowed under 200 clients reconnecting for each message,

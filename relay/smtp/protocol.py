@@ -16,14 +16,18 @@ The relay's decisions live in the handler (`relay.smtp.handler`), not here.
 import asyncio
 import collections
 import logging
+import ssl
+from asyncio import sslproto
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP, Session, _AuthMechAttr, syntax
+from aiosmtpd.smtp import SMTP, Session, TLSSetupException, _AuthMechAttr, syntax
 
+from relay import memory
 from relay.smtp import replies
 from relay.smtp.address import AddressError, Path, parse_path
-from relay.smtp.data import DataProblem, normalize_newlines, problem_in, unstuff
+from relay.smtp.budget import DataBudget, Held
+from relay.smtp.data import LARGE_MESSAGE, DataProblem, DataScan, normalize_newlines, unstuff
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,13 @@ class ListenerOptions:
     data_timeout: float
     max_errors: int
     connections: "ConnectionCounter"
+    data_budget: DataBudget
+    max_sessions: int = 0
+    """Open sessions this listener may have (0: only the process's total limits)."""
+    implicit_tls_context: ssl.SSLContext | None = None
+    """On an implicit-TLS listener, the context the session starts TLS with once it holds
+    a connection slot (so handshakes in progress count toward the caps)."""
+    tls_handshake_timeout: float = 10.0
     session_template: dict[str, Any] | None = None
     """The state aiosmtpd's constructor derives from the handler and the settings, made
     by the listener's first session and copied by the others (see RelaySMTP.__init__)."""
@@ -48,28 +59,34 @@ class ListenerOptions:
 
 @dataclass
 class ConnectionCounter:
-    """Open sessions, in total and per client address, across all listeners of a process."""
+    """Open sessions, in total, per listener and per client address, across all listeners
+    of a process."""
 
     max_total: int
     max_per_client: int
     total: int = 0
     per_client: collections.Counter[str] = field(default_factory=collections.Counter)
+    per_listener: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def acquire(self, client: str) -> str | None:
+    def acquire(self, client: str, listener: str = "", listener_cap: int = 0) -> str | None:
         """Take a slot, or return the 421 reply that refuses the connection."""
         if self.total >= self.max_total:
+            return replies.TOO_MANY_CONNECTIONS
+        if listener_cap and self.per_listener[listener] >= listener_cap:
             return replies.TOO_MANY_CONNECTIONS
         if self.per_client[client] >= self.max_per_client:
             return replies.TOO_MANY_CONNECTIONS_FROM_CLIENT
         self.total += 1
         self.per_client[client] += 1
+        self.per_listener[listener] += 1
         return None
 
-    def release(self, client: str) -> None:
+    def release(self, client: str, listener: str = "") -> None:
         self.total -= 1
         self.per_client[client] -= 1
         if self.per_client[client] <= 0:
             del self.per_client[client]
+        self.per_listener[listener] -= 1
 
 
 class RelaySession(Session):
@@ -122,6 +139,7 @@ class RelaySMTP(SMTP):
         self._refusal: str | None = None
         self._holds_slot = False
         self._client = ""
+        self._tls_start: asyncio.Task[None] | None = None
 
     def _copy_template(self, template: dict[str, Any], handler: Any) -> None:
         vars(self).update(template)
@@ -152,28 +170,76 @@ class RelaySMTP(SMTP):
     # -- connection limits -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        context = self.options.implicit_tls_context
+        if context is not None and self._tls_start is None:  # TCP accepted, no TLS yet
+            self._take_slot(transport)
+            if self._refusal is not None:
+                transport.close()  # nothing can be said before TLS; no handshake is spent
+                return
+            self._start_implicit_tls(cast(asyncio.Transport, transport), context)
+            return
         first = self._original_transport is None and self.transport is None
         super().connection_made(transport)  # after STARTTLS this makes a new session
         session = self.session
         assert isinstance(session, RelaySession)
-        if first:
-            peer = transport.get_extra_info("peername")
-            self._client = peer[0] if peer else ""
+        if first and context is None:
+            self._take_slot(transport)
         session.client_ip = self._client
         session.listener = self.options.name
         session.implicit_tls = self.options.implicit_tls
-        if not first:  # the TLS layer after STARTTLS: same connection, same slot
-            return
-        self._refusal = self.options.connections.acquire(self._client)
+
+    def _take_slot(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection, or set the 421 that refuses it (RFC 5321 3.8)."""
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if peer else ""
+        self._refusal = self.options.connections.acquire(
+            self._client, self.options.name, self.options.max_sessions
+        )
         if self._refusal is None:
             self._holds_slot = True
             self.event_handler.session_opened(self.options.name)
 
-    def connection_lost(self, error: Exception | None) -> None:
+    def _release_slot(self) -> None:
         if self._holds_slot:
             self._holds_slot = False
-            self.options.connections.release(self._client)
+            self.options.connections.release(self._client, self.options.name)
             self.event_handler.session_closed(self.options.name)
+
+    def _start_implicit_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """RFC 8314 3.3: TLS from the first byte. The TLS layer goes in at once, as
+        `loop.start_tls` would but before any byte can reach the session (uvloop hands over
+        what it has read already, the ClientHello among it); the handshake is bounded by
+        `[smtp] tls_handshake_timeout`, and the session starts once it is done."""
+        done = self.loop.create_future()
+        layer = sslproto.SSLProtocol(
+            self.loop, self, context, done, server_side=True,
+            ssl_handshake_timeout=self.options.tls_handshake_timeout,
+            call_connection_made=False,
+        )  # fmt: skip
+        raw.set_protocol(layer)
+        layer.connection_made(raw)
+        self._tls_start = self.loop.create_task(self._after_handshake(raw, layer, done))
+
+    async def _after_handshake(
+        self, raw: asyncio.Transport, layer: sslproto.SSLProtocol, done: asyncio.Future[None]
+    ) -> None:
+        """Start the session on the secured transport, or give the slot back when the
+        handshake fails or times out."""
+        try:
+            await done
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.info("implicit TLS with %s failed: %s", self._client, exc)
+            raw.close()
+            self._release_slot()
+            return
+        self.connection_made(layer._app_transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._release_slot()
+        if self.session is None:  # implicit TLS whose handshake never finished
+            if self._tls_start is not None:
+                self._tls_start.cancel()
+            return
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -194,6 +260,8 @@ class RelaySMTP(SMTP):
         """
         if isinstance(status, str) and not self._greeted:
             self._greeted = True
+        elif isinstance(status, str) and status.startswith("502 5.5.1 Too many unrecognized"):
+            status = replies.TOO_MANY_UNKNOWN_COMMANDS  # aiosmtpd closes: 421 (RFC 5321 3.8)
         elif isinstance(status, str):
             status = replies.with_enhanced_code(status)
             if status[:1] in "45" and not status.startswith("421"):
@@ -247,11 +315,18 @@ class RelaySMTP(SMTP):
     async def smtp_STARTTLS(self, arg: str) -> None:
         """RFC 3207 4: a client must not start TLS inside TLS; aiosmtpd would answer `220`
         and wrap the session a second time, so a session already under TLS (after STARTTLS
-        or on the implicit-TLS listener) gets `503`."""
+        or on the implicit-TLS listener) gets `503`. A handshake that fails after `220`
+        (the client hung up, or spoke plaintext) ends the session quietly: it is the
+        client's doing, not an internal error."""
         if self._tls_protocol is not None or self.options.implicit_tls:
             await self.push(replies.TLS_ALREADY_ACTIVE)
             return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as exc:
+            log.info("STARTTLS with %s failed: %r", self._client, exc.__cause__)
+            if self._original_transport is not None:
+                self._original_transport.close()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
@@ -269,6 +344,9 @@ class RelaySMTP(SMTP):
                 return
             if name == "SIZE" and not (value or "").isdigit():
                 await self.push(replies.MAIL_SYNTAX)
+                return
+            if name == "SIZE" and not self.options.data_budget.fits(int(value or 0)):
+                await self.push(replies.DATA_BUDGET_FULL)  # RFC 1870 6.1
                 return
             if name == "SMTPUTF8" and value is not None:
                 await self.push(replies.MAIL_SYNTAX)
@@ -319,13 +397,30 @@ class RelaySMTP(SMTP):
         if not self.envelope.rcpt_tos:
             await self.push(replies.BAD_SEQUENCE_NEED_RCPT)
             return
+        budget = self.options.data_budget
+        if not budget.fits(1):
+            await self.push(replies.DATA_BUDGET_FULL)
+            return
         await self.push(replies.START_DATA)
         self._reset_timeout(self.options.data_timeout + 5)
         assert self.session is not None
         limit: int = self.event_handler.size_limit(self.session)
+        held = Held(budget)
+        try:
+            await self._receive_message(limit, held)
+        finally:
+            large = held.size >= LARGE_MESSAGE
+            held.release()
+            if large:
+                memory.give_back()
+
+    async def _receive_message(self, limit: int, held: Held) -> None:
+        """Read the data, check it, hand it to the handler and answer."""
+        assert self.envelope is not None
+        scan = DataScan()
         try:
             async with asyncio.timeout(self.options.data_timeout):
-                data, too_big = await self._read_data(limit)
+                data, refusal = await self._read_data(limit, held, scan)
         except TimeoutError:
             await SMTP.push(self, replies.DATA_TIMEOUT)
             assert self.transport is not None
@@ -334,28 +429,35 @@ class RelaySMTP(SMTP):
         except asyncio.IncompleteReadError:
             return  # the client went away; eof_received ends the session
         self._reset_timeout()  # back to command_timeout for the next command
-        status, problem = self._check_data(data, too_big, limit)
+        problem = scan.problem()
+        status = refusal or self._refusal_for(problem)
         if status is None:
+            if len(data) >= LARGE_MESSAGE:
+                await asyncio.sleep(0)  # let other sessions in between the big copies
             if problem is DataProblem.BARE_NEWLINE:  # left here only where normalising is on
                 data = normalize_newlines(data)
             self.envelope.content = self.envelope.original_content = unstuff(data)
+            del data
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         if status.startswith("250"):
             self._errors = 0  # like Postfix: the limit is on errors "without delivering mail"
         await self.push(status)
 
-    async def _read_data(self, limit: int) -> tuple[bytes, bool]:
-        """Read up to the end marker; return (data with its last CRLF, exceeded the limit).
+    async def _read_data(self, limit: int, held: Held, scan: DataScan) -> tuple[bytes, str | None]:
+        """Read up to the end marker; return the data with its last CRLF, and the refusal
+        if it passed the size limit or the process's data budget. `scan` sees every piece
+        kept.
 
         Reads in pieces of up to 64 KiB that end at `.\\r\\n`; a piece ends the data only
         when that dot starts a line (the two bytes before it are CRLF, the CRLF of the DATA
         command line counting for an empty message). What follows the end stays in the
-        reader for the next pipelined command. Past the limit, data is read and dropped so
-        the 552 comes after the client has finished (RFC 5321 4.2.5).
+        reader for the next pipelined command. Past a limit, data is read and dropped so
+        the refusal comes after the client has finished (RFC 5321 4.2.5).
         """
-        pieces: list[bytes | memoryview] = []
+        pieces: list[bytes] = []
         size = 0
+        refusal: str | None = None
         before = b"\r\n"
         while True:
             try:
@@ -364,31 +466,33 @@ class RelaySMTP(SMTP):
             except asyncio.LimitOverrunError as exc:
                 piece = await self._reader.read(exc.consumed)
                 found = False
-            # the last two octets before the dot, with no copy of the piece (64 KiB)
-            if found and (before + piece[-5:-3])[-2:] == b"\r\n":
-                pieces.append(memoryview(piece)[:-3])
-                size += len(piece) - 3
-                break
+            # the two octets before the dot
+            last = found and (before + piece[-5:-3])[-2:] == b"\r\n"
+            if last:
+                piece = piece[:-3]
             before = (before + piece[-2:])[-2:]
             size += len(piece)
-            if size <= limit:
-                pieces.append(piece)
-            else:
-                pieces.clear()
-        return b"".join(pieces), size > limit
+            if refusal is None:
+                if size > limit:
+                    refusal = replies.MESSAGE_TOO_BIG.format(limit=limit)
+                elif not held.take(len(piece)):
+                    refusal = replies.DATA_BUDGET_FULL
+                if refusal is not None:
+                    pieces.clear()
+                    held.release()
+                else:
+                    pieces.append(piece)
+                    scan.feed(piece)
+            if last:
+                return b"".join(pieces), refusal
 
-    def _check_data(
-        self, data: bytes, too_big: bool, limit: int
-    ) -> tuple[str | None, DataProblem | None]:
-        """The refusal, if any, and what is wrong with the data (RFC 5321 2.3.8, 4.1.1.4)."""
-        if too_big:
-            return replies.MESSAGE_TOO_BIG.format(limit=limit), None
-        problem = problem_in(data)
+    def _refusal_for(self, problem: DataProblem | None) -> str | None:
+        """The reply that refuses data with `problem` (RFC 5321 2.3.8, 4.1.1.4), if any."""
         if problem is DataProblem.NUL:
-            return replies.NUL_IN_DATA, problem
+            return replies.NUL_IN_DATA
         if problem is DataProblem.BARE_NEWLINE and not self.options.normalize_newlines:
-            return replies.BARE_NEWLINE_IN_DATA, problem
-        return None, problem
+            return replies.BARE_NEWLINE_IN_DATA
+        return None
 
 
 _SMTP_COMMANDS = tuple(m.removeprefix("smtp_") for m in dir(RelaySMTP) if m.startswith("smtp_"))

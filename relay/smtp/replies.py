@@ -21,6 +21,7 @@ QUEUE_UNAVAILABLE = "451 4.3.0 Queue temporarily unavailable, please try again l
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_CONNECTIONS_FROM_CLIENT = "421 4.7.0 Too many connections from your address"
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
+TOO_MANY_UNKNOWN_COMMANDS = "421 4.7.0 Too many unrecognized commands, closing connection"
 DATA_TIMEOUT = "421 4.4.2 Timeout while receiving data, closing connection"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY_RECIPIENTS = (
@@ -46,6 +47,9 @@ BAD_SENDER = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 UNKNOWN_PARAMETER = "555 5.5.4 Parameter {param} not recognized"
 BAD_BODY = "501 5.5.4 BODY must be 7BIT or 8BITMIME"
+DATA_BUDGET_FULL = (
+    "452 4.3.1 Insufficient system storage: too much mail in transit, try again later"
+)
 MESSAGE_TOO_BIG = "552 5.3.4 [P-SIZE] Message size exceeds the limit of {limit} bytes"
 NUL_IN_DATA = "554 5.6.0 NUL characters are not allowed in message data"
 BARE_NEWLINE_IN_DATA = "554 5.5.2 Bare CR or LF is not allowed in message data (RFC 5321 2.3.8)"
