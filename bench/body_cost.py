@@ -35,11 +35,11 @@ from bench.dkim_sign import rate
 from bench.results import write_results
 from relay.config.schema import TenantSection
 from relay.dkim.sign import SigningKey, sign
+from relay.mail.wire import problem_in, stuff, unstuff
 from relay.policy.checks.content import ProhibitedContent
 from relay.policy.checks.size import LineLength
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
-from relay.smtp.data import problem_in, stuff, unstuff
 
 TENANT = TenantSection(name="bench", domains=["bench.example"], networks=["127.0.0.0/8"])
 """As in the side-by-side bench: a transactional tenant, trusted by its network."""

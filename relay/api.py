@@ -21,9 +21,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from relay.auth import Authenticator, LockedOut
 from relay.forwarded import client_address
 from relay.policy import consent_records
-from relay.smtp.auth import Authenticator, LockedOut
+from relay.queue.consent import ConsentStore
 
 MAX_RECORDS = 10_000
 
@@ -59,6 +60,8 @@ async def _tenant_of(request: web.Request, authenticator: Authenticator) -> str 
 
 
 def add_routes(app: web.Application, pool: asyncpg.Pool, authenticator: Authenticator) -> None:
+    consent = ConsentStore(pool)
+
     async def post_consent(request: web.Request) -> web.Response:
         tenant = await _tenant_of(request, authenticator)
         if isinstance(tenant, web.Response):
@@ -78,7 +81,7 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, authenticator: Authenti
                 records.append(consent_records.parse_record(row))
             except ValueError as exc:
                 refused.append({"index": index, "address": row.get("address"), "reason": str(exc)})
-        await consent_records.store(pool, tenant, records)
+        await consent.store(tenant, records)
         return web.json_response({"tenant": tenant, "stored": len(records), "refused": refused})
 
     async def get_consent(request: web.Request) -> web.Response:
@@ -86,7 +89,7 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, authenticator: Authenti
         if isinstance(tenant, web.Response):
             return tenant
         address = request.match_info["address"]
-        record = await consent_records.show(pool, tenant, address)
+        record = await consent.show(tenant, address)
         if record is None:
             return _problem(404, f"no consent record of {address} for {tenant}")
         return web.json_response(record, dumps=lambda v: json.dumps(v, default=str))

@@ -29,7 +29,6 @@ from relay.dkim.keys import activate_missing_keys
 from relay.dkim.service import DkimSigner
 from relay.feedback import reputation, retention
 from relay.feedback.canary import CanaryTask
-from relay.feedback.listener import FeedbackHandler
 from relay.feedback.processor import FeedbackProcessor
 from relay.feedback.unsubscribe import SECRET_ENV, load_secret
 from relay.feedback.webhooks import WebhookDispatcher
@@ -37,7 +36,9 @@ from relay.http import start_http
 from relay.policy.domain_status import DomainStatus
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.database import Database
+from relay.queue.domains import DomainRecords
 from relay.queue.store import Enqueuer
+from relay.smtp.feedback import FeedbackHandler
 from relay.smtp.handler import SubmissionHandler
 from relay.smtp.listener import start_listeners
 from relay.smtp.protocol import ConnectionCounter
@@ -96,7 +97,7 @@ async def serve(config_path: Path, config: Config) -> None:
     )
     _generate_missing_keys(config)
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
-    domains = DomainStatus(database.pool, config)
+    domains = DomainStatus(DomainRecords(database.pool), config)
     await domains.refresh()
     suppressions = SuppressionFilter(database.dsn)
     handler = SubmissionHandler(
@@ -284,7 +285,7 @@ async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> No
         batch_max=config.queue.commit_batch,
     )
     signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
-    domains = DomainStatus(database.pool, config)
+    domains = DomainStatus(DomainRecords(database.pool), config)
     await domains.refresh()
     suppressions = SuppressionFilter(database.dsn)
     handler = SubmissionHandler(

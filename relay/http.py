@@ -19,12 +19,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from relay import api, metrics
+from relay.auth import Authenticator
 from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
 from relay.forwarded import TRUSTED_PROXIES
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
-from relay.smtp.auth import Authenticator
 from relay.workers import MergedMetrics, Snapshot
 
 WorkerMetrics = Callable[[], Awaitable[list[Snapshot]]]

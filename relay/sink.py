@@ -16,7 +16,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -138,13 +138,3 @@ async def run_sink(host: str, port: int, handler: SinkHandler) -> None:
     print(f"relay sink listening on {host}:{port}", file=sys.stderr, flush=True)
     async with server:
         await server.serve_forever()
-
-
-def stored_messages(store: Path) -> list[dict[str, Any]]:
-    """Read back what a sink stored: envelope fields plus `content` bytes, oldest first."""
-    out = []
-    for eml in sorted(store.glob("*.eml")):
-        meta = json.loads(eml.with_suffix(".json").read_text())
-        meta["content"] = eml.read_bytes()
-        out.append(meta)
-    return out

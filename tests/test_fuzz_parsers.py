@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from relay.feedback.arf import parse_arf, parse_forwarded
 from relay.feedback.bounce import parse_bounce
+from relay.mail.address import AddressError, parse_path
+from relay.mail.wire import DataScan, problem_in
 from relay.policy import mime
-from relay.smtp.address import AddressError, parse_path
-from relay.smtp.data import DataScan, problem_in
 from tests.mutate import mutate
 from tests.peers import RelayProcess
 

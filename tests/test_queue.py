@@ -236,6 +236,7 @@ async def test_consent_checks_at_rcpt_for_bulk_tenants(pool: asyncpg.Pool) -> No
     from relay.config.schema import TenantSection
     from relay.policy.checks.consent import ConsentAtRcpt
     from relay.policy.context import PolicyContext
+    from relay.policy.lookups import DatabaseLookups
     from relay.policy.verdict import Outcome
 
     tenant = TenantSection(name="news", domains=["news.example"], networks=["10.0.0.0/8"],
@@ -246,7 +247,7 @@ async def test_consent_checks_at_rcpt_for_bulk_tenants(pool: asyncpg.Pool) -> No
     )  # fmt: skip
 
     async def verdict(recipient: str, tenant: TenantSection = tenant) -> Outcome:
-        ctx = PolicyContext(tenant, "a@news.example", [recipient], database=pool)
+        ctx = PolicyContext(tenant, "a@news.example", [recipient], lookups=DatabaseLookups(pool))
         return (await ConsentAtRcpt().check(ctx)).outcome
 
     assert await verdict("OK@x.example") is Outcome.PASS

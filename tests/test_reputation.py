@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from relay.config.schema import ReputationSection
 from relay.feedback.reputation import evaluate, refresh, resume, suspend, throttle_factor
 from relay.policy.context import PolicyContext
+from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, refusal
 from relay.policy.verdict import Outcome
 from relay.queue.store import NewMessage, insert_messages
@@ -222,7 +223,13 @@ async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(pool: asyn
 
 def _context(pool: asyncpg.Pool | None, raw: bytes, tenant: str = "acme") -> PolicyContext:
     section = BULK_TENANT.model_copy(update={"name": tenant, "stream": "mixed"})
-    return PolicyContext(section, "news@acme.example", ["alice@inbox.example"], raw, pool)
+    return PolicyContext(
+        section,
+        "news@acme.example",
+        ["alice@inbox.example"],
+        raw,
+        DatabaseLookups(pool) if pool else None,
+    )
 
 
 BULK = b"List-Id: <news.acme.example>\r\n" + newsletter()

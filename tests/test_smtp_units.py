@@ -5,9 +5,9 @@ import re
 
 import pytest
 
+from relay.mail.address import AddressError, parse_path
+from relay.mail.wire import DataProblem, normalize_newlines, problem_in, stuff, unstuff
 from relay.smtp import replies
-from relay.smtp.address import AddressError, parse_path
-from relay.smtp.data import DataProblem, normalize_newlines, problem_in, stuff, unstuff
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import click
 
+from relay.auth import hash_password
 from relay.cli.abuse import abuse
 from relay.cli.campaign import campaign
 from relay.cli.common import config_option, load, run, setup_logging, with_db
@@ -27,7 +28,6 @@ from relay.cli.tenant import tenant
 from relay.config.schema import split_host_port
 from relay.memory import return_large_blocks
 from relay.queue.migrate import migrate
-from relay.smtp.auth import hash_password
 
 
 @click.group()

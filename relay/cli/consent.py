@@ -17,7 +17,8 @@ import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
-from relay.policy.consent_records import BATCH, COLUMNS, Record, parse_record, show, store_batch
+from relay.policy.consent_records import COLUMNS, Record, parse_record
+from relay.queue.consent import BATCH, ConsentStore
 
 
 @click.group()
@@ -58,7 +59,7 @@ def consent_import(config_path: Path, csv_file: TextIO, tenant: str) -> None:
         with click.progressbar(length=len(records), label="storing", file=None) as bar:
             for start in range(0, len(records), BATCH):
                 batch = records[start : start + BATCH]
-                await store_batch(pool, tenant, batch)
+                await ConsentStore(pool).store(tenant, batch)
                 bar.update(len(batch))
 
     if records:
@@ -76,7 +77,7 @@ def consent_import(config_path: Path, csv_file: TextIO, tenant: str) -> None:
 def consent_show(config_path: Path, address: str, tenant: str, as_json: bool) -> None:
     """Show the consent record of ADDRESS for TENANT."""
     config = load(config_path)
-    record = run(with_db(config, lambda pool: show(pool, tenant, address)))
+    record = run(with_db(config, lambda pool: ConsentStore(pool).show(tenant, address)))
     if record is None:
         raise click.ClickException(f"no consent record of {address} for {tenant}")
     if as_json:

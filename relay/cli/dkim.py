@@ -16,7 +16,7 @@ def dkim() -> None:
 
 
 def _domain_keys(config: Config, domain: str) -> DomainKeys:
-    from relay.smtp.address import to_a_label
+    from relay.mail.address import to_a_label
 
     return DomainKeys(Path(config.relay.data_dir) / "dkim", to_a_label(domain))
 

@@ -12,10 +12,11 @@ import click
 from relay.cli.common import config_option, load, run, with_db
 from relay.config.tenants import owning_domain
 from relay.dkim.keys import DomainKeys
+from relay.mail.address import AddressError, to_a_label
 from relay.policy.domain_status import verify_and_record
 from relay.policy.domains import Finding, passed
+from relay.queue.domains import DomainRecords
 from relay.queue.sql import QUERIES
-from relay.smtp.address import AddressError, to_a_label
 
 
 @click.group()
@@ -68,7 +69,7 @@ def _verify_and_report(config_path: Path, name: str) -> None:
         raise click.ClickException(f"{name} is not a domain of any tenant in {config_path}")
 
     async def action(pool: asyncpg.Pool) -> list[Finding]:
-        return await verify_and_record(pool, config, name)
+        return await verify_and_record(DomainRecords(pool), config, name)
 
     findings = run(with_db(config, action))
     for f in findings:

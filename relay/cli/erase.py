@@ -14,7 +14,7 @@ import click
 from relay.cli.common import config_option, load, run, with_db
 from relay.feedback.erasure import Erasure, erase
 from relay.feedback.unsubscribe import SECRET_ENV, load_secret
-from relay.smtp.address import AddressError, parse_path
+from relay.mail.address import AddressError, parse_path
 
 
 @click.command("erase")

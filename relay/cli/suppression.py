@@ -74,7 +74,7 @@ def suppression_ls(config_path: Path, tenant: str | None, limit: int) -> None:
 @click.option("--reason", type=_REASONS, default="manual", show_default=True)
 def suppression_import(config_path: Path, csv_file: TextIO, tenant: str, reason: str) -> None:
     """Import a CSV whose first column is the address (a header row is skipped)."""
-    from relay.smtp.address import AddressError, parse_path
+    from relay.mail.address import AddressError, parse_path
 
     good, refused = [], []
     for number, row in enumerate(csv.reader(csv_file), start=1):

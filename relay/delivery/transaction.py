@@ -7,7 +7,7 @@ offers PIPELINING (RFC 2920); RSET follows a transaction that did not end with t
 is not needed after a completed DATA. Every recipient gets a `Reply`: the MAIL or RCPT
 refusal, the DATA reply, or our own 4xx when the connection is lost. aiosmtplib connects,
 greets and starts TLS; the commands and replies after that are ours (`relay.delivery.replies`
-says why), and the message text goes out dot-stuffed by `relay.smtp.data.stuff`, which costs
+says why), and the message text goes out dot-stuffed by `relay.mail.wire.stuff`, which costs
 a fraction of aiosmtplib's own DATA on large messages. One connection serves one task only.
 """
 
@@ -24,7 +24,7 @@ import aiosmtplib
 
 from relay.delivery.outcome import Reply
 from relay.delivery.replies import ReplyReader
-from relay.smtp.data import LARGE_MESSAGE, stuff
+from relay.mail.wire import LARGE_MESSAGE, stuff
 
 log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

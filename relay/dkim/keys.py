@@ -52,10 +52,6 @@ def dns_record(key: PrivateKey) -> str:
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
-def algorithm_of(key: PrivateKey) -> Algorithm:
-    return "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa"
-
-
 @dataclass
 class AlgorithmState:
     active: str | None = None

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from relay.smtp.data import has_bare_newline, normalize_newlines
+from relay.mail.wire import has_bare_newline, normalize_newlines
 
 OVERSIGNED = (
     b"from",

@@ -26,8 +26,8 @@ import asyncpg
 from aiohttp import web
 
 from relay.forwarded import client_address
+from relay.mail.address import AddressError, parse_path
 from relay.queue.sql import QUERIES
-from relay.smtp.address import AddressError, parse_path
 
 MAX_REPORT = 1024 * 1024
 TOKEN_LIFETIME = 2 * 3600.0

@@ -31,16 +31,14 @@ from datetime import datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from relay.feedback.bounce import (
+from relay.feedback.original import ORIGINAL_TYPES, OriginalMessage, original_from_part
+from relay.mail.mime import (
     MAX_BYTES,
-    ORIGINAL_TYPES,
-    OriginalMessage,
     addresses,
     content_type,
     fields_of,
     header_block,
     lines_of,
-    original_from_part,
     parse_bytes,
     raw_header,
     report_type,

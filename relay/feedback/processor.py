@@ -49,9 +49,9 @@ from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
 from relay.feedback.events import Event, Kind, record
 from relay.feedback.suppress import suppress
+from relay.mail.address import AddressError, parse_path
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
-from relay.smtp.address import AddressError, parse_path
 
 log = logging.getLogger(__name__)
 _BATCH = 20

@@ -1,4 +1,4 @@
-"""P-CONSENT-RECORD: what a consent record must hold to prove consent, and storing them.
+"""P-CONSENT-RECORD: what a consent record must hold to prove consent.
 
 A record holds when (`consented_at`, ISO 8601; a time without a zone is UTC), from where
 (`source`: an IP address or other identifier), which form (`form_version`), the text shown
@@ -7,17 +7,13 @@ lacks any of them proves nothing and is refused with the reason. The same rules 
 the CSV import (`relay consent import`) and the HTTP API (`POST /v1/consent`).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import asyncpg
-
-from relay.queue.sql import QUERIES
-from relay.smtp.address import AddressError, parse_path
+from relay.mail.address import AddressError, parse_path
 
 COLUMNS = ("address", "consented_at", "source", "form_version", "consent_text", "method")
 METHODS = ("web-form", "double-opt-in", "paper", "verbal")
-BATCH = 1000
 
 Record = tuple[str, datetime, str, str, str, str]
 
@@ -44,19 +40,3 @@ def parse_record(row: Mapping[str, object]) -> Record:
         raise ValueError(f"method {values['method']!r} is not one of {', '.join(METHODS)}")
     return (address, when, values["source"], values["form_version"], values["consent_text"],
             method)  # fmt: skip
-
-
-async def store(pool: asyncpg.Pool, tenant: str, records: Sequence[Record]) -> None:
-    """Insert or replace `records` for `tenant`, one statement per batch of rows."""
-    for start in range(0, len(records), BATCH):
-        await store_batch(pool, tenant, records[start : start + BATCH])
-
-
-async def store_batch(pool: asyncpg.Pool, tenant: str, batch: Sequence[Record]) -> None:
-    columns = [list(c) for c in zip(*batch, strict=True)]
-    await pool.execute(QUERIES["consent_upsert"], tenant, *columns)
-
-
-async def show(pool: asyncpg.Pool, tenant: str, address: str) -> dict[str, object] | None:
-    row = await pool.fetchrow(QUERIES["consent_show"], tenant, address)
-    return dict(row) if row is not None else None

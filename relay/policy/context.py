@@ -6,19 +6,18 @@ bulk follows POLICY.md: the tenant's stream says so, or the message carries
 `Precedence: bulk|list`, `List-Id` or `Feedback-ID`.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
 from email.utils import getaddresses
 from functools import cached_property
-from typing import Literal
-
-import asyncpg
+from typing import Literal, Protocol
 
 from relay.config.schema import TenantSection
-from relay.smtp.address import AddressError, to_a_label
+from relay.mail.address import AddressError, to_a_label
 
 Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
@@ -41,14 +40,39 @@ def _utf8(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+class Suppressed(Protocol):
+    reason: str
+    since: datetime
+
+
+class Suspended(Protocol):
+    rule: str
+    reason: str
+
+
+class Lookups(Protocol):
+    """The shared state the RCPT and DATA checks read (P-SUPPRESS, P-CONSENT-RECORD),
+    served by the queue's stores; it raises the database's outage errors for a 451."""
+
+    async def suppression(self, tenant: str, address: str, key: str | None) -> Suppressed | None:
+        """The suppression entry of `address` (or of its keyed hash `key`), if any."""
+
+    async def without_consent(self, tenant: str, addresses: Sequence[str]) -> list[str]:
+        """Those of `addresses` the tenant holds no consent record of."""
+
+    async def suspensions(self, tenant: str) -> Sequence[Suspended]:
+        """The tenant's open suspensions of bulk sending (P-COMPLAINT, P-BOUNCE, P-SUSPEND)."""
+
+
 @dataclass
 class PolicyContext:
     tenant: TenantSection
     mail_from: str = ""
     recipients: list[str] = field(default_factory=list)
     raw: bytes = b""
-    database: "asyncpg.Pool | None" = None
-    """For checks that look up shared state (suppressions); None when run offline."""
+    lookups: Lookups | None = None
+    """For checks that look up shared state (suppressions, consent, suspensions); None
+    when run offline."""
     domain_failures: Mapping[str, frozenset[str]] | None = None
     """Per recorded sending domain, the verification checks it failed (empty when it
     passed: spf, dkim, dmarc, whois); None when not required (or offline)."""

@@ -8,40 +8,33 @@ finding, so an outage elsewhere does not stop a verified domain's mail.
 """
 
 import asyncio
-import json
 import logging
-
-import asyncpg
 
 from relay.config.schema import Config
 from relay.config.tenants import owning_domain
 from relay.policy.domains import Finding, passed, verify_domain
+from relay.queue.domains import DomainRecords
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
 _REFRESH_SECONDS = 30.0
 
 
-async def verify_and_record(pool: asyncpg.Pool, config: Config, domain: str) -> list[Finding]:
+async def verify_and_record(records: DomainRecords, config: Config, domain: str) -> list[Finding]:
     """Verify `domain` now and store the result; returns the findings."""
     tenant = next((t.name for t in config.tenants if owning_domain(t, domain) == domain), "")
     findings = await verify_domain(domain, config)
     if any(f.transient for f in findings):
-        findings = await _keep_conclusive(pool, domain, findings)
-    await pool.execute(
-        QUERIES["domain_record"], domain, tenant, passed(findings),
-        json.dumps([f.as_dict() for f in findings]),
-    )  # fmt: skip
+        findings = await _keep_conclusive(records, domain, findings)
+    await records.record(domain, tenant, passed(findings), [f.as_dict() for f in findings])
     return findings
 
 
 async def _keep_conclusive(
-    pool: asyncpg.Pool, domain: str, findings: list[Finding]
+    records: DomainRecords, domain: str, findings: list[Finding]
 ) -> list[Finding]:
     """Replace each transient finding by the last stored one of the same check, if any."""
-    stored = await pool.fetchval(QUERIES["domain_findings"], domain)
-    last = {f["check"]: Finding.from_dict(f) for f in json.loads(stored)} if stored else {}
+    last = {f["check"]: Finding.from_dict(f) for f in await records.findings(domain)}
     kept = []
     for finding in findings:
         previous = last.get(finding.check)
@@ -54,8 +47,8 @@ async def _keep_conclusive(
 
 
 class DomainStatus:
-    def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
-        self.pool = pool
+    def __init__(self, records: DomainRecords, config: Config) -> None:
+        self.records = records
         self.config = config
         self.failures: dict[str, frozenset[str]] = {}
 
@@ -66,11 +59,9 @@ class DomainStatus:
 
     async def refresh(self) -> None:
         try:
-            rows = await self.pool.fetch(QUERIES["domain_failures"])
+            self.failures = await self.records.failures()
         except DATABASE_ERRORS as exc:
             log.warning("cannot read domain verification status: %r", exc)
-            return
-        self.failures = {r["domain"]: frozenset(r["failing"]) for r in rows}
 
     async def follow(self) -> None:
         """Refresh the set every half minute, and nothing else: for the SMTP worker
@@ -85,12 +76,9 @@ class DomainStatus:
         while True:
             await self.refresh()
             try:
-                due = await self.pool.fetch(
-                    QUERIES["domains_due"], self.config.policy.recheck_every
-                )
-                for row in due:
-                    findings = await verify_and_record(self.pool, self.config, row["domain"])
-                    log.info("re-verified %s: %s", row["domain"],
+                for domain in await self.records.due(self.config.policy.recheck_every):
+                    findings = await verify_and_record(self.records, self.config, domain)
+                    log.info("re-verified %s: %s", domain,
                              "passed" if passed(findings) else "FAILED")  # fmt: skip
             except Exception:  # a failed re-check must not take the relay down
                 log.exception("domain re-check failed; the stored results stay")

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from relay.mail.wire import LARGE_MESSAGE
 from relay.policy.checks.bulk import ConsentNote, NoServiceContact, OneClickUnsubscribe
 from relay.policy.checks.consent import ConsentAtData, ConsentAtRcpt
 from relay.policy.checks.content import ProhibitedContent
@@ -32,7 +33,6 @@ from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedF
 from relay.policy.context import Phase, PolicyContext
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Outcome, Verdict
-from relay.smtp.data import LARGE_MESSAGE
 
 VERDICTS = Counter(
     "relay_policy_verdicts",

@@ -1,6 +1,6 @@
 """What the relay decides during a submission session, as aiosmtpd handler hooks.
 
-- AUTH (RFC 4954): PLAIN and LOGIN, checked by `relay.smtp.auth`; failures are delayed and
+- AUTH (RFC 4954): PLAIN and LOGIN, checked by `relay.auth`; failures are delayed and
   lead to a lockout.
 - MAIL: the client must be authenticated or come from a tenant's trusted network (530
   otherwise: the relay never relays for anyone else); the sender domain must belong to the
@@ -26,21 +26,22 @@ from email.utils import formatdate
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import metrics
+from relay.auth import Account, Authenticator, LockedOut
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
 from relay.feedback.unsubscribe import Unsubscribe
 from relay.feedback.unsubscribe import headers as unsubscribe_headers
+from relay.mail.address import Path
+from relay.mail.wire import LARGE_MESSAGE
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
+from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, default_checks, refusal
 from relay.policy.reading import prepare
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
-from relay.smtp.address import Path
-from relay.smtp.auth import Account, Authenticator, LockedOut
-from relay.smtp.data import LARGE_MESSAGE
 from relay.smtp.protocol import RelaySession
 from relay.smtp.ratelimit import TenantRateLimiter
 
@@ -68,6 +69,7 @@ class SubmissionHandler:
     ) -> None:
         self.unsubscribe_secret = unsubscribe_secret
         self.enqueuer = enqueuer
+        self.lookups = DatabaseLookups(enqueuer.pool)
         self.signer = signer
         self.domains = domains
         self.pipeline = pipeline or Pipeline(default_checks(unsubscribe_secret, suppressions))
@@ -202,9 +204,7 @@ class SubmissionHandler:
         assert tenant is not None  # MAIL succeeded
         if len(envelope.rcpt_tos) >= tenant.limits.recipients_per_message:
             return self._refuse(tenant.name, "P-SIZE", replies.TOO_MANY_RECIPIENTS)
-        ctx = PolicyContext(
-            tenant, envelope.mail_from or "", [path.address], database=self.enqueuer.pool
-        )
+        ctx = PolicyContext(tenant, envelope.mail_from or "", [path.address], lookups=self.lookups)
         verdicts = await self.pipeline.run("rcpt", ctx)
         refused = refusal(verdicts)
         if refused is not None:
@@ -230,7 +230,7 @@ class SubmissionHandler:
             envelope.mail_from,
             list(envelope.rcpt_tos),
             body,
-            self.enqueuer.pool,
+            self.lookups,
             self.domains.for_policy() if self.domains else None,
             tuple(self.config.policy.service_contacts),
             signing_domains=self.signer.domains,

@@ -2,9 +2,9 @@
 
 aiosmtpd runs the session (greeting, STARTTLS, AUTH framework, command dispatch); this
 subclass replaces what a relay on the open internet cannot take as it is:
-- MAIL and RCPT parse paths strictly (`relay.smtp.address`) and answer with enhanced codes;
+- MAIL and RCPT parse paths strictly (`relay.mail.address`) and answer with enhanced codes;
 - DATA is read in large pieces, ends only at CRLF.CRLF and refuses NUL and bare CR/LF
-  (`relay.smtp.data`), bounded by a size limit and a total data timeout;
+  (`relay.mail.wire`), bounded by a size limit and a total data timeout;
 - EHLO advertises exactly what is implemented (RFC 1870 SIZE, RFC 2920 PIPELINING,
   RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2034 ENHANCEDSTATUSCODES, RFC 3207 STARTTLS,
   RFC 4954 AUTH only under TLS);
@@ -24,10 +24,10 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, Session, TLSSetupException, _AuthMechAttr, syntax
 
 from relay import memory
+from relay.mail.address import AddressError, Path, parse_path
+from relay.mail.wire import LARGE_MESSAGE, DataProblem, DataScan, normalize_newlines, unstuff
 from relay.smtp import replies
-from relay.smtp.address import AddressError, Path, parse_path
 from relay.smtp.budget import DataBudget, Held
-from relay.smtp.data import LARGE_MESSAGE, DataProblem, DataScan, normalize_newlines, unstuff
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ TOO_MANY_CONNECTIONS_FROM_CLIENT = "421 4.7.0 Too many connections from your add
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 TOO_MANY_UNKNOWN_COMMANDS = "421 4.7.0 Too many unrecognized commands, closing connection"
 DATA_TIMEOUT = "421 4.4.2 Timeout while receiving data, closing connection"
-SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY_RECIPIENTS = (
     "452 4.5.3 [P-SIZE] Too many recipients for one message, send the rest in another"
 )

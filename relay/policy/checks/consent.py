@@ -12,18 +12,16 @@ Purchased, rented or harvested lists have no records, which is the point.
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
 
 
 async def _missing(ctx: PolicyContext, recipients: list[str]) -> list[str] | Verdict:
-    assert ctx.database is not None
+    assert ctx.lookups is not None
     try:
-        rows = await ctx.database.fetch(QUERIES["consent_missing"], ctx.tenant.name, recipients)
+        return await ctx.lookups.without_consent(ctx.tenant.name, recipients)
     except DATABASE_ERRORS as exc:
         return Verdict.tempfail(
             "P-CONSENT-RECORD", f"consent records unavailable ({type(exc).__name__})", 451, "4.3.0"
         )
-    return [r["address"] for r in rows]
 
 
 class ConsentAtRcpt:
@@ -33,7 +31,7 @@ class ConsentAtRcpt:
     async def check(self, ctx: PolicyContext) -> Verdict:
         if not ctx.tenant.require_consent or ctx.tenant.stream != "bulk":
             return Verdict.skip(self.rule, "checked at DATA once the message is known to be bulk")
-        if ctx.database is None:
+        if ctx.lookups is None:
             return Verdict.skip(self.rule, "no consent records at hand (offline)")
         missing = await _missing(ctx, ctx.recipients[-1:])
         if isinstance(missing, Verdict):
@@ -56,7 +54,7 @@ class ConsentAtData:
             return Verdict.skip(self.rule, "transactional mail")
         if ctx.tenant.stream == "bulk":
             return Verdict.ok(self.rule, "every recipient was checked at RCPT")
-        if ctx.database is None:
+        if ctx.lookups is None:
             return Verdict.skip(self.rule, "no consent records at hand (offline)")
         missing = await _missing(ctx, ctx.recipients)
         if isinstance(missing, Verdict):

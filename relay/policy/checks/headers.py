@@ -9,9 +9,9 @@ import re
 from email.utils import getaddresses, parsedate_to_datetime
 
 from relay.config.tenants import owning_domain, owns_domain
+from relay.mail.address import AddressError, to_a_label
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
-from relay.smtp.address import AddressError, to_a_label
 
 SINGLETONS = (
     "Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc",

@@ -29,11 +29,11 @@ from babel import Locale, localedata
 
 from relay.config.schema import Identity, TenantSection
 from relay.config.tenants import owns_domain
+from relay.mail.address import AddressError, to_a_label
 from relay.policy.context import PolicyContext
 from relay.policy.reading import message_words, rendered
 from relay.policy.verdict import Verdict
 from relay.policy.words import MessageWords, skeleton
-from relay.smtp.address import AddressError, to_a_label
 
 _WORDS = tomllib.loads(
     resources.files("relay.policy.data").joinpath("identity.toml").read_text(encoding="utf-8")

@@ -12,7 +12,6 @@ seconds (`SuspensionCache`), never queried per message. Offline (`relay policy e
 the check skips; a database that cannot answer before any copy was read defers the message.
 """
 
-from relay.feedback.reputation import SUSPENSIONS
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
 from relay.queue.errors import DATABASE_ERRORS
@@ -32,10 +31,10 @@ class BulkSuspended:
     async def check(self, ctx: PolicyContext) -> Verdict:
         if not ctx.is_bulk:
             return Verdict.skip(self.rule, "transactional mail: bulk suspensions do not apply")
-        if ctx.database is None:
+        if ctx.lookups is None:
             return Verdict.skip(self.rule, "no suspensions at hand (offline)")
         try:
-            suspensions = await SUSPENSIONS.of(ctx.database, ctx.tenant.name)
+            suspensions = await ctx.lookups.suspensions(ctx.tenant.name)
         except DATABASE_ERRORS as exc:
             return Verdict.tempfail(
                 self.rule, f"suspensions unavailable ({type(exc).__name__})", 451, "4.3.0"

@@ -15,7 +15,6 @@ from relay.policy.context import PolicyContext
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Verdict
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
 
 _BY_FILTER = metrics.SUPPRESSION_LOOKUPS.labels("filter")
 _BY_DATABASE = metrics.SUPPRESSION_LOOKUPS.labels("database")
@@ -32,7 +31,7 @@ class SuppressedRecipient:
         """The process's filter of the list; None asks the database every time."""
 
     async def check(self, ctx: PolicyContext) -> Verdict:
-        if ctx.database is None:
+        if ctx.lookups is None:
             return Verdict.skip(self.rule, "no suppression list at hand (offline)")
         recipient = ctx.recipients[-1]
         key = suppression_key(self.secret, recipient) if self.secret else None
@@ -42,18 +41,16 @@ class SuppressedRecipient:
             return Verdict.ok(self.rule, f"{recipient} is not suppressed")
         _BY_DATABASE.inc()
         try:
-            row = await ctx.database.fetchrow(
-                QUERIES["suppression_of"], ctx.tenant.name, recipient, key
-            )
+            entry = await ctx.lookups.suppression(ctx.tenant.name, recipient, key)
         except DATABASE_ERRORS as exc:
             return Verdict.tempfail(
                 self.rule, f"suppression list unavailable ({type(exc).__name__})", 451, "4.3.0"
             )
-        if row is None:
+        if entry is None:
             return Verdict.ok(self.rule, f"{recipient} is not suppressed")
-        since = row["created_at"].date().isoformat()
+        since = entry.since.date().isoformat()
         return Verdict.reject(
             self.rule,
             f"<{recipient}> is on tenant {ctx.tenant.name}'s suppression list "
-            f"({row['reason']} since {since})",
+            f"({entry.reason} since {since})",
         )

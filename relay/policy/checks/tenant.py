@@ -7,9 +7,9 @@ may send transactional mail only, never bulk.
 """
 
 from relay.config.tenants import owns_domain
+from relay.mail.address import AddressError, to_a_label
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
-from relay.smtp.address import AddressError, to_a_label
 
 
 class TenantStanding:

@@ -224,10 +224,6 @@ SELECT t, k, r, m, p, c, d::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
      AS x(t, k, r, m, p, c, d);
 
--- name: events_after
-SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
-FROM events WHERE ($1::text IS NULL OR tenant = $1) AND id > $2 ORDER BY id LIMIT $3;
-
 -- name: suppression_count
 SELECT count(*) FROM suppressions;
 

@@ -37,5 +37,3 @@ RETURNING rate, paused_until;
 -- name: site_paused_until
 SELECT paused_until FROM sites WHERE site = $1 AND paused_until > now();
 
--- name: sites_list
-SELECT site, rate, tokens, paused_until, failures, updated_at FROM sites ORDER BY site;

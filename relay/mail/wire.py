@@ -1,4 +1,4 @@
-"""The DATA phase as bytes: find its end, check line endings, undo and do dot-stuffing.
+"""A message on the wire as bytes: check line endings, undo and do dot-stuffing.
 
 Only CRLF.CRLF ends the data (RFC 5321 4.1.1.4, 2.3.8). Servers that also accepted
 `<LF>.<LF>` or `<LF>.<CRLF>` let an attacker smuggle a second message past the first one's
@@ -16,9 +16,6 @@ steps and does its long scans in a thread (receiving: the copies, the policy che
 signature; delivering: the dot-stuffing). A 24 MB message otherwise held the event loop
 for 0.35 s at a stretch while other sessions waited."""
 
-END_OF_DATA = b"\r\n.\r\n"
-"""The end marker once the data has started; at the very start, `.\r\n` alone ends it."""
-
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
@@ -27,15 +24,6 @@ class DataProblem(Enum):
 
     NUL = "NUL"
     BARE_NEWLINE = "bare CR or LF"
-
-
-def find_end(buffer: bytes | bytearray, start: int = 0) -> int:
-    """Index of the end marker `\\r\\n.\\r\\n` in `buffer` (which holds the data with the
-    CRLF that ended the DATA command line put in front), searching from `start`; -1 if absent.
-
-    Callers keep that leading CRLF so an empty message (`.\\r\\n` at once) is found the same way.
-    """
-    return buffer.find(END_OF_DATA, start)
 
 
 class DataScan:

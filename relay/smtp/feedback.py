@@ -26,10 +26,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import metrics
 from relay.config.schema import Config
 from relay.feedback import verp
+from relay.mail.address import Path
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sql import QUERIES
 from relay.smtp import replies
-from relay.smtp.address import Path
 from relay.smtp.protocol import RelaySession
 
 log = logging.getLogger(__name__)

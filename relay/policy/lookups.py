@@ -1,0 +1,28 @@
+"""The shared state the policy reads during a transaction, served from the queue's stores:
+suppressions and consent records from PostgreSQL, open bulk suspensions from the process's
+copy that the reputation task keeps (`SuspensionCache`). The listener builds one per pool
+and hands it to every `PolicyContext`; offline runs have none."""
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from relay.feedback.reputation import SUSPENSIONS, Suspension
+from relay.queue.consent import ConsentStore
+from relay.queue.suppressions import Suppression, SuppressionLookup
+
+
+class DatabaseLookups:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._suppressions = SuppressionLookup(pool)
+        self._consent = ConsentStore(pool)
+
+    async def suppression(self, tenant: str, address: str, key: str | None) -> Suppression | None:
+        return await self._suppressions.find(tenant, address, key)
+
+    async def without_consent(self, tenant: str, addresses: Sequence[str]) -> list[str]:
+        return await self._consent.without_record(tenant, addresses)
+
+    async def suspensions(self, tenant: str) -> tuple[Suspension, ...]:
+        return await SUSPENSIONS.of(self._pool, tenant)

@@ -1,0 +1,54 @@
+"""Which package may import which: the layout of DESIGN.md, checked on the source.
+
+The listener (`relay/smtp/`) is started by the app and imported by nothing below it; the
+values every layer needs (addresses, the wire form, MIME helpers) live in `relay/mail/`.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "relay"
+BELOW_THE_LISTENER = ("mail", "policy", "dkim", "delivery", "feedback", "queue", "config")
+
+
+def imported_modules(source: str, package: str) -> set[str]:
+    """Every module a file of `package` imports, as dotted names, relative imports resolved."""
+    tree = ast.parse(source)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def package_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).parts[:-1])
+
+
+def test_imported_modules_sees_every_form_of_import() -> None:
+    source = "import relay.smtp.x\nfrom relay.smtp import y\nfrom ..smtp import z\n"
+    found = imported_modules(source, "relay.policy")
+    assert {"relay.smtp.x", "relay.smtp.y", "relay.smtp.z"} <= found
+
+
+@pytest.mark.parametrize("layer", BELOW_THE_LISTENER)
+def test_nothing_below_the_app_imports_the_listener(layer: str) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            m
+            for m in imported_modules(path.read_text("utf-8"), package_of(path))
+            if m.startswith("relay.smtp")
+        )
+        for path in sorted((PACKAGE / layer).rglob("*.py"))
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
