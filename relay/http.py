@@ -24,7 +24,7 @@ from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
 from relay.forwarded import TRUSTED_PROXIES
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.health import QueueHealth
 from relay.workers import MergedMetrics, Snapshot
 
 WorkerMetrics = Callable[[], Awaitable[list[Snapshot]]]
@@ -45,8 +45,10 @@ def make_app(
     reads the SMTP workers' metrics for `/metrics`; `trusted_proxies` are the networks
     whose `X-Forwarded-For` names the client (`relay.forwarded`)."""
 
+    health = QueueHealth(pool)
+
     async def metrics_view(_: web.Request) -> web.Response:
-        await _refresh_queue_gauges(pool)
+        await _refresh_queue_gauges(health)
         if worker_metrics is None:
             body = generate_latest()
         else:
@@ -55,8 +57,7 @@ def make_app(
 
     async def health_view(_: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(2):
-                await pool.fetchval("SELECT 1")
+            await health.ping()
         except DATABASE_ERRORS as exc:
             metrics.DATABASE_UP.set(0)
             return web.json_response({"status": "unhealthy", "database": repr(exc)}, status=503)
@@ -75,19 +76,18 @@ def make_app(
     return app
 
 
-async def _refresh_queue_gauges(pool: asyncpg.Pool) -> None:
+async def _refresh_queue_gauges(health: QueueHealth) -> None:
     try:
-        async with asyncio.timeout(2):
-            row = await pool.fetchrow(QUERIES["queue_depth"])
+        depth = await health.depth()
     except DATABASE_ERRORS as exc:
         metrics.DATABASE_UP.set(0)
         log.warning("cannot read queue depth: %r", exc)
         return
     metrics.DATABASE_UP.set(1)
-    metrics.QUEUE_DEPTH.labels("due").set(row["due"])
-    metrics.QUEUE_DEPTH.labels("scheduled").set(row["queued"] - row["due"])
-    metrics.QUEUE_DEPTH.labels("held").set(row["held"])
-    metrics.QUEUE_OLDEST.set(row["oldest_seconds"])
+    metrics.QUEUE_DEPTH.labels("due").set(depth.due)
+    metrics.QUEUE_DEPTH.labels("scheduled").set(depth.queued - depth.due)
+    metrics.QUEUE_DEPTH.labels("held").set(depth.held)
+    metrics.QUEUE_OLDEST.set(depth.oldest_seconds)
 
 
 async def start_http(

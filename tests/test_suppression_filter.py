@@ -8,8 +8,9 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from relay.policy.suppression_filter import APPLICATION, BloomFilter, SuppressionFilter
+from relay.policy.suppression_filter import BloomFilter, SuppressionFilter
 from relay.queue.sql import QUERIES
+from relay.queue.suppressions import APPLICATION
 
 
 def test_a_bloom_filter_holds_what_was_added_and_little_else() -> None:

@@ -31,23 +31,17 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 
-import asyncpg
-
 from relay import metrics
-from relay.queue.sql import QUERIES
+from relay.queue.suppressions import SuppressionFeed
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "relay_suppressions"
-APPLICATION = "relay suppression filter"
-"""Its connection's application_name, as pg_stat_activity shows it."""
 _BITS_PER_ENTRY = 10
 _HASHES = 7  # with 10 bits an entry: about 0.8% false positives when full
 _MIN_CAPACITY = 100_000
 _RELOAD_SECONDS = 3600.0
 _CHECK_SECONDS = 5.0
 _RETRY_SECONDS = 2.0
-_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class BloomFilter:
@@ -107,8 +101,7 @@ class SuppressionFilter:
                 return False
         return True
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        tenant, _, address = payload.partition("\n")
+    def _notified(self, tenant: str, address: str) -> None:
         key = entry_key(tenant, address)
         for bloom in (self._current, self._loading):
             if bloom is not None:
@@ -138,47 +131,42 @@ class SuppressionFilter:
     async def _follow(self) -> bool:
         """Follow the list on one connection until it is lost; False if the filter cannot
         be used with this database."""
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION})
+        feed = await SuppressionFeed.connect(self.dsn, lambda: self._out_of_step("connection lost"))
         try:
-            conn.add_termination_listener(lambda _: self._out_of_step("connection lost"))
-            lowered = await conn.fetchval("SELECT lower($1::text)", _ASCII_UPPER)
-            if lowered != _ASCII_UPPER.lower():
+            if not await feed.lowers_ascii_as_python():
                 log.warning(
-                    "suppression filter off: the database lower-cases ASCII as %r; every "
-                    "RCPT asks the database",
-                    lowered,
+                    "suppression filter off: the database lower-cases ASCII differently; "
+                    "every RCPT asks the database"
                 )
                 return False
-            await conn.add_listener(CHANNEL, self._notified)
-            await self._load(conn)
+            await feed.listen(self._notified)
+            await self._load(feed)
             loop = asyncio.get_running_loop()
             loaded_at = loop.time()
-            while not conn.is_closed():
+            while not feed.is_closed():
                 await asyncio.sleep(_CHECK_SECONDS)
-                await conn.execute("SELECT 1")  # a dead peer shows here, not only at a read
+                await feed.ping()
                 current = self._current
                 if current is None or current.count > current.capacity:
-                    await self._load(conn)  # full: a bigger one, as false positives grow
+                    await self._load(feed)  # full: a bigger one, as false positives grow
                     loaded_at = loop.time()
                 elif loop.time() - loaded_at > _RELOAD_SECONDS:
-                    await self._load(conn)  # let removed entries go
+                    await self._load(feed)  # let removed entries go
                     loaded_at = loop.time()
             return True
         finally:
             self._out_of_step(None)
-            await conn.close(timeout=2)
+            await feed.close()
 
-    async def _load(self, conn: asyncpg.Connection) -> None:
+    async def _load(self, feed: SuppressionFeed) -> None:
         """Read the whole list into a new filter; notifications that arrive meanwhile go
         into both the filter in use (if any) and the new one, so neither misses them."""
         started = asyncio.get_running_loop().time()
-        count = await conn.fetchval(QUERIES["suppression_count"])
-        bloom = BloomFilter(2 * count)
+        bloom = BloomFilter(2 * await feed.count())
         self._loading = bloom
         try:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                async for row in conn.cursor(QUERIES["suppression_entries"], prefetch=10_000):
-                    bloom.add(entry_key(row[0], row[1]))
+            async for tenant, address in feed.entries():
+                bloom.add(entry_key(tenant, address))
         finally:
             self._loading = None
         self._current = bloom

@@ -1,11 +1,18 @@
-"""The suppression list as the policy reads it (P-SUPPRESS): one look-up per recipient."""
+"""The suppression list as the policy reads it (P-SUPPRESS): one look-up per recipient, and
+the whole list with its additions for the process's filter of it."""
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from relay.queue.sql import QUERIES
+
+CHANNEL = "relay_suppressions"
+APPLICATION = "relay suppression filter"
+"""The feed's connection's application_name, as pg_stat_activity shows it."""
+_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass(frozen=True)
@@ -29,3 +36,52 @@ class SuppressionLookup:
         if row is None:
             return None
         return Suppression(row["reason"], row["source"], row["created_at"])
+
+
+class SuppressionFeed:
+    """The whole list and its additions as they commit, on a connection of its own: a
+    trigger (migration 0013) notifies `CHANNEL` with the tenant and address of every row
+    inserted or updated. Used by the policy's filter of the list (`SuppressionFilter`)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def connect(cls, dsn: str, on_lost: Callable[[], None]) -> "SuppressionFeed":
+        conn = await asyncpg.connect(dsn, server_settings={"application_name": APPLICATION})
+        conn.add_termination_listener(lambda _: on_lost())
+        return cls(conn)
+
+    async def lowers_ascii_as_python(self) -> bool:
+        """Whether the database lower-cases ASCII as `str.lower` does (a Turkish locale
+        does not), so an address the filter lowers matches the one stored."""
+        lowered = await self._conn.fetchval("SELECT lower($1::text)", _ASCII_UPPER)
+        return bool(lowered == _ASCII_UPPER.lower())
+
+    async def listen(self, on_entry: Callable[[str, str], None]) -> None:
+        """Call `on_entry(tenant, address)` for every entry added from now on."""
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            tenant, _, address = str(payload).partition("\n")
+            on_entry(tenant, address)
+
+        await self._conn.add_listener(CHANNEL, notified)
+
+    async def count(self) -> int:
+        return int(await self._conn.fetchval(QUERIES["suppression_count"]))
+
+    async def entries(self) -> AsyncIterator[tuple[str, str]]:
+        """Every (tenant, address) on the list, read in one snapshot."""
+        async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+            async for row in self._conn.cursor(QUERIES["suppression_entries"], prefetch=10_000):
+                yield row[0], row[1]
+
+    async def ping(self) -> None:
+        """A round trip: a dead peer shows here, not only at a read."""
+        await self._conn.execute("SELECT 1")
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())
+
+    async def close(self) -> None:
+        await self._conn.close(timeout=2)
