@@ -18,13 +18,13 @@ import json
 from base64 import b64decode
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from relay.auth import Authenticator, LockedOut
 from relay.forwarded import client_address
 from relay.policy import consent_records
 from relay.queue.consent import ConsentStore
+from relay.queue.database import Pool
 
 MAX_RECORDS = 10_000
 
@@ -59,7 +59,7 @@ async def _tenant_of(request: web.Request, authenticator: Authenticator) -> str 
     return tenant
 
 
-def add_routes(app: web.Application, pool: asyncpg.Pool, authenticator: Authenticator) -> None:
+def add_routes(app: web.Application, pool: Pool, authenticator: Authenticator) -> None:
     consent = ConsentStore(pool)
 
     async def post_consent(request: web.Request) -> web.Response:

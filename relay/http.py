@@ -14,7 +14,6 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -23,6 +22,7 @@ from relay.auth import Authenticator
 from relay.config.schema import PolicySection, split_host_port
 from relay.feedback import abuse_form, oneclick
 from relay.forwarded import TRUSTED_PROXIES
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.health import QueueHealth
 from relay.workers import MergedMetrics, Snapshot
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def make_app(
-    pool: asyncpg.Pool,
+    pool: Pool,
     authenticator: Authenticator,
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,
@@ -92,7 +92,7 @@ async def _refresh_queue_gauges(health: QueueHealth) -> None:
 
 async def start_http(
     address: str,
-    pool: asyncpg.Pool,
+    pool: Pool,
     authenticator: Authenticator,
     policy: PolicySection | None = None,
     abuse_reports: asyncio.Event | None = None,

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from relay.delivery.outcome import Bounce, Delivered, Reply, Retry, RetryPolicy, decide
-from relay.delivery.worker import Lease, _per_connection
+from relay.delivery.worker import _per_connection
+from relay.queue.deliveries import Lease
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = RetryPolicy(initial=60, maximum=3600)

@@ -6,7 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
-from relay.feedback.events import Event, Kind, columns, record
+from relay.queue.events import Event, Kind, columns, record
 from relay.queue.migrate import migrate
 from relay.queue.sql import QUERIES, migrations
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable

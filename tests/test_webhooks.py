@@ -35,9 +35,9 @@ from prometheus_client import REGISTRY
 
 from relay.cli import main
 from relay.config.schema import Config, TenantSection
-from relay.feedback.events import Event, record
 from relay.feedback.webhooks import WebhookDispatcher, backoff, load_webhook_secret, targets_of
 from relay.public_address import PublicResolver
+from relay.queue.events import Event, record
 from relay.queue.migrate import migrate
 from tests.peers import ROOT, RelayConfig
 

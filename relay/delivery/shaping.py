@@ -26,14 +26,13 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 
-import asyncpg
 from prometheus_client import Gauge
 
 from relay.config.schema import Config
 from relay.delivery.outcome import Reply
 from relay.feedback.classify import Category, classify
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.sites import SiteStore
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +105,8 @@ def means_slow_down(reply: Reply) -> bool:
 class SiteShaper:
     """This process's view of the shared site state, and its per-site connection slots."""
 
-    def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
-        self.pool = pool
+    def __init__(self, sites: SiteStore, config: Config) -> None:
+        self.sites = sites
         self.config = config
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._known: set[str] = set()  # sites whose row exists
@@ -133,7 +132,7 @@ class SiteShaper:
         if seen is not None and time.monotonic() - seen[0] < PAUSE_FRESH_SECONDS:
             return seen[1] if seen[1] is not None and seen[1] > datetime.now(UTC) else None
         try:
-            until: datetime | None = await self.pool.fetchval(QUERIES["site_paused_until"], site)
+            until = await self.sites.paused_until(site)
         except DATABASE_ERRORS as exc:
             log.warning("cannot read the state of site %s: %r", site, exc)
             return None
@@ -148,7 +147,7 @@ class SiteShaper:
 
     async def _ensure(self, site: str, ceiling: float) -> None:
         if site not in self._known:
-            await self.pool.execute(QUERIES["site_ensure"], site, ceiling)
+            await self.sites.ensure(site, ceiling)
             self._known.add(site)
 
     async def take(self, site: str) -> bool:
@@ -162,14 +161,14 @@ class SiteShaper:
         while True:
             try:
                 await self._ensure(site, ceiling)
-                row = await self.pool.fetchrow(QUERIES["site_take"], site, ceiling, burst)
+                taken = await self.sites.take(site, ceiling, burst)
             except DATABASE_ERRORS as exc:  # the database is the queue: without it nothing moves
                 log.warning("cannot take a token for site %s: %r", site, exc)
                 return False
-            SITE_RATE.labels(site).set(row["rate"])
-            if row["granted"]:
+            SITE_RATE.labels(site).set(taken.rate)
+            if taken.granted:
                 return True
-            wait = max(0.05, (1 - row["tokens"]) / (row["rate"] / 60))
+            wait = max(0.05, (1 - taken.tokens) / (taken.rate / 60))
             if waited + wait > MAX_WAIT:
                 return False
             await asyncio.sleep(wait)
@@ -183,8 +182,7 @@ class SiteShaper:
         delivered = sum(1 for r in replies if r.code // 100 == 2)
         try:
             await self._ensure(site, ceiling)
-            row = await self.pool.fetchrow(
-                QUERIES["site_adapt"],
+            adapted = await self.sites.adapt(
                 site,
                 ceiling,
                 DECREASE if slow else 1.0,
@@ -197,10 +195,10 @@ class SiteShaper:
         except DATABASE_ERRORS as exc:
             log.warning("cannot record the outcome for site %s: %r", site, exc)
             return
-        if row is None:
+        if adapted is None:
             return
-        self._saw_pause(site, row["paused_until"])
-        rate = row["rate"]
+        self._saw_pause(site, adapted.paused_until)
+        rate = adapted.rate
         if limited:
             SITE_RATE.labels(site).set(rate)
             if slow:

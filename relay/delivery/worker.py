@@ -21,11 +21,9 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiosmtplib
-import asyncpg
 
 from relay import metrics
 from relay.config.schema import Config, split_host_port
@@ -43,14 +41,15 @@ from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback import verp
 from relay.feedback.classify import classify
-from relay.feedback.events import Event, columns, counted
 from relay.feedback.reputation import throttle_factor
-from relay.feedback.suppress import suppress
 from relay.psl import provider_of
 from relay.public_address import is_public
+from relay.queue.database import Pool
+from relay.queue.deliveries import Attempt, DeliveryQueue, Lease, Recorder, follow_new_mail
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
-from relay.queue.store import NewMessage, insert_messages
+from relay.queue.events import Event, counted
+from relay.queue.sites import SiteStore
+from relay.queue.store import NewMessage
 
 log = logging.getLogger(__name__)
 _POLL_SECONDS = 1.0
@@ -68,40 +67,22 @@ LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the disp
 # a backlog's domain saturate before it has taken all the capacity
 
 
-@dataclass(frozen=True)
-class Lease:
-    """One leased delivery (a recipient of a message) and what is needed to finish it."""
-
-    id: int
-    token: uuid.UUID
-    message_id: uuid.UUID
-    recipient: str
-    domain: str
-    attempts: int
-    expires_at: datetime
-    tenant: str
-    mail_from: str
-    received_at: datetime
-    campaign: str | None
-
-
 class DeliveryWorker:
     """All outbound delivery of one relay process."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, dsn: str, config: Config, secret: bytes | None = None
-    ) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool, dsn: str, config: Config, secret: bytes | None = None) -> None:
         self.secret = secret  # signs return-path (VERP) addresses
         self.dsn = dsn
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.queue = DeliveryQueue(
+            pool, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[uuid.UUID, int] = defaultdict(int)  # lease token -> deliveries
         self._in_flight = 0
         self._pair_in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (tenant, domain)
         self._site_of: dict[str, str] = {}  # destination domain -> site, as last resolved
-        self.shaper = SiteShaper(pool, config)
+        self.shaper = SiteShaper(SiteStore(pool), config)
         self.idle = IdleConnections()
         self.reload(config)
         self.resolver = MxResolver(
@@ -127,7 +108,7 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Dispatch until cancelled; side tasks live and die with it."""
         side = [
-            asyncio.create_task(self._listen(), name="queue-listen"),
+            asyncio.create_task(follow_new_mail(self.dsn, self._wake.set), name="queue-listen"),
             asyncio.create_task(self._renew_leases(), name="lease-renew"),
         ]
         try:
@@ -153,7 +134,7 @@ class DeliveryWorker:
         await self.idle.close()
         try:
             async with asyncio.timeout(5):
-                await self.pool.execute(QUERIES["release_leases"], self.owner)
+                await self.queue.release_all()
         except DATABASE_ERRORS as exc:
             log.warning("could not release leases (they expire by themselves): %r", exc)
 
@@ -161,27 +142,18 @@ class DeliveryWorker:
         capacity = self.settings.concurrency - self._in_flight
         if capacity <= 0:
             return
-        token = uuid.uuid4()
         try:
-            rows = await self.pool.fetch(
-                QUERIES["lease_due"],
-                self.owner,
-                token,
-                self.settings.lease,
-                capacity,
-                self.active_tenants,
-                self._saturated(),
-                LEASE_BATCH,
+            leases = await self.queue.lease_due(
+                self.settings.lease, capacity, self.active_tenants, self._saturated(), LEASE_BATCH
             )
             metrics.DATABASE_UP.set(1)
         except DATABASE_ERRORS as exc:
             metrics.DATABASE_UP.set(0)
             log.warning("cannot lease deliveries: %r", exc)
             return
-        if not rows:
+        if not leases:
             return
-        leases = [Lease(token=token, **dict(r)) for r in rows]
-        self._held[token] += len(leases)
+        self._held[leases[0].token] += len(leases)
         self._in_flight += len(leases)
         # one connection carries one tenant's mail to one domain, so a tenant's message never
         # waits behind another tenant's backlog on the same connection
@@ -196,24 +168,6 @@ class DeliveryWorker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _listen(self) -> None:
-        """Wake the dispatcher on NOTIFY; reconnect whenever the connection is lost."""
-        while True:
-            try:
-                conn = await asyncpg.connect(self.dsn)
-                try:
-                    await conn.add_listener("relay_queue", lambda *_: self._wake.set())
-                    while not conn.is_closed():
-                        await asyncio.sleep(5)
-                        await conn.execute("SELECT 1")
-                finally:
-                    await conn.close(timeout=2)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: wait, reconnect; polling covers the gap
-                log.debug("queue listener reconnecting: %r", exc)
-                await asyncio.sleep(2)
-
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self.settings.lease / 3))
@@ -221,7 +175,7 @@ class DeliveryWorker:
             if not tokens:
                 continue
             try:
-                await self.pool.execute(QUERIES["renew_leases"], tokens, self.settings.lease)
+                await self.queue.renew(tokens, self.settings.lease)
             except DATABASE_ERRORS as exc:
                 log.warning("cannot renew leases: %r", exc)
 
@@ -393,14 +347,12 @@ class DeliveryWorker:
         by_message: dict[uuid.UUID, list[Lease]] = defaultdict(list)
         for lease in leases:
             by_message[lease.message_id].append(lease)
-        rows = await self.pool.fetch(QUERIES["message_contents"], list(by_message))
-        contents = {r["id"]: r["content"] for r in rows}
+        contents = await self.queue.contents(list(by_message))
         envelopes = []
         for message_id, group in by_message.items():
-            stored = contents.get(message_id)
-            if stored is None:  # erased (P-ERASURE) while leased: nothing left to send
+            content = contents.get(message_id)
+            if content is None:  # erased (P-ERASURE) while leased: nothing left to send
                 continue
-            content = bytes(stored)
             return_path = self.return_paths.get(group[0].tenant)
             if return_path and self.secret and group[0].mail_from:
                 for x in group:
@@ -474,30 +426,30 @@ class DeliveryWorker:
                 events[lease.id] = event
         if not any(isinstance(o, Bounce) for o in outcomes.values()):
             # the usual case: the attempts, their events and counts in one statement
-            await self._finish(self.pool, leases, outcomes, provider, events)
+            await self._finish(self.queue.recorder(), leases, outcomes, provider, events)
         else:
             bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
-            async with self.pool.acquire() as conn, conn.transaction():
-                for lease in await self._finish(conn, leases, outcomes, provider, events):
+            async with self.queue.transaction() as recorder:
+                for lease in await self._finish(recorder, leases, outcomes, provider, events):
                     outcome = outcomes[lease.id]
                     if not isinstance(outcome, Bounce):
                         continue
                     bounced[lease.message_id].append(lease)
                     event = events.get(lease.id)
                     if event is not None and event.detail.get("hard"):  # P-SUPPRESS
-                        await suppress(conn, lease.tenant, lease.recipient, "hard-bounce",
-                                       f"smtp {outcome.reply.status}")  # fmt: skip
+                        await recorder.suppress(lease.tenant, lease.recipient, "hard-bounce",
+                                                f"smtp {outcome.reply.status}")  # fmt: skip
                 for group in bounced.values():
                     # never bounce a bounce (RFC 5321 6.1); with a return-path domain the
                     # tenant reads bounces as events instead of DSNs
                     if group[0].mail_from and group[0].tenant not in self.return_paths:
-                        await self._bounce(conn, group, outcomes)
+                        await self._bounce(recorder, group, outcomes)
         for lease in leases:
             self._count(lease, outcomes[lease.id], now)
 
     async def _finish(
         self,
-        conn: asyncpg.Connection | asyncpg.Pool,
+        recorder: Recorder,
         leases: list[Lease],
         outcomes: dict[int, Outcome],
         provider: str | None,
@@ -506,21 +458,12 @@ class DeliveryWorker:
         """Record every attempt of a connection and its event in one statement (the events
         of attempts whose lease was lost are dropped with them); the leases still held
         (those whose outcome was recorded)."""
-        chosen = [outcomes[x.id] for x in leases]
-        rows = await conn.fetch(
-            QUERIES["finish_attempts"],
-            [x.id for x in leases],
-            [x.token for x in leases],
-            [o.state for o in chosen],
-            [o.at if isinstance(o, Retry) else None for o in chosen],
-            [str(o.reply) for o in chosen],
-            [o.reply.host for o in chosen],
-            [o.kind for o in chosen],
-            provider,
-            list(events),
-            *columns(list(events.values())),
-        )
-        recorded = {r["delivery_id"] for r in rows}
+        attempts = [
+            Attempt(x, o.state, o.at if isinstance(o, Retry) else None, str(o.reply),
+                    o.reply.host, o.kind)
+            for x, o in ((x, outcomes[x.id]) for x in leases)
+        ]  # fmt: skip
+        recorded = await recorder.finish(attempts, provider, events)
         for lease in leases:
             if lease.id not in recorded:
                 log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
@@ -546,11 +489,11 @@ class DeliveryWorker:
                      provider, lease.campaign or "", detail)  # fmt: skip
 
     async def _bounce(
-        self, conn: asyncpg.Connection, leases: list[Lease], outcomes: dict[int, Outcome]
+        self, recorder: Recorder, leases: list[Lease], outcomes: dict[int, Outcome]
     ) -> None:
         """Queue an RFC 3464 DSN to the sender in the same transaction as the bounce."""
         first = leases[0]
-        original = await conn.fetchval(QUERIES["message_content"], first.message_id)
+        original = await recorder.original(first.message_id)
         statuses = []
         for lease in leases:
             outcome = outcomes[lease.id]
@@ -572,7 +515,7 @@ class DeliveryWorker:
         content = build_dsn(
             reporting_mta=self.config.relay.hostname,
             original_sender=first.mail_from,
-            original_message=bytes(original),
+            original_message=original,
             recipients=statuses,
             queue_id=str(first.message_id),
             arrival_date=first.received_at,
@@ -584,7 +527,7 @@ class DeliveryWorker:
             content=content,
             header_message_id=None,
         )
-        await insert_messages(conn, [dsn], self.settings.queue_lifetime)
+        await recorder.enqueue([dsn], self.settings.queue_lifetime)
         log.info(
             "bounce for message %s sent to %s as %s", first.message_id, first.mail_from, dsn.id
         )

@@ -22,12 +22,12 @@ import os
 import time
 from collections import defaultdict, deque
 
-import asyncpg
 from aiohttp import web
 
 from relay.forwarded import client_address
 from relay.mail.address import AddressError, parse_path
-from relay.queue.sql import QUERIES
+from relay.queue.database import Pool
+from relay.queue.reports import ReportInbox
 
 MAX_REPORT = 1024 * 1024
 TOKEN_LIFETIME = 2 * 3600.0
@@ -68,7 +68,9 @@ def _page(notice: str = "", status: int = 200) -> web.Response:
     return web.Response(text=body, content_type="text/html", status=status)
 
 
-def add_routes(app: web.Application, pool: asyncpg.Pool, wake: asyncio.Event) -> None:
+def add_routes(app: web.Application, pool: Pool, wake: asyncio.Event) -> None:
+    inbox = ReportInbox(pool)
+
     recent: defaultdict[str, deque[float]] = defaultdict(deque)
 
     def allowed(client: str) -> bool:
@@ -106,9 +108,7 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, wake: asyncio.Event) ->
         raw = (
             f"From: <{reporter}>\r\nSubject: report through the abuse form\r\n\r\n{text}"
         ).encode("utf-8", "replace")
-        report_id = await pool.fetchval(
-            QUERIES["feedback_report_insert"], "abuse-form", "", [], client, raw, reporter
-        )
+        report_id = await inbox.store("abuse-form", "", [], client, raw, reporter)
         wake.set()
         return _page(f"Thank you. Your report was received as number {report_id}.")
 

@@ -52,8 +52,8 @@ import asyncpg
 from prometheus_client import Gauge
 
 from relay.config.schema import CanarySection, Config
-from relay.feedback.events import FEEDBACK_EVENTS
 from relay.queue.errors import DATABASE_ERRORS
+from relay.queue.events import FEEDBACK_EVENTS
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)

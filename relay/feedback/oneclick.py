@@ -28,16 +28,14 @@ import html
 import logging
 from urllib.parse import urlsplit
 
-import asyncpg
 from aiohttp import web
 
 from relay.config.schema import PolicySection
 from relay.feedback.erasure import suppression_key
-from relay.feedback.events import Event, record
-from relay.feedback.suppress import suppress
 from relay.feedback.unsubscribe import BadToken, Unsubscribe, load_secret, verify
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def route_path(unsubscribe_url: str) -> str:
     return base + "/{token}"
 
 
-def add_routes(app: web.Application, pool: asyncpg.Pool, policy: PolicySection) -> str | None:
+def add_routes(app: web.Application, pool: Pool, policy: PolicySection) -> str | None:
     """Mount the endpoint; the route path, or None when it is not configured."""
     if not policy.unsubscribe_url:
         return None
@@ -77,8 +75,8 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, policy: PolicySection) 
 
 
 class OneClick:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes, lifetime_days: int) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool, secret: bytes, lifetime_days: int) -> None:
+        self.suppressions = SuppressionList(pool)
         self.secret = secret
         self.lifetime_days = lifetime_days
 
@@ -130,17 +128,8 @@ class OneClick:
         """Suppress and record the event in one transaction; False if already suppressed
         (by the address, or by its keyed hash after an erasure)."""
         recipient = wanted.recipient.lower()
-        async with self.pool.acquire() as conn, conn.transaction():
-            key = suppression_key(self.secret, recipient)
-            if await conn.fetchrow(QUERIES["suppression_of"], wanted.tenant, recipient, key):
-                return False
-            if not await suppress(conn, wanted.tenant, recipient, "unsubscribe", "one-click"):
-                return False  # added by someone else meanwhile
-            event = Event(
-                wanted.tenant, "unsubscribed", recipient, detail={"message_id": wanted.message_id}
-            )
-            await record(conn, [event])
-            return True
+        key = suppression_key(self.secret, recipient)
+        return await self.suppressions.unsubscribe(wanted.tenant, recipient, key, wanted.message_id)
 
 
 def _invalid() -> web.Response:

@@ -47,11 +47,11 @@ from relay.feedback.arf import parse_arf, parse_forwarded
 from relay.feedback.authentic import vouching_provider
 from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
-from relay.feedback.events import Event, Kind, record
-from relay.feedback.suppress import suppress
 from relay.mail.address import AddressError, parse_path
 from relay.queue.errors import DATABASE_ERRORS
+from relay.queue.events import Event, Kind, record
 from relay.queue.sql import QUERIES
+from relay.queue.suppressions import suppress
 
 log = logging.getLogger(__name__)
 _BATCH = 20

@@ -46,8 +46,8 @@ import asyncpg
 from prometheus_client import Gauge
 
 from relay.config.schema import ReputationSection
-from relay.feedback.events import Event, Kind, record
 from relay.queue.errors import DATABASE_ERRORS
+from relay.queue.events import Event, Kind, record
 from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)

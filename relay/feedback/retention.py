@@ -24,12 +24,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import FeedbackSection
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.retention import Purgeable, RetentionStore
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +54,27 @@ class Purged:
     reports: int = 0
 
 
-async def _drain(pool: asyncpg.Pool, query: str, window: float, batch: int) -> int:
+async def _drain(store: RetentionStore, what: Purgeable, window: float, batch: int) -> int:
     """Run one purge statement until it finds less than a full batch."""
     total = 0
     while True:
-        count = int(await pool.fetchval(QUERIES[query], float(window), batch))
+        count = await store.purge_batch(what, float(window), batch)
         total += count
         if count < batch:
             return total
 
 
-async def purge_once(
-    pool: asyncpg.Pool, feedback: FeedbackSection, *, batch: int = BATCH
-) -> Purged:
+async def purge_once(pool: Pool, feedback: FeedbackSection, *, batch: int = BATCH) -> Purged:
     """One round: purge what is past its window; return what went."""
+    store = RetentionStore(pool)
+    events_window = feedback.retention_events
     # envelopes first: a body about to go with its envelope is not worth purging
-    envelopes = await _drain(pool, "retention_delete_envelopes", feedback.retention_events, batch)
+    envelopes = await _drain(store, "envelopes", events_window, batch)
     purged = Purged(
-        bodies=await _drain(pool, "retention_purge_bodies", feedback.retention_bodies, batch),
+        bodies=await _drain(store, "bodies", feedback.retention_bodies, batch),
         envelopes=envelopes,
-        events=await _drain(pool, "retention_delete_events", feedback.retention_events, batch),
-        reports=await _drain(pool, "retention_delete_reports", feedback.retention_events, batch),
+        events=await _drain(store, "events", events_window, batch),
+        reports=await _drain(store, "reports", events_window, batch),
     )
     for what, count in vars(purged).items():
         if count:
@@ -83,7 +83,7 @@ async def purge_once(
 
 
 async def run(
-    pool: asyncpg.Pool, feedback: Callable[[], FeedbackSection], interval: float = INTERVAL
+    pool: Pool, feedback: Callable[[], FeedbackSection], interval: float = INTERVAL
 ) -> None:
     """Purge every `interval` seconds until cancelled; `feedback` gives the current windows.
     A database that does not answer is logged and tried again next round."""

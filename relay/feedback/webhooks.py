@@ -34,7 +34,7 @@ Delivery guarantees, and how they are kept:
   `CommittedHorizon` posts only up to an id below which every transaction has ended.
 
 It never blocks delivery: it is its own task, with its own aiohttp session, reading events
-that `relay.feedback.events.record` committed; polling every `POLL_SECONDS` finds them.
+that `relay.queue.events.record` committed; polling every `POLL_SECONDS` finds them.
 """
 
 import asyncio

@@ -5,17 +5,16 @@ and hands it to every `PolicyContext`; offline runs have none."""
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from relay.feedback.reputation import SUSPENSIONS, Suspension
 from relay.queue.consent import ConsentStore
-from relay.queue.suppressions import Suppression, SuppressionLookup
+from relay.queue.database import Pool
+from relay.queue.suppressions import Suppression, SuppressionList
 
 
 class DatabaseLookups:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._suppressions = SuppressionLookup(pool)
+        self._suppressions = SuppressionList(pool)
         self._consent = ConsentStore(pool)
 
     async def suppression(self, tenant: str, address: str, key: str | None) -> Suppression | None:

@@ -21,6 +21,9 @@ from relay.queue.migrate import migrate
 log = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "relay"
 
+Pool = asyncpg.Pool
+"""A pool as the rest of the relay holds it: a handle to give the queue's stores."""
+
 
 class EmbeddedPostgres:
     """A pgserver-managed PostgreSQL under the data directory."""

@@ -1,5 +1,6 @@
-"""The suppression list as the policy reads it (P-SUPPRESS): one look-up per recipient, and
-the whole list with its additions for the process's filter of it."""
+"""The suppression list (P-SUPPRESS): entries added from what came back (a hard bounce, a
+complaint, a one-click unsubscribe, an abuse report), one look-up per recipient as the
+policy reads it, and the whole list with its additions for the process's filter of it."""
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -7,12 +8,29 @@ from datetime import datetime
 
 import asyncpg
 
+from relay.queue.events import Event, record
 from relay.queue.sql import QUERIES
 
 CHANNEL = "relay_suppressions"
 APPLICATION = "relay suppression filter"
 """The feed's connection's application_name, as pg_stat_activity shows it."""
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+Reason = str  # unsubscribe | complaint | hard-bounce | abuse-report | manual
+
+
+async def suppress(
+    conn: asyncpg.Connection, tenant: str, address: str, reason: Reason, source: str
+) -> bool:
+    """Suppress `address` for `tenant` in the caller's transaction, with a `suppressed`
+    event; True if it was not on the list before. An address already on the list keeps
+    its first reason and time (the first cause is the one to show)."""
+    added = await conn.fetch(QUERIES["suppression_add"], tenant, [address], reason, source)
+    if added:
+        detail = {"reason": reason, "source": source}
+        await record(conn, [Event(tenant, "suppressed", address.lower(), detail=detail)])
+    return bool(added)
 
 
 @dataclass(frozen=True)
@@ -22,9 +40,9 @@ class Suppression:
     since: datetime
 
 
-class SuppressionLookup:
-    """Reads the list through a pool; raises `DATABASE_ERRORS` when the database is out of
-    reach, for the caller to answer 451."""
+class SuppressionList:
+    """The list through a pool; raises `DATABASE_ERRORS` when the database is out of
+    reach, for the caller to answer 451 or 503."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -36,6 +54,22 @@ class SuppressionLookup:
         if row is None:
             return None
         return Suppression(row["reason"], row["source"], row["created_at"])
+
+    async def unsubscribe(
+        self, tenant: str, address: str, key: str | None, message_id: str | None
+    ) -> bool:
+        """Suppress `address` for `tenant` as a one-click unsubscribe (RFC 8058) with its
+        `unsubscribed` event, in one transaction; False when it was already suppressed, by
+        the address or by its keyed hash `key` after an erasure."""
+        address = address.lower()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchrow(QUERIES["suppression_of"], tenant, address, key):
+                return False
+            if not await suppress(conn, tenant, address, "unsubscribe", "one-click"):
+                return False  # added by someone else meanwhile
+            detail = {"message_id": message_id}
+            await record(conn, [Event(tenant, "unsubscribed", address, detail=detail)])
+            return True
 
 
 class SuppressionFeed:

@@ -20,15 +20,15 @@ import logging
 import time
 from collections import defaultdict, deque
 
-import asyncpg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import metrics
 from relay.config.schema import Config
 from relay.feedback import verp
 from relay.mail.address import Path
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.reports import ReportInbox
 from relay.smtp import replies
 from relay.smtp.protocol import RelaySession
 
@@ -45,8 +45,8 @@ _HOUR = 3600.0
 class FeedbackHandler:
     """aiosmtpd handler of `role = "feedback"` listeners."""
 
-    def __init__(self, pool: asyncpg.Pool, config: Config, secret: bytes | None) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool, config: Config, secret: bytes | None) -> None:
+        self.inbox = ReportInbox(pool)
         self.secret = secret
         self.received = asyncio.Event()  # set when a report is stored: wakes the processor
         self._recent: defaultdict[str, deque[tuple[float, int]]] = defaultdict(deque)
@@ -138,14 +138,8 @@ class FeedbackHandler:
         content = envelope.content
         assert isinstance(content, bytes)
         try:
-            report_id = await self.pool.fetchval(
-                QUERIES["feedback_report_insert"],
-                channel,
-                envelope.mail_from or "",
-                list(envelope.rcpt_tos),
-                session.client_ip,
-                content,
-                None,
+            report_id = await self.inbox.store(
+                channel, envelope.mail_from or "", envelope.rcpt_tos, session.client_ip, content
             )
         except DATABASE_ERRORS as exc:
             log.error("cannot store a feedback report: %r", exc)
