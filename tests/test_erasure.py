@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from relay.feedback.erasure import suppression_key
+from relay.queue.suppressions import suppression_key
 from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
 from tests.smtp_client import message, submission
 

@@ -8,7 +8,6 @@ import signal
 import sys
 from pathlib import Path
 
-import asyncpg
 import click
 
 from relay.auth import hash_password
@@ -27,7 +26,7 @@ from relay.cli.suppression import suppression
 from relay.cli.tenant import tenant
 from relay.config.schema import split_host_port
 from relay.memory import return_large_blocks
-from relay.queue.migrate import migrate
+from relay.queue.migrate import migrate_pool
 
 
 @click.group()
@@ -104,11 +103,7 @@ def migrate_command(config_path: Path) -> None:
     """Apply pending schema migrations (serve does this at start too)."""
     config = load(config_path)
 
-    async def action(pool: asyncpg.Pool) -> list[str]:
-        async with pool.acquire() as conn:
-            return await migrate(conn)
-
-    applied = run(with_db(config, action, migrate=False))
+    applied = run(with_db(config, migrate_pool, migrate=False))
     click.echo("schema up to date" + (f" (applied {', '.join(applied)})" if applied else ""))
 
 

@@ -8,12 +8,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import click
 
 from relay.config.load import ConfigError, load_config
 from relay.config.schema import Config
-from relay.queue.database import Database
+from relay.queue.database import Database, Pool
 
 T = TypeVar("T")
 config_option = click.option(
@@ -69,7 +68,7 @@ def setup_logging(level: str) -> None:
 
 
 async def with_db(
-    config: Config, action: Callable[[asyncpg.Pool], Awaitable[T]], *, migrate: bool = True
+    config: Config, action: Callable[[Pool], Awaitable[T]], *, migrate: bool = True
 ) -> T:
     """Run `action` with a pool on the configured database (migrated first, by default)."""
     database = await Database.open(config, run_migrations=migrate)

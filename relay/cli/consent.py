@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
 from relay.policy.consent_records import COLUMNS, Record, parse_record
 from relay.queue.consent import BATCH, ConsentStore
+from relay.queue.database import Pool
 
 
 @click.group()
@@ -55,7 +55,7 @@ def consent_import(config_path: Path, csv_file: TextIO, tenant: str) -> None:
         except ValueError as exc:
             refused.append(f"line {number}: {exc}")
 
-    async def store(pool: asyncpg.Pool) -> None:
+    async def store(pool: Pool) -> None:
         with click.progressbar(length=len(records), label="storing", file=None) as bar:
             for start in range(0, len(records), BATCH):
                 batch = records[start : start + BATCH]

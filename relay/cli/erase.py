@@ -1,6 +1,6 @@
 """`relay erase ADDRESS`: P-ERASURE, on a data subject's request.
 
-Deletes everything the relay holds about the address (`relay.feedback.erasure`), keeps its
+Deletes everything the relay holds about the address (`relay.queue.erasure`), keeps its
 suppressions as keyed hashes, and prints what went, per table. Messages with a delivery to
 the address go whole, their other recipients' queued copies too (those hold the address in
 their headers); the output says how many.
@@ -8,13 +8,13 @@ their headers); the output says how many.
 
 from pathlib import Path
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.erasure import Erasure, erase
 from relay.feedback.unsubscribe import SECRET_ENV, load_secret
 from relay.mail.address import AddressError, parse_path
+from relay.queue.database import Pool
+from relay.queue.erasure import Erasure, erase
 
 
 @click.command("erase")
@@ -39,7 +39,7 @@ def erase_command(config_path: Path, address: str) -> None:
             f"[policy] unsubscribe_secret_file or {SECRET_ENV}"
         )
 
-    async def action(pool: asyncpg.Pool) -> Erasure:
+    async def action(pool: Pool) -> Erasure:
         return await erase(pool, mailbox, secret)
 
     result = run(with_db(config, action))

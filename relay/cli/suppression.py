@@ -8,9 +8,9 @@ from typing import TextIO
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.erasure import suppression_key
 from relay.feedback.unsubscribe import load_secret
 from relay.queue.sql import QUERIES
+from relay.queue.suppressions import suppression_key
 
 
 @click.group()

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
@@ -27,6 +26,7 @@ from relay.feedback.reputation import (
     standing,
     suspend,
 )
+from relay.queue.database import Pool
 
 
 @click.group()
@@ -55,7 +55,7 @@ def tenant_status(config_path: Path, name: str | None, as_json: bool) -> None:
     config = load(config_path)
     names = [name] if name else [t.name for t in config.tenants]
 
-    async def action(pool: asyncpg.Pool) -> list[Standing]:
+    async def action(pool: Pool) -> list[Standing]:
         return [await standing(pool, n, config.reputation) for n in names]
 
     standings = run(with_db(config, action))

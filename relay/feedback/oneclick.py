@@ -31,11 +31,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from relay.config.schema import PolicySection
-from relay.feedback.erasure import suppression_key
 from relay.feedback.unsubscribe import BadToken, Unsubscribe, load_secret, verify
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.suppressions import SuppressionList
+from relay.queue.suppressions import SuppressionList, suppression_key
 
 log = logging.getLogger(__name__)
 

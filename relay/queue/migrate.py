@@ -39,3 +39,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
+
+
+async def migrate_pool(pool: asyncpg.Pool) -> list[str]:
+    """`migrate` on one of the pool's connections (`relay migrate`)."""
+    async with pool.acquire() as conn:
+        return await migrate(conn)

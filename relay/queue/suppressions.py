@@ -2,6 +2,8 @@
 complaint, a one-click unsubscribe, an abuse report), one look-up per recipient as the
 policy reads it, and the whole list with its additions for the process's filter of it."""
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +17,15 @@ CHANNEL = "relay_suppressions"
 APPLICATION = "relay suppression filter"
 """The feed's connection's application_name, as pg_stat_activity shows it."""
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+HASH_PREFIX = "hmac:"
+
+
+def suppression_key(secret: bytes, address: str) -> str:
+    """The keyed hash an erased address is suppressed under (P-ERASURE): "hmac:" + hex
+    HMAC-SHA256 of the lower-cased address. Without the secret nobody can test an address
+    against it."""
+    digest = hmac.new(secret, address.lower().encode("utf-8"), hashlib.sha256).hexdigest()
+    return HASH_PREFIX + digest
 
 
 Reason = str  # unsubscribe | complaint | hard-bounce | abuse-report | manual

@@ -10,11 +10,11 @@ deployment's secret the same look-up finds it by either.
 """
 
 from relay import metrics
-from relay.feedback.erasure import suppression_key
 from relay.policy.context import PolicyContext
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Verdict
 from relay.queue.errors import DATABASE_ERRORS
+from relay.queue.suppressions import suppression_key
 
 _BY_FILTER = metrics.SUPPRESSION_LOOKUPS.labels("filter")
 _BY_DATABASE = metrics.SUPPRESSION_LOOKUPS.labels("database")

@@ -25,28 +25,18 @@ The keyed hash uses the deployment's signing secret (`[policy] unsubscribe_secre
 RELAY_UNSUBSCRIBE_SECRET): changing that secret orphans the hashed entries.
 """
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from relay.queue.sql import QUERIES
+from relay.queue.suppressions import suppression_key
 
 log = logging.getLogger(__name__)
 
-HASH_PREFIX = "hmac:"
-
 _DELETED = ("messages", "deliveries", "attempts", "events",
             "consent_records", "suppressions", "feedback_reports")  # fmt: skip
-
-
-def suppression_key(secret: bytes, address: str) -> str:
-    """The keyed hash an erased address is suppressed under: "hmac:" + hex HMAC-SHA256 of
-    the lower-cased address. Without the secret nobody can test an address against it."""
-    digest = hmac.new(secret, address.lower().encode("utf-8"), hashlib.sha256).hexdigest()
-    return HASH_PREFIX + digest
 
 
 @dataclass(frozen=True)
