@@ -61,14 +61,12 @@ SQL_NOT_YET_BEHIND_THE_QUEUE = frozenset(
         "relay/cli/abuse.py",
         "relay/cli/campaign.py",
         "relay/cli/domain.py",
-        "relay/cli/events.py",
         "relay/cli/queue.py",
         "relay/cli/status.py",
         "relay/cli/suppression.py",
         "relay/feedback/canary.py",
         "relay/feedback/processor.py",
         "relay/feedback/reputation.py",
-        "relay/feedback/webhooks.py",
     }
 )
 """Modules that still run SQL themselves, each to move behind a store of `relay/queue/`;

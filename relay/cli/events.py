@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 import json
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.webhooks import CommittedHorizon, event_json
-from relay.queue.sql import QUERIES
+from relay.feedback.webhooks import event_json
+from relay.queue.database import Pool
+from relay.queue.events import EventLog
+from relay.queue.webhooks import CommittedHorizon
 
 _FOLLOW_SECONDS = 1.0
 _PAGE = 1000
@@ -44,7 +46,7 @@ def events_tail(
     campaign, detail."""
     config = load(config_path)
 
-    async def action(pool: asyncpg.Pool) -> None:
+    async def action(pool: Pool) -> None:
         await _tail(pool, tenant, count, follow, as_json)
 
     try:
@@ -53,12 +55,11 @@ def events_tail(
         pass
 
 
-async def _tail(
-    pool: asyncpg.Pool, tenant: str | None, count: int, follow: bool, as_json: bool
-) -> None:
-    horizon = CommittedHorizon()
-    upto = await horizon.settle(pool) if follow else _NO_LIMIT
-    rows = await pool.fetch(QUERIES["events_last"], tenant, upto, count) if count else []
+async def _tail(pool: Pool, tenant: str | None, count: int, follow: bool, as_json: bool) -> None:
+    log = EventLog(pool)
+    horizon = CommittedHorizon(pool)
+    upto = await horizon.settle() if follow else _NO_LIMIT
+    rows = await log.last(tenant, upto, count) if count else []
     _print(rows, as_json)
     if not follow:
         return
@@ -70,14 +71,14 @@ async def _tail(
             await asyncio.wait_for(stop.wait(), _FOLLOW_SECONDS)
         if stop.is_set():
             return
-        upto = await horizon.advance(pool)
+        upto = await horizon.advance()
         while cursor < upto:
-            rows = await pool.fetch(QUERIES["events_window"], tenant, cursor, upto, _PAGE)
+            rows = await log.window(tenant, cursor, upto, _PAGE)
             _print(rows, as_json)
             cursor = rows[-1]["id"] if len(rows) == _PAGE else upto
 
 
-def _print(rows: list[asyncpg.Record], as_json: bool) -> None:
+def _print(rows: list[Mapping[str, Any]], as_json: bool) -> None:
     for row in rows:
         event = event_json(row)
         if as_json:

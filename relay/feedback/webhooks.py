@@ -54,13 +54,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import Config
 from relay.public_address import NotPublic, PublicResolver, is_public
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.webhooks import CommittedHorizon, WebhookCursors
 
 log = logging.getLogger(__name__)
 
@@ -168,51 +168,12 @@ def targets_of(config: Config) -> dict[str, Target]:
     return targets
 
 
-class CommittedHorizon:
-    """The highest event id below which every event is committed or rolled back for good.
-
-    An INSERT into `events` locks the table (RowExclusiveLock) before it takes its id and
-    keeps the lock until its transaction ends. So: read the sequence's last id H, then the
-    transactions holding that lock; once all of them have ended, no id up to H can still
-    appear. Under steady traffic this trails the newest event by about one poll.
-    """
-
-    def __init__(self) -> None:
-        self.settled = 0
-        self._pending: tuple[int, list[str]] | None = None
-
-    async def advance(self, pool: asyncpg.Pool) -> int:
-        """One step: settle the pending id if its writers are gone, start watching the next."""
-        if self._pending is not None:
-            last, writers = self._pending
-            if await pool.fetchval(QUERIES["events_writers_left"], writers):
-                return self.settled
-            self.settled = max(self.settled, last)
-            self._pending = None
-        last = await pool.fetchval(QUERIES["events_last_allocated_id"])  # before the writers
-        writers = await pool.fetchval(QUERIES["events_writers"])
-        if writers:
-            self._pending = (last, writers)
-        else:
-            self.settled = max(self.settled, last)
-        return self.settled
-
-    async def settle(self, pool: asyncpg.Pool, poll: float = 0.1) -> int:
-        """Wait until every event id handed out by now is settled."""
-        await self.advance(pool)
-        target = self._pending[0] if self._pending is not None else self.settled
-        while self.settled < target:
-            await asyncio.sleep(poll)
-            await self.advance(pool)
-        return self.settled
-
-
 class WebhookDispatcher:
     """Posts every webhook tenant's events; one per relay process, beside delivery."""
 
-    def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
-        self.pool = pool
-        self.horizon = CommittedHorizon()
+    def __init__(self, pool: Pool, config: Config) -> None:
+        self.cursors = WebhookCursors(pool)
+        self.horizon = CommittedHorizon(pool)
         self.targets: dict[str, Target] = {}
         self._session: aiohttp.ClientSession | None = None
         self._private_session: aiohttp.ClientSession | None = None
@@ -254,13 +215,12 @@ class WebhookDispatcher:
         if not targets:
             return
         try:
-            horizon = await self.horizon.advance(self.pool)
-            due = await self.pool.fetch(QUERIES["webhook_due"], list(targets), horizon)
+            horizon = await self.horizon.advance()
+            due = await self.cursors.due(list(targets), horizon)
         except DATABASE_ERRORS as exc:
             log.warning("webhooks: cannot read events: %r", exc)
             return
-        for row in due:
-            tenant: str = row["tenant"]
+        for tenant in due:
             if tenant in self._posting:
                 continue
             task = asyncio.create_task(self._drain(tenant), name=f"webhook:{tenant}")
@@ -286,32 +246,29 @@ class WebhookDispatcher:
         """Claim the tenant, post its next batch, record the outcome. True when a full batch
         was acknowledged (more may be waiting)."""
         tenant = target.tenant
-        claim = await self.pool.fetchrow(QUERIES["webhook_claim"], tenant, LEASE_SECONDS)
+        claim = await self.cursors.claim(tenant, LEASE_SECONDS)
         if claim is None:
             return False  # another process is posting, or the tenant is backing off
-        lease: datetime = claim["next_try_at"]
-        cursor: int = claim["last_event"]
+        lease, cursor = claim.lease, claim.last_event
         self._claims[tenant] = lease
         upto = self.horizon.settled
         retry_upto = self._retry_upto.pop(tenant, None)
         if retry_upto is not None and retry_upto > cursor:
             upto = min(upto, retry_upto)  # the failed batch again, not a longer one
-        rows = await self.pool.fetch(QUERIES["webhook_batch"], tenant, cursor, upto, BATCH_SIZE)
+        rows = await self.cursors.batch(tenant, cursor, upto, BATCH_SIZE)
         if not rows:
-            await self.pool.execute(QUERIES["webhook_advance"], tenant, lease, cursor)
+            await self.cursors.advance(tenant, lease, cursor)
             self._claims.pop(tenant, None)
             return False
         error = await self._post(target, encode_batch(tenant, rows))
         last_id: int = rows[-1]["id"]
         if error is None:
-            status = await self.pool.execute(QUERIES["webhook_advance"], tenant, lease, last_id)
+            held = await self.cursors.advance(tenant, lease, last_id)
             WEBHOOK_POSTS.labels(tenant, "ok").inc()
         else:
-            failures = claim["failures"] + 1
+            failures = claim.failures + 1
             delay = backoff(failures)
-            status = await self.pool.execute(
-                QUERIES["webhook_failed"], tenant, lease, error[:500], delay
-            )
+            held = await self.cursors.failed(tenant, lease, error[:500], delay)
             self._retry_upto[tenant] = last_id
             WEBHOOK_POSTS.labels(tenant, "failed").inc()
             log.warning(
@@ -320,7 +277,7 @@ class WebhookDispatcher:
                 tenant, rows[0]["id"], last_id, error, failures, delay,
             )  # fmt: skip
         self._claims.pop(tenant, None)
-        if status.endswith(" 0"):
+        if not held:
             log.warning("webhooks: tenant %s: claim expired during the POST", tenant)
         return error is None and len(rows) == BATCH_SIZE
 
@@ -363,5 +320,5 @@ class WebhookDispatcher:
         with contextlib.suppress(*DATABASE_ERRORS):
             async with asyncio.timeout(2):
                 for tenant, lease in list(self._claims.items()):
-                    await self.pool.execute(QUERIES["webhook_release"], tenant, lease)
+                    await self.cursors.release(tenant, lease)
         self._claims.clear()

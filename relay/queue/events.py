@@ -86,3 +86,21 @@ def counted(events: Iterable[Event]) -> None:
     """Count recorded events in `relay_feedback_events_total`."""
     for e in events:
         FEEDBACK_EVENTS.labels(e.tenant, e.provider, e.kind).inc()
+
+
+class EventLog:
+    """Events as tenants read them (`relay events tail`), by id, up to a horizon of
+    committed ones (`relay.queue.webhooks.CommittedHorizon`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def last(self, tenant: str | None, upto: int, count: int) -> list[Mapping[str, Any]]:
+        """The last `count` events up to id `upto`, oldest first; every tenant's if None."""
+        return list(await self._pool.fetch(QUERIES["events_last"], tenant, upto, count))
+
+    async def window(
+        self, tenant: str | None, after: int, upto: int, size: int
+    ) -> list[Mapping[str, Any]]:
+        """Events with ids in (after, upto], oldest first, at most `size`."""
+        return list(await self._pool.fetch(QUERIES["events_window"], tenant, after, upto, size))
