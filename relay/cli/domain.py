@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, load, run, with_db
@@ -15,8 +14,8 @@ from relay.dkim.keys import DomainKeys
 from relay.mail.address import AddressError, to_a_label
 from relay.policy.domain_status import verify_and_record
 from relay.policy.domains import Finding, passed
+from relay.queue.database import Pool
 from relay.queue.domains import DomainRecords
-from relay.queue.sql import QUERIES
 
 
 @click.group()
@@ -68,7 +67,7 @@ def _verify_and_report(config_path: Path, name: str) -> None:
     if not any(owning_domain(t, name) == name for t in config.tenants):
         raise click.ClickException(f"{name} is not a domain of any tenant in {config_path}")
 
-    async def action(pool: asyncpg.Pool) -> list[Finding]:
+    async def action(pool: Pool) -> list[Finding]:
         return await verify_and_record(DomainRecords(pool), config, name)
 
     findings = run(with_db(config, action))
@@ -86,7 +85,7 @@ def _verify_and_report(config_path: Path, name: str) -> None:
 def domain_ls(config_path: Path) -> None:
     """Every recorded domain with its last verification."""
     config = load(config_path)
-    rows = run(with_db(config, lambda pool: pool.fetch(QUERIES["domain_list"])))
+    rows = run(with_db(config, lambda pool: DomainRecords(pool).all()))
     for r in rows:
         failing = [f["check"] for f in json.loads(r["findings"]) if f["status"] == "fail"]
         state = "verified" if r["passed"] else f"failing: {', '.join(failing)}"

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
-from relay.queue.sql import QUERIES
+from relay.queue.admin import Change, QueueAdmin
+from relay.queue.database import Pool
 
 
 @click.group()
@@ -29,7 +29,7 @@ def queue_ls(
 ) -> None:
     """List deliveries (one row per recipient)."""
     config = load(config_path)
-    rows = run(with_db(config, lambda p: p.fetch(QUERIES["list_deliveries"], state, tenant, limit)))
+    rows = run(with_db(config, lambda p: QueueAdmin(p).deliveries(state, tenant, limit)))
     if as_json:
         click.echo(json.dumps([jsonable(dict(r)) for r in rows], indent=2))
         return
@@ -43,13 +43,13 @@ def queue_ls(
             click.echo(f"{'':>8} last reply: {r['last_reply']}")
 
 
-async def _resolve(pool: asyncpg.Pool, prefix: str) -> uuid.UUID:
-    rows = await pool.fetch(QUERIES["find_messages"], prefix.lower())
-    if len(rows) != 1:
+async def _resolve(admin: QueueAdmin, prefix: str) -> uuid.UUID:
+    found = await admin.messages_starting(prefix)
+    if len(found) != 1:
         raise click.ClickException(
-            f"no message matches {prefix!r}" if not rows else f"{prefix!r} is ambiguous"
+            f"no message matches {prefix!r}" if not found else f"{prefix!r} is ambiguous"
         )
-    return rows[0]["id"]
+    return found[0]
 
 
 @queue.command("show")
@@ -60,13 +60,9 @@ def queue_show(config_path: Path, message: str, as_json: bool) -> None:
     """Show one message (id or unique prefix): envelope, deliveries and every attempt."""
     config = load(config_path)
 
-    async def action(pool: asyncpg.Pool) -> dict[str, Any]:
-        mid = await _resolve(pool, message)
-        msg = dict(await pool.fetchrow(QUERIES["show_message"], mid))
-        msg["deliveries"] = [dict(r) for r in await pool.fetch(QUERIES["show_deliveries"], mid)]
-        msg["attempts"] = [dict(r) for r in await pool.fetch(QUERIES["show_attempts"], mid)]
-        msg["policy"] = [dict(r) for r in await pool.fetch(QUERIES["show_policy_results"], mid)]
-        return msg
+    async def action(pool: Pool) -> dict[str, Any]:
+        admin = QueueAdmin(pool)
+        return await admin.message(await _resolve(admin, message))
 
     info = run(with_db(config, action))
     head = bytes(info.pop("head"))
@@ -92,16 +88,13 @@ def queue_show(config_path: Path, message: str, as_json: bool) -> None:
         click.echo("headers:\n" + headers)
 
 
-def _admin_command(query: str, verb: str) -> Callable[[Path, str], None]:
+def _admin_command(change: Change, verb: str) -> Callable[[Path, str], None]:
     def command(config_path: Path, message: str) -> None:
         config = load(config_path)
 
-        async def action(pool: asyncpg.Pool) -> int:
-            mid = await _resolve(pool, message)
-            async with pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(QUERIES[query], mid)
-                await conn.execute(QUERIES["notify_queue"])
-            return len(rows)
+        async def action(pool: Pool) -> int:
+            admin = QueueAdmin(pool)
+            return await admin.change(change, await _resolve(admin, message))
 
         count = run(with_db(config, action))
         click.echo(f"{verb} {count} queued deliveries of {message}")
@@ -110,8 +103,8 @@ def _admin_command(query: str, verb: str) -> Callable[[Path, str], None]:
 
 
 queue.command("retry", help="Try a message's queued deliveries now.")(
-    click.argument("message")(config_option(_admin_command("retry_message", "rescheduled")))
+    click.argument("message")(config_option(_admin_command("retry", "rescheduled")))
 )
 queue.command("delete", help="Stop delivering a message (kept, marked deleted).")(
-    click.argument("message")(config_option(_admin_command("delete_message", "deleted")))
+    click.argument("message")(config_option(_admin_command("delete", "deleted")))
 )

@@ -2,6 +2,7 @@
 and the background re-check, read by the SMTP path through an in-memory map."""
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,10 @@ class DomainRecords:
         """Each recorded domain's failed checks (empty when it passed)."""
         rows = await self._pool.fetch(QUERIES["domain_failures"])
         return {r["domain"]: frozenset(r["failing"]) for r in rows}
+
+    async def all(self) -> list[Mapping[str, Any]]:
+        """Every recorded domain with its last result (`relay domain list`)."""
+        return list(await self._pool.fetch(QUERIES["domain_list"]))
 
     async def due(self, older_than_seconds: float) -> list[str]:
         """Domains whose last check is older than that."""
