@@ -60,7 +60,6 @@ SQL_NOT_YET_BEHIND_THE_QUEUE = frozenset(
     {
         "relay/cli/abuse.py",
         "relay/cli/campaign.py",
-        "relay/cli/status.py",
         "relay/cli/suppression.py",
         "relay/feedback/canary.py",
         "relay/feedback/processor.py",

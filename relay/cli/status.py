@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run
@@ -37,7 +36,7 @@ from relay.config.schema import Config, ListenerSection, split_host_port
 from relay.delivery.shaping import site_limits
 from relay.queue.database import Database
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.sql import QUERIES
+from relay.queue.status import StatusReader
 
 QUEUE_STATES = ("due", "scheduled", "in-flight", "held")
 """What a queued delivery waits for, as `status_queue` names it."""
@@ -140,56 +139,48 @@ async def read_database(
             database = await Database.open(config, run_migrations=False)
     except DATABASE_ERRORS as exc:
         return DatabaseHealth(False, error=_error(exc)), None
+    reader = StatusReader(database.pool)
     try:
-        async with database.pool.acquire() as conn:
-            try:
-                async with asyncio.timeout(wait):
-                    started = time.perf_counter()
-                    info = await conn.fetchrow(QUERIES["status_database"])
-                    latency = (time.perf_counter() - started) * 1000
-            except DATABASE_ERRORS as exc:
-                return DatabaseHealth(False, error=_error(exc)), None
-            health = DatabaseHealth(
-                True, info["version"], info["database"], info["in_recovery"], latency
-            )
-            try:
-                return health, await read_snapshot(conn, config, top)
-            except DATABASE_ERRORS as exc:  # e.g. a database the relay never migrated
-                return replace(health, error=_error(exc)), None
+        try:
+            async with asyncio.timeout(wait):
+                started = time.perf_counter()
+                info = await reader.server()
+                latency = (time.perf_counter() - started) * 1000
+        except DATABASE_ERRORS as exc:
+            return DatabaseHealth(False, error=_error(exc)), None
+        health = DatabaseHealth(
+            True, info["version"], info["database"], info["in_recovery"], latency
+        )
+        try:
+            return health, await read_snapshot(reader, config, top)
+        except DATABASE_ERRORS as exc:  # e.g. a database the relay never migrated
+            return replace(health, error=_error(exc)), None
     finally:
         await database.close()
 
 
-async def read_snapshot(conn: asyncpg.Connection, config: Config, top: int) -> Snapshot:
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-
-        async def rows(name: str, *args: object) -> list[Row]:
-            return [dict(r) for r in await conn.fetch(QUERIES[name], *args)]
-
-        clock = await conn.fetchrow(QUERIES["status_clock"])
-        counted = {r["state"]: r for r in await rows("status_queue")}
-        oldest = await conn.fetchrow(QUERIES["status_oldest"])
-        empty = {"deliveries": 0, "messages": 0}
-        sites = [_with_ceiling(r, config) for r in await rows("status_sites")]
-        return Snapshot(
-            at=clock["now"],
-            top=top,
-            queue={
-                s: {k: counted.get(s, empty)[k] for k in ("deliveries", "messages")}
-                for s in QUEUE_STATES
-            },
-            oldest=dict(oldest) if oldest else None,
-            destinations=await rows("status_destinations", top),
-            held=await rows("status_held"),
-            rates_since=clock["rates_since"],
-            rates=[
-                _with_complaint_rate(r) for r in await rows("status_rates", clock["rates_since"])
-            ],
-            suspensions=await rows("status_suspensions"),
-            campaigns=await rows("status_campaigns"),
-            sites=[s for s in sites if s["paused"] or s["throttled"]],
-            throttles=await rows("status_throttles"),
-        )
+async def read_snapshot(reader: StatusReader, config: Config, top: int) -> Snapshot:
+    raw = await reader.snapshot(top)
+    counted = {r["state"]: r for r in raw["queue"]}
+    empty = {"deliveries": 0, "messages": 0}
+    sites = [_with_ceiling(r, config) for r in raw["sites"]]
+    return Snapshot(
+        at=raw["now"],
+        top=top,
+        queue={
+            s: {k: counted.get(s, empty)[k] for k in ("deliveries", "messages")}
+            for s in QUEUE_STATES
+        },
+        oldest=raw["oldest"],
+        destinations=raw["destinations"],
+        held=raw["held"],
+        rates_since=raw["rates_since"],
+        rates=[_with_complaint_rate(r) for r in raw["rates"]],
+        suspensions=raw["suspensions"],
+        campaigns=raw["campaigns"],
+        sites=[s for s in sites if s["paused"] or s["throttled"]],
+        throttles=raw["throttles"],
+    )
 
 
 def _with_complaint_rate(row: Row) -> Row:
