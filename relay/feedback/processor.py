@@ -38,7 +38,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
 from prometheus_client import Counter
 
 from relay.config.schema import Config
@@ -48,10 +47,10 @@ from relay.feedback.authentic import vouching_provider
 from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
 from relay.mail.address import AddressError, parse_path
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.events import Event, Kind, record
-from relay.queue.sql import QUERIES
-from relay.queue.suppressions import suppress
+from relay.queue.events import Event, Kind
+from relay.queue.reports import Delivery, NewReport, ReportInbox, ReportWork
 
 log = logging.getLogger(__name__)
 _BATCH = 20
@@ -63,16 +62,6 @@ REPORTS = Counter(
     "(processed, unmatched: no message of ours found, malformed: no parser could read it).",
     ["channel", "kind", "state"],
 )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    recipient: str
-    message_id: uuid.UUID
-    provider: str
-    tenant: str
-    campaign: str
 
 
 @dataclass(frozen=True)
@@ -104,9 +93,9 @@ def _queue_id(value: str | None) -> uuid.UUID | None:
 
 class FeedbackProcessor:
     def __init__(
-        self, pool: asyncpg.Pool, config: Config, secret: bytes | None, wake: asyncio.Event
+        self, pool: Pool, config: Config, secret: bytes | None, wake: asyncio.Event
     ) -> None:
-        self.pool = pool
+        self.inbox = ReportInbox(pool)
         self.config = config
         self.secret = secret
         self.wake = wake
@@ -128,63 +117,33 @@ class FeedbackProcessor:
 
     async def process_pending(self) -> int:
         """Process up to one batch of new reports; the number processed."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(QUERIES["feedback_reports_new"], _BATCH)
-            for row in rows:
+        async with self.inbox.claim_new(_BATCH) as (reports, work):
+            for report in reports:
                 try:
-                    async with conn.transaction():  # a savepoint: one report's failure is its own
-                        result = await self._process(conn, row)
+                    async with work.savepoint():
+                        result = await self._process(work, report)
                 except DATABASE_ERRORS:
                     raise
                 except Exception as exc:  # a parser or matching bug must not lose the report
-                    log.exception("feedback report %d could not be processed", row["id"])
+                    log.exception("feedback report %d could not be processed", report.id)
                     result = Result("malformed", problem=f"processing failed: {exc!r}")
-                await conn.execute(
-                    QUERIES["feedback_report_done"],
-                    row["id"],
-                    result.state,
-                    result.kind,
-                    result.problem,
-                    result.tenant,
-                    result.message_id,
-                    result.reporter,
-                )
-                REPORTS.labels(row["channel"], result.kind or "", result.state).inc()
-                log.info(
-                    "feedback report %d: %s %s %s",
-                    row["id"],
-                    result.kind,
-                    result.state,
-                    result.problem or "",
-                )
-        return len(rows)
+                await work.done(report.id, result.state, result.kind, result.problem,
+                                result.tenant, result.message_id, result.reporter)  # fmt: skip
+                REPORTS.labels(report.channel, result.kind or "", result.state).inc()
+                log.info("feedback report %d: %s %s %s", report.id, result.kind, result.state,
+                         result.problem or "")  # fmt: skip
+        return len(reports)
 
-    async def _process(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Result:
-        raw = bytes(row["raw"])
-        if row["channel"] in ("abuse", "abuse-form"):
-            return await self._abuse(conn, raw, row["reporter"])
-        if b"feedback-report" in raw[:65536].lower():
-            return await self._complaint(conn, raw, row["recipients"], row["client_address"])
-        return await self._bounce(conn, raw, row["recipients"])
-
-    @staticmethod
-    async def _recorded(
-        conn: asyncpg.Connection, message_id: uuid.UUID, address: str, kinds: Sequence[str]
-    ) -> bool:
-        """Whether such an event is recorded already; holds the pair's lock until the
-        transaction ends, so the check and the record that follows are one step."""
-        await conn.execute(QUERIES["feedback_lock"], str(message_id), address)
-        return bool(
-            await conn.fetchval(
-                QUERIES["feedback_already_recorded"], message_id, address, list(kinds)
-            )
-        )
+    async def _process(self, work: ReportWork, report: NewReport) -> Result:
+        if report.channel in ("abuse", "abuse-form"):
+            return await self._abuse(work, report.raw, report.reporter)
+        if b"feedback-report" in report.raw[:65536].lower():
+            return await self._complaint(work, report.raw, report.recipients, report.client_address)
+        return await self._bounce(work, report.raw, report.recipients)
 
     # -- finding the delivery ------------------------------------------------------------------
 
-    async def _by_verp(
-        self, conn: asyncpg.Connection, addresses: Sequence[str | None]
-    ) -> Delivery | None:
+    async def _by_verp(self, work: ReportWork, addresses: Sequence[str | None]) -> Delivery | None:
         if self.secret is None:
             return None
         for address in addresses:
@@ -192,14 +151,14 @@ class FeedbackProcessor:
                 self.secret, address or "", int(self.config.feedback.return_path_lifetime // 86400)
             )
             if delivery_id is not None:
-                row = await conn.fetchrow(QUERIES["delivery_by_id"], delivery_id)
-                if row is not None:
-                    return Delivery(**dict(row))
+                delivery = await work.delivery(delivery_id)
+                if delivery is not None:
+                    return delivery
         return None
 
     async def _by_trace(
         self,
-        conn: asyncpg.Connection,
+        work: ReportWork,
         queue_id: str | None,
         message_id: str | None,
         recipient: str | None,
@@ -208,22 +167,18 @@ class FeedbackProcessor:
         recipient when the report names one; a message with one recipient needs none."""
         if _queue_id(queue_id) is None and not message_id:
             return None
-        rows = await conn.fetch(
-            QUERIES["deliveries_of_message"], _queue_id(queue_id), message_id, recipient
-        )
-        if recipient is None and len({r["message_id"] for r in rows}) == 1 and len(rows) > 1:
+        found = await work.deliveries_of(_queue_id(queue_id), message_id, recipient)
+        if recipient is None and len({d.message_id for d in found}) == 1 and len(found) > 1:
             return None  # several recipients and none named: do not guess
-        return Delivery(**dict(rows[0])) if rows else None
+        return found[0] if found else None
 
     # -- the three kinds of report -------------------------------------------------------------
 
-    async def _bounce(
-        self, conn: asyncpg.Connection, raw: bytes, recipients: Sequence[str]
-    ) -> Result:
+    async def _bounce(self, work: ReportWork, raw: bytes, recipients: Sequence[str]) -> Result:
         parsed = await asyncio.to_thread(parse_bounce, raw)
         if not parsed.reports:
             return Result("malformed", "bounce", parsed.problem or "no recipient in the report")
-        delivery = await self._by_verp(conn, recipients)
+        delivery = await self._by_verp(work, recipients)
         report = parsed.reports[0]
         if delivery is not None:
             named = [
@@ -232,7 +187,7 @@ class FeedbackProcessor:
             report = named[0] if named else report
         else:
             delivery = await self._by_trace(
-                conn, parsed.queue_id, parsed.message_id, _address(report.recipient)
+                work, parsed.queue_id, parsed.message_id, _address(report.recipient)
             )
         if delivery is None:
             return Result("unmatched", "bounce", "no delivery of ours matches the bounce")
@@ -247,7 +202,7 @@ class FeedbackProcessor:
             "source": "dsn",
         }
         kind: Kind = "bounced" if report.failed else "deferred"
-        if await self._recorded(conn, delivery.message_id, delivery.recipient, [kind]):
+        if await work.recorded(delivery.message_id, delivery.recipient, [kind]):
             return Result(
                 "duplicate",
                 "bounce",
@@ -256,15 +211,15 @@ class FeedbackProcessor:
                 delivery.message_id,
             )
         if report.failed and verdict.hard:
-            await suppress(
-                conn, delivery.tenant, delivery.recipient, "hard-bounce", f"dsn {report.status}"
+            await work.suppress(
+                delivery.tenant, delivery.recipient, "hard-bounce", f"dsn {report.status}"
             )
-        await record(conn, [self._event(delivery, kind, delivery.recipient, detail)])
+        await work.record([self._event(delivery, kind, delivery.recipient, detail)])
         return Result("processed", "bounce", None, delivery.tenant, delivery.message_id)
 
     async def _complaint(
         self,
-        conn: asyncpg.Connection,
+        work: ReportWork,
         raw: bytes,
         recipients: Sequence[str],
         client_address: str | None,
@@ -275,11 +230,11 @@ class FeedbackProcessor:
             return Result("malformed", "complaint", parsed.problem or "not an ARF report")
         return_path = report.original.get("Return-Path") if report.original else None
         delivery = await self._by_verp(
-            conn, [*recipients, report.original_mail_from, _address(return_path)]
+            work, [*recipients, report.original_mail_from, _address(return_path)]
         )
         complainant = _address(report.complainant)
         if delivery is None:
-            delivery = await self._by_trace(conn, report.queue_id, report.message_id, complainant)
+            delivery = await self._by_trace(work, report.queue_id, report.message_id, complainant)
         if delivery is None:
             return Result(
                 "unmatched",
@@ -318,7 +273,7 @@ class FeedbackProcessor:
                 delivery.message_id,
                 complainant,
             )
-        if await self._recorded(conn, delivery.message_id, complainant, ["complained"]):
+        if await work.recorded(delivery.message_id, complainant, ["complained"]):
             return Result(
                 "duplicate",
                 "complaint",
@@ -327,21 +282,18 @@ class FeedbackProcessor:
                 delivery.message_id,
                 complainant,
             )
-        await suppress(
-            conn,
+        await work.suppress(
             delivery.tenant,
             complainant,
             "complaint",
             f"arf {report.user_agent or ''}".strip(),
         )
-        await record(conn, [self._event(delivery, "complained", complainant, detail)])
+        await work.record([self._event(delivery, "complained", complainant, detail)])
         return Result(
             "processed", "complaint", None, delivery.tenant, delivery.message_id, complainant
         )
 
-    async def _abuse(
-        self, conn: asyncpg.Connection, raw: bytes, form_reporter: str | None
-    ) -> Result:
+    async def _abuse(self, work: ReportWork, raw: bytes, form_reporter: str | None) -> Result:
         parsed = await asyncio.to_thread(parse_forwarded, raw)
         reporter = _address(form_reporter) or _address(parsed.reporter)
         if parsed.original is None:
@@ -357,19 +309,19 @@ class FeedbackProcessor:
             if reporter in original_to
             else (original_to[0] if len(original_to) == 1 else None)
         )
-        delivery = await self._by_trace(conn, parsed.queue_id, parsed.message_id, named)
+        delivery = await self._by_trace(work, parsed.queue_id, parsed.message_id, named)
         if delivery is None:
-            delivery = await self._by_trace(conn, parsed.queue_id, parsed.message_id, None)
+            delivery = await self._by_trace(work, parsed.queue_id, parsed.message_id, None)
         if delivery is None:
             return Result(
                 "unmatched", "abuse", "no message of ours matches the report", reporter=reporter
             )
         addressed = reporter is not None and (
             reporter == delivery.recipient.lower()
-            or await self._by_trace(conn, str(delivery.message_id), None, reporter) is not None
+            or await self._by_trace(work, str(delivery.message_id), None, reporter) is not None
         )
         counted = reporter if addressed else delivery.recipient.lower()
-        if await self._recorded(conn, delivery.message_id, counted, ["abuse-report"]):
+        if await work.recorded(delivery.message_id, counted, ["abuse-report"]):
             return Result(
                 "duplicate",
                 "abuse",
@@ -380,14 +332,14 @@ class FeedbackProcessor:
             )
         suppressed = {delivery.recipient.lower(), *([reporter] if addressed else [])}
         for address in sorted(a for a in suppressed if a):
-            await suppress(conn, delivery.tenant, address, "abuse-report", "abuse desk")
+            await work.suppress(delivery.tenant, address, "abuse-report", "abuse desk")
         detail = {
             "reporter": reporter,
             "how": parsed.how,
             "subject": parsed.subject,
             "reporter_was_a_recipient": addressed,
         }
-        await record(conn, [self._event(delivery, "abuse-report", counted, detail)])
+        await work.record([self._event(delivery, "abuse-report", counted, detail)])
         return Result("processed", "abuse", None, delivery.tenant, delivery.message_id, reporter)
 
     @staticmethod
