@@ -1,4 +1,7 @@
-"""Every metric the relay exports, declared once, with how to read it.
+"""The metrics that several parts of the relay share (submission, delivery, the queue, the
+HTTP listener), declared once, with how to read them. A metric of one feature alone is
+declared beside it: site shaping, reputation, canaries, retention, webhooks, events, the
+feedback processor, the policy pipeline and `relay policy eval`.
 
 Labels are bounded: tenant, listener, outcome, reason, never an address or message id.
 """

@@ -64,7 +64,7 @@ def _unsub(recipients: list[str]) -> tuple[Outcome, str, bool]:
                         newsletter(unsubscribe=None, post=None))  # fmt: skip
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
     verdict = next(v for v in verdicts if v.rule == "P-UNSUB")
-    return verdict.outcome, verdict.reason, bool(ctx.extras.get("add_unsubscribe"))
+    return verdict.outcome, verdict.reason, ctx.add_unsubscribe
 
 
 def test_relay_mode_adds_only_for_one_recipient() -> None:

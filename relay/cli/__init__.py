@@ -1,5 +1,6 @@
-"""The `relay` command: serve, check-config, hash-password, migrate, sink, and the groups
-queue, suppression, consent, policy, domain and dkim (one module each)."""
+"""The `relay` command: serve, check-config, hash-password, migrate and sink here; the
+groups queue, suppression, consent, policy, domain, dkim, abuse, campaign, tenant and
+events, and the commands status and erase, one module each."""
 
 import getpass
 import logging

@@ -2,9 +2,10 @@
 
 The loop (after procrastinate's worker): a dispatcher leases up to the free capacity of due
 deliveries (`FOR UPDATE SKIP LOCKED`, with a lease that expires), groups them by destination
-domain and starts one task per connection's worth; a semaphore per domain bounds its
-parallel connections. Side tasks keep the leases alive while work is in flight and wake the
-dispatcher on `NOTIFY relay_queue`; polling every second covers a lost notification.
+domain and starts one task per connection's worth; a semaphore per site (the operator of
+the destination's MX hosts, `relay.delivery.shaping`) bounds its parallel connections.
+Side tasks keep the leases alive while work is in flight and wake the dispatcher on
+`NOTIFY relay_queue`; polling every second covers a lost notification.
 
 A worker that dies loses its leases when they expire and another takes the work over
 (at-least-once: a crash between the remote 250 and our commit may deliver twice, never

@@ -14,10 +14,17 @@ from email.parser import BytesParser
 from email.policy import default
 from email.utils import getaddresses
 from functools import cached_property
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from relay.config.schema import TenantSection
 from relay.mail.address import AddressError, to_a_label
+from relay.policy.mime import Reading
+from relay.policy.phrasebook import Found
+from relay.policy.render import Rendered
+from relay.policy.words import MessageWords
+
+if TYPE_CHECKING:  # the check that reads the footer imports this module
+    from relay.policy.checks.identity import Footer
 
 Phase = Literal["connect", "mail", "rcpt", "data"]
 _PARSER = BytesParser(policy=default)
@@ -65,6 +72,18 @@ class Lookups(Protocol):
 
 
 @dataclass
+class Readings:
+    """What the text rules read of the message, made once and shared by every check that
+    needs it (`relay.policy.reading`); None until the first check asks."""
+
+    mime: Reading | None = None
+    rendered: Rendered | None = None
+    words: MessageWords | None = None
+    phrases: Found | None = None
+    footer: "Footer | None" = None
+
+
+@dataclass
 class PolicyContext:
     tenant: TenantSection
     mail_from: str = ""
@@ -78,8 +97,11 @@ class PolicyContext:
     passed: spf, dkim, dmarc, whois); None when not required (or offline)."""
     service_contacts: tuple[str, ...] = ()
     """The sending service's own contacts (P-NO-SERVICE-CONTACT)."""
-    extras: dict[str, object] = field(default_factory=dict)
-    """What checks compute once and share (the visible text, say)."""
+    readings: Readings = field(default_factory=Readings)
+    """What the text rules read of the message, once for all of them."""
+    add_unsubscribe: bool = False
+    """P-UNSUB's decision: the relay adds the List-Unsubscribe fields (RFC 8058) to this
+    message before signing, the tenant having asked for it."""
     signing_domains: frozenset[str] | None = None
     """Domains that hold an active DKIM key (P-DKIM); None when not known (offline)."""
     allow_unsigned: bool = False

@@ -3,7 +3,7 @@
 `mime`: the message's structure, walked within its limits (`relay.policy.mime`);
 `rendered`: the inline text parts decoded and HTML rendered
 (`relay.policy.render`); `phrases`: every phrase of the phrase data found in the Subject and
-that text (`relay.policy.phrasebook`). Both are kept in the context's `extras`, so the
+that text (`relay.policy.phrasebook`). They are kept in the context's `readings`, so the
 checks that need them (P-IDENTITY, P-CONSENT-NOTE, P-UNSUB, P-NO-SERVICE-CONTACT,
 P-CONTENT) pay for them once, and transactional mail that none of the bulk checks reads
 pays only for what P-CONTENT and P-NO-SERVICE-CONTACT need.
@@ -20,17 +20,15 @@ from relay.policy.words import MessageWords
 
 def mime(ctx: PolicyContext) -> Reading:
     """The message's MIME structure, walked within the context's limits."""
-    cached = ctx.extras.get("mime")
-    if not isinstance(cached, Reading):
-        cached = ctx.extras["mime"] = read(ctx.raw, ctx.max_mime_parts, ctx.max_mime_depth)
-    return cached
+    if ctx.readings.mime is None:
+        ctx.readings.mime = read(ctx.raw, ctx.max_mime_parts, ctx.max_mime_depth)
+    return ctx.readings.mime
 
 
 def rendered(ctx: PolicyContext) -> Rendered:
-    cached = ctx.extras.get("rendered")
-    if not isinstance(cached, Rendered):
-        cached = ctx.extras["rendered"] = render(mime(ctx).parts)
-    return cached
+    if ctx.readings.rendered is None:
+        ctx.readings.rendered = render(mime(ctx).parts)
+    return ctx.readings.rendered
 
 
 def subject(ctx: PolicyContext) -> str:
@@ -39,18 +37,16 @@ def subject(ctx: PolicyContext) -> str:
 
 def message_words(ctx: PolicyContext) -> MessageWords:
     """The words of the Subject and the visible text (`relay.policy.words`)."""
-    cached = ctx.extras.get("words")
-    if not isinstance(cached, MessageWords):
-        cached = ctx.extras["words"] = shipped().words(f"{subject(ctx)}\n{rendered(ctx).text}")
-    return cached
+    if ctx.readings.words is None:
+        ctx.readings.words = shipped().words(f"{subject(ctx)}\n{rendered(ctx).text}")
+    return ctx.readings.words
 
 
 def phrases(ctx: PolicyContext) -> Found:
     """Phrases of the shipped data in the Subject and the visible text."""
-    cached = ctx.extras.get("phrases")
-    if not isinstance(cached, Found):
-        cached = ctx.extras["phrases"] = shipped().find(message_words(ctx))
-    return cached
+    if ctx.readings.phrases is None:
+        ctx.readings.phrases = shipped().find(message_words(ctx))
+    return ctx.readings.phrases
 
 
 def prepare(countries: Iterable[str]) -> None:

@@ -245,7 +245,7 @@ class SubmissionHandler:
         if refused is not None:
             return self._refuse(tenant.name, refused.rule, refused.reply())
         audit = [*envelope.policy_verdicts, *verdicts]
-        if ctx.extras.get("add_unsubscribe"):  # P-UNSUB: before signing, so DKIM covers it
+        if ctx.add_unsubscribe:  # P-UNSUB: before signing, so DKIM covers it
             if self.unsubscribe_secret is None:
                 return self._refuse(tenant.name, "internal", replies.INTERNAL_ERROR)
             request = Unsubscribe(tenant.name, envelope.rcpt_tos[0], header_id)

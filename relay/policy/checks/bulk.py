@@ -179,5 +179,5 @@ class OneClickUnsubscribe:
             )
         if not rendered(ctx).links:
             return Verdict.reject(self.rule, "bulk mail needs a visible unsubscribe link")
-        ctx.extras["add_unsubscribe"] = True
+        ctx.add_unsubscribe = True
         return Verdict.ok(self.rule, "the relay adds its signed one-click List-Unsubscribe")

@@ -101,7 +101,7 @@ def _same_word(config: str, seen: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Footer:
+class Footer:
     words: MessageWords
     raw: str
     addresses: tuple[str, ...]
@@ -161,10 +161,9 @@ class _Footer:
         )
 
 
-def _footer(ctx: PolicyContext) -> _Footer:
-    cached = ctx.extras.get("footer")
-    if isinstance(cached, _Footer):
-        return cached
+def _footer(ctx: PolicyContext) -> Footer:
+    if ctx.readings.footer is not None:
+        return ctx.readings.footer
     shown = rendered(ctx)
     addresses = _written_addresses(shown.text)
     addresses += [
@@ -172,8 +171,8 @@ def _footer(ctx: PolicyContext) -> _Footer:
         for link in shown.links
         if link.lower().startswith("mailto:")
     ]
-    footer = _Footer(message_words(ctx), shown.text, tuple(addresses))
-    ctx.extras["footer"] = footer
+    footer = Footer(message_words(ctx), shown.text, tuple(addresses))
+    ctx.readings.footer = footer
     return footer
 
 
