@@ -62,7 +62,6 @@ SQL_NOT_YET_BEHIND_THE_QUEUE = frozenset(
         "relay/cli/campaign.py",
         "relay/cli/suppression.py",
         "relay/feedback/canary.py",
-        "relay/feedback/reputation.py",
     }
 )
 """Modules that still run SQL themselves, each to move behind a store of `relay/queue/`;

@@ -40,15 +40,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-import asyncpg
 from prometheus_client import Gauge
 
 from relay.config.schema import ReputationSection
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
-from relay.queue.events import Event, Kind, record
-from relay.queue.sql import QUERIES
+from relay.queue.events import Event, Kind
+from relay.queue.reputation import ReputationStore, ReputationWork, Suspension
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +177,6 @@ def duration(seconds: float) -> str:
 # -- what the rest of the relay reads --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Suspension:
-    tenant: str
-    rule: str  # P-COMPLAINT | P-BOUNCE | manual
-    reason: str
-    since: datetime
-    suspended_by: str | None = None
-
-
 class SuspensionCache:
     """The open suspensions, as the SMTP path reads them: one query for all tenants at most
     every `max_age` seconds, never one per message. A refresh that fails keeps the last
@@ -193,24 +184,24 @@ class SuspensionCache:
 
     def __init__(self, max_age: float = REFRESH_SECONDS) -> None:
         self.max_age = max_age
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         self._by_tenant: dict[str, tuple[Suspension, ...]] | None = None
         self._loaded_at = -math.inf
 
-    async def of(self, pool: asyncpg.Pool, tenant: str) -> tuple[Suspension, ...]:
+    async def of(self, pool: Pool, tenant: str) -> tuple[Suspension, ...]:
         """The open suspensions of `tenant` (empty: it sends bulk mail as usual)."""
         if self._pool is not pool or self._by_tenant is None:
-            self.replace(pool, await _open_suspensions(pool))
+            self.replace(pool, await ReputationStore(pool).open_suspensions())
         elif time.monotonic() - self._loaded_at > self.max_age:
             self._loaded_at = time.monotonic()  # one refresh at a time; the rest read the copy
             try:
-                self.replace(pool, await _open_suspensions(pool))
+                self.replace(pool, await ReputationStore(pool).open_suspensions())
             except DATABASE_ERRORS as exc:
                 log.warning("cannot refresh bulk suspensions, keeping the last copy: %r", exc)
         assert self._by_tenant is not None
         return self._by_tenant.get(tenant, ())
 
-    def replace(self, pool: asyncpg.Pool, suspensions: Iterable[Suspension]) -> None:
+    def replace(self, pool: Pool, suspensions: Iterable[Suspension]) -> None:
         by_tenant: dict[str, tuple[Suspension, ...]] = {}
         for s in suspensions:
             by_tenant[s.tenant] = (*by_tenant.get(s.tenant, ()), s)
@@ -234,15 +225,11 @@ def throttle_factor(tenant: str, provider: str) -> float:
     return _factors.get((tenant, provider), 1.0)
 
 
-async def _open_suspensions(pool: asyncpg.Pool | asyncpg.Connection) -> list[Suspension]:
-    rows = await pool.fetch(QUERIES["reputation_suspensions_open"], None)
-    return [Suspension(**dict(r)) for r in rows]
-
-
-async def refresh(pool: asyncpg.Pool) -> None:
+async def refresh(pool: Pool) -> None:
     """Reload the factors and the open suspensions (whichever process ran the round), and
     set the gauges from them."""
-    rows = await pool.fetch(QUERIES["reputation_throttles"], None)
+    store = ReputationStore(pool)
+    rows = await store.throttles(None)
     factors = {(r["tenant"], r["provider"]): float(r["factor"]) for r in rows}
     for key in _factors.keys() - factors.keys():
         THROTTLE_FACTOR.labels(*key).set(1.0)
@@ -251,7 +238,7 @@ async def refresh(pool: asyncpg.Pool) -> None:
     _factors.clear()
     _factors.update(factors)
 
-    suspensions = await _open_suspensions(pool)
+    suspensions = await store.open_suspensions()
     SUSPENSIONS.replace(pool, suspensions)
     open_now = {(s.tenant, s.rule) for s in suspensions}
     for key in _suspended_gauges - open_now:
@@ -283,23 +270,23 @@ def _event(tenant: str, kind: str, provider: str = "", **detail: object) -> Even
 
 
 async def evaluate(
-    pool: asyncpg.Pool, settings: ReputationSection, *, min_gap: float | None = None
+    pool: Pool, settings: ReputationSection, *, min_gap: float | None = None
 ) -> Round | None:
     """Judge every tenant's rates once, in one transaction; None when another process ran a
     round less than `min_gap` seconds ago (default: half of `check_every`)."""
     gap = settings.check_every / 2 if min_gap is None else min_gap
-    async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(QUERIES["reputation_round_start"], gap) is None:
+    async with ReputationStore(pool).transaction() as work:
+        if not await work.claim_round(gap):
             return None
-        rows = await conn.fetch(QUERIES["reputation_counts"], settings.window, None)
+        rows = await work.counts(settings.window, None)
         per_provider = {(r["tenant"], r["provider"]): Counts.of(r) for r in rows}
         per_tenant: dict[str, Counts] = {}
         for (tenant, _), counts in per_provider.items():
             per_tenant[tenant] = per_tenant.get(tenant, Counts()) + counts
         events: list[Event] = []
-        factors = await _throttle(conn, per_provider, settings, events)
-        opened = await _suspend_over_limit(conn, per_tenant, settings)
-        held = await _hold_bulk(conn)
+        factors = await _throttle(work, per_provider, settings, events)
+        opened = await _suspend_over_limit(work, per_tenant, settings)
+        held = await _hold_bulk(work)
         for s in opened:
             count = held.get((s.tenant, s.rule), 0)
             events.append(_event(s.tenant, "suspended", rule=s.rule, reason=s.reason, held=count))
@@ -315,12 +302,12 @@ async def evaluate(
         for (tenant, rule), count in held.items():
             if count and not any(s.tenant == tenant and s.rule == rule for s in opened):
                 log.info("tenant %s: %d more bulk deliveries held (%s)", tenant, count, rule)
-        await record(conn, events)
+        await work.record(events)
     return Round(factors, opened, held)
 
 
 async def _throttle(
-    conn: asyncpg.Connection,
+    work: ReputationWork,
     per_provider: Mapping[tuple[str, str], Counts],
     settings: ReputationSection,
     events: list[Event],
@@ -328,7 +315,7 @@ async def _throttle(
     """Step each (tenant, provider) factor; an event for each cut and for a lifted one."""
     stored = {
         (r["tenant"], r["provider"]): (float(r["factor"]), r["rule"], r["reason"])
-        for r in await conn.fetch(QUERIES["reputation_throttles"], None)
+        for r in await work.throttles(None)
     }
     changed: dict[tuple[str, str], float] = {}
     for key in sorted(per_provider.keys() | stored.keys()):
@@ -344,12 +331,7 @@ async def _throttle(
         if over:
             rule = over[0].rule
             reason = "; ".join(m.describe(settings.window, "warn") for m in over)
-        if new >= 1.0:
-            await conn.execute(QUERIES["reputation_throttle_clear"], tenant, provider)
-        else:
-            await conn.execute(
-                QUERIES["reputation_throttle_set"], tenant, provider, new, rule, reason
-            )
+        await work.set_throttle(tenant, provider, new, rule, reason)
         if over or new >= 1.0:
             events.append(
                 _event(
@@ -372,7 +354,7 @@ async def _throttle(
 
 
 async def _suspend_over_limit(
-    conn: asyncpg.Connection, per_tenant: Mapping[str, Counts], settings: ReputationSection
+    work: ReputationWork, per_tenant: Mapping[str, Counts], settings: ReputationSection
 ) -> list[Suspension]:
     opened = []
     for tenant, counts in sorted(per_tenant.items()):
@@ -380,25 +362,23 @@ async def _suspend_over_limit(
             if not m.above_limit:
                 continue
             reason = m.describe(settings.window)
-            row = await conn.fetchrow(QUERIES["reputation_suspend"], tenant, m.rule, reason, None)
-            if row is not None:
-                opened.append(Suspension(tenant, m.rule, reason, row["since"]))
+            since = await work.suspend(tenant, m.rule, reason, None)
+            if since is not None:
+                opened.append(Suspension(tenant, m.rule, reason, since))
     return opened
 
 
-async def _hold_bulk(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+async def _hold_bulk(work: ReputationWork) -> dict[tuple[str, str], int]:
     """Hold the queued bulk deliveries of every suspended tenant that nothing holds yet:
     those of a new suspension, and any queued since (a message accepted before this
     process saw the suspension, or another hold lifted)."""
     held = {}
-    for s in await _open_suspensions(conn):
-        held[(s.tenant, s.rule)] = int(
-            await conn.fetchval(QUERIES["reputation_hold"], s.tenant, HOLDS[s.rule])
-        )
+    for s in await work.open_suspensions():
+        held[(s.tenant, s.rule)] = await work.hold(s.tenant, HOLDS[s.rule])
     return held
 
 
-async def run(pool: asyncpg.Pool, settings: Callable[[], ReputationSection]) -> None:
+async def run(pool: Pool, settings: Callable[[], ReputationSection]) -> None:
     """A round every `check_every` until cancelled; `settings` gives the current section
     (a reload changes it). A failed round is logged and tried again: judging late is better
     than a relay that stops."""
@@ -423,48 +403,41 @@ class Resumed:
     released: int
 
 
-async def resume(pool: asyncpg.Pool, tenant: str, by: str) -> Resumed:
+async def resume(pool: Pool, tenant: str, by: str) -> Resumed:
     """Lift every open suspension of `tenant` (an admin's decision, recorded with `by`),
     release its held bulk deliveries (due now, the held time added to their lifetime) and
     record a `resumed` event. From now on its rates count afresh."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(QUERIES["reputation_round_lock"])
-        rows = await conn.fetch(QUERIES["reputation_resume"], tenant, by)
-        lifted = [Suspension(tenant, r["rule"], r["reason"], r["since"]) for r in rows]
+    async with ReputationStore(pool).transaction() as work:
+        await work.wait_for_round()
+        lifted = await work.resume(tenant, by)
         since = min((s.since for s in lifted), default=None)
-        released = await conn.fetch(
-            QUERIES["reputation_release"], tenant, list(HOLDS.values()), since
-        )
+        released = await work.release(tenant, list(HOLDS.values()), since)
         if lifted or released:
             rules = [s.rule for s in lifted]
-            await record(
-                conn, [_event(tenant, "resumed", rules=rules, by=by, released=len(released))]
-            )
-            await conn.execute(QUERIES["notify_queue"])
+            await work.record([_event(tenant, "resumed", rules=rules, by=by, released=released)])
     if lifted or released:
         log.warning(
             "tenant %s: bulk sending resumed by %s (%s); %d deliveries released",
             tenant,
             by,
             ", ".join(s.rule for s in lifted) or "-",
-            len(released),
+            released,
         )
-    return Resumed(lifted, len(released))
+    return Resumed(lifted, released)
 
 
-async def suspend(pool: asyncpg.Pool, tenant: str, reason: str, by: str) -> tuple[bool, int]:
+async def suspend(pool: Pool, tenant: str, reason: str, by: str) -> tuple[bool, int]:
     """An admin suspends `tenant`'s bulk sending by hand (P-SUSPEND, rule `manual`): its
     queued bulk deliveries are held like an automatic suspension's. Returns whether a new
     suspension was opened and how many deliveries were held."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(QUERIES["reputation_round_lock"])  # holds in one order: no deadlock
-        row = await conn.fetchrow(QUERIES["reputation_suspend"], tenant, "manual", reason, by)
-        held = int(await conn.fetchval(QUERIES["reputation_hold"], tenant, HOLDS["manual"]))
-        if row is not None:
-            await record(
-                conn, [_event(tenant, "suspended", rule="manual", reason=reason, by=by, held=held)]
-            )
-    if row is not None:
+    async with ReputationStore(pool).transaction() as work:
+        await work.wait_for_round()  # holds in one order: no deadlock
+        opened = await work.suspend(tenant, "manual", reason, by) is not None
+        held = await work.hold(tenant, HOLDS["manual"])
+        if opened:
+            event = _event(tenant, "suspended", rule="manual", reason=reason, by=by, held=held)
+            await work.record([event])
+    if opened:
         log.warning(
             "tenant %s: bulk sending suspended by %s: %s; %d deliveries held",
             tenant,
@@ -472,7 +445,7 @@ async def suspend(pool: asyncpg.Pool, tenant: str, reason: str, by: str) -> tupl
             reason,
             held,
         )
-    return row is not None, held
+    return opened, held
 
 
 @dataclass(frozen=True)
@@ -487,27 +460,25 @@ class Standing:
     factors: dict[str, float]
     suspensions: list[Suspension]
     held: dict[str, int]
-    history: list[asyncpg.Record]
+    history: list[Mapping[str, Any]]
 
 
-async def standing(pool: asyncpg.Pool, tenant: str, settings: ReputationSection) -> Standing:
-    rows = await pool.fetch(QUERIES["reputation_counts"], settings.window, tenant)
+async def standing(pool: Pool, tenant: str, settings: ReputationSection) -> Standing:
+    store = ReputationStore(pool)
+    rows = await store.counts(settings.window, tenant)
     providers = {r["provider"]: Counts.of(r) for r in rows}
     total = sum(providers.values(), Counts())
-    history = list(await pool.fetch(QUERIES["reputation_suspensions_of"], tenant, 10))
+    history = await store.history(tenant, 10)
     resumed = max((r["resumed_at"] for r in history if r["resumed_at"]), default=None)
-    throttles = await pool.fetch(QUERIES["reputation_throttles"], tenant)
-    held = await pool.fetch(QUERIES["reputation_held"], list(HOLDS.values()), tenant)
+    throttles = await store.throttles(tenant)
+    held = await store.held(list(HOLDS.values()), tenant)
     return Standing(
         tenant=tenant,
         providers=providers,
         total=total,
         counted_since=resumed,
         factors={r["provider"]: float(r["factor"]) for r in throttles},
-        suspensions=[
-            Suspension(**dict(r))
-            for r in await pool.fetch(QUERIES["reputation_suspensions_open"], tenant)
-        ],
+        suspensions=await store.open_suspensions(tenant),
         held={r["hold"]: int(r["deliveries"]) for r in held},
         history=history,
     )

@@ -5,9 +5,10 @@ and hands it to every `PolicyContext`; offline runs have none."""
 
 from collections.abc import Sequence
 
-from relay.feedback.reputation import SUSPENSIONS, Suspension
+from relay.feedback.reputation import SUSPENSIONS
 from relay.queue.consent import ConsentStore
 from relay.queue.database import Pool
+from relay.queue.reputation import Suspension
 from relay.queue.suppressions import Suppression, SuppressionList
 
 
