@@ -3,8 +3,8 @@
 glibc serves a block of 128 KiB or more with its own mmap and unmaps it at free, but then
 raises that threshold to the size of the block freed (up to 32 MiB): after the first
 large message, the next ones are served from the heap, whose freed space the process
-keeps. Four messages of 24 MB at once left the relay 220 to 640 MB larger after they had
-been queued. Setting the threshold once (mallopt M_MMAP_THRESHOLD, as the environment
+keeps. Four messages of 24 MB at once left the relay far larger after they had been
+queued. Setting the threshold once (mallopt M_MMAP_THRESHOLD, as the environment
 variable MALLOC_MMAP_THRESHOLD_ does) keeps it where it is, and `give_back` (malloc_trim)
 after a large message returns what its smaller pieces left free in the heaps.
 

@@ -56,17 +56,6 @@ def test_nothing_below_the_app_imports_the_listener(layer: str) -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
-SQL_NOT_YET_BEHIND_THE_QUEUE = frozenset(
-    {
-        "relay/cli/abuse.py",
-        "relay/cli/campaign.py",
-        "relay/cli/suppression.py",
-        "relay/feedback/canary.py",
-    }
-)
-"""Modules that still run SQL themselves, each to move behind a store of `relay/queue/`;
-the list only shrinks (the test below fails on a new one, and on one that no longer does)."""
-
 _RUNS_SQL = re.compile(r"\bQUERIES\[|\.(fetch|fetchrow|fetchval|execute|executemany|cursor)\(")
 
 
@@ -88,4 +77,4 @@ def test_only_the_queue_talks_to_postgresql() -> None:
         for path in sorted(PACKAGE.rglob("*.py"))
         if path.relative_to(PACKAGE).parts[0] != "queue" and runs_sql(path)
     }
-    assert found == SQL_NOT_YET_BEHIND_THE_QUEUE
+    assert found == set()

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.queue.sql import QUERIES
+from relay.queue.reports import ReportInbox
 
 
 @click.group()
@@ -24,7 +24,7 @@ def abuse() -> None:
 def abuse_ls(config_path: Path, limit: int) -> None:
     """The latest abuse reports, one per line."""
     config = load(config_path)
-    rows = run(with_db(config, lambda pool: pool.fetch(QUERIES["abuse_list"], limit)))
+    rows = run(with_db(config, lambda pool: ReportInbox(pool).abuse_reports(limit)))
     for r in rows:
         click.echo(
             f"{r['id']:>6} {r['received_at']:%Y-%m-%d %H:%M} {r['channel']:10} {r['state']:10} "
@@ -38,7 +38,7 @@ def abuse_ls(config_path: Path, limit: int) -> None:
 def abuse_show(config_path: Path, report_id: int) -> None:
     """One report: what was matched and suppressed, then the report as received."""
     config = load(config_path)
-    row = run(with_db(config, lambda pool: pool.fetchrow(QUERIES["abuse_show"], report_id)))
+    row = run(with_db(config, lambda pool: ReportInbox(pool).report(report_id)))
     if row is None:
         raise click.ClickException(f"no report {report_id}")
     for key in ("id", "received_at", "channel", "state", "kind", "tenant", "message_id",

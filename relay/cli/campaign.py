@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
 from relay.feedback import canary
-from relay.queue.sql import QUERIES
+from relay.queue.canaries import CanaryStore
+from relay.queue.database import Pool
 
 
 @click.group()
@@ -46,7 +46,7 @@ def campaign_ls(
 ) -> None:
     """List campaigns, newest first."""
     config = load(config_path)
-    rows = run(with_db(config, lambda p: p.fetch(QUERIES["canary_list"], tenant, state, limit)))
+    rows = run(with_db(config, lambda p: CanaryStore(p).campaigns(tenant, state, limit)))
     if as_json:
         click.echo(json.dumps([jsonable(dict(r)) for r in rows], indent=2))
         return
@@ -71,14 +71,15 @@ def campaign_show(config_path: Path, tenant: str, name: str, as_json: bool) -> N
     """Show one campaign: state, counts, its rates since it started, the window."""
     config = load(config_path)
 
-    async def action(pool: asyncpg.Pool) -> dict[str, Any]:
-        row = await pool.fetchrow(QUERIES["canary_get"], tenant, name)
+    async def action(pool: Pool) -> dict[str, Any]:
+        store = CanaryStore(pool)
+        row = await store.campaign(tenant, name)
         if row is None:
             raise click.ClickException(f"tenant {tenant} has no campaign {name!r}")
         info = dict(row)
         holds = [canary.PENDING + name, canary.REST + name]
-        info["held_now"] = await pool.fetchval(QUERIES["canary_count_held"], tenant, name, holds)
-        info["rates"] = (await canary.rates_of(pool, row)).as_dict()
+        info["held_now"] = await store.count_held(tenant, name, holds)
+        info["rates"] = (await canary.rates_of(store, row)).as_dict()
         return info
 
     info = run(with_db(config, action))

@@ -9,8 +9,7 @@ import click
 
 from relay.cli.common import config_option, load, run, with_db
 from relay.feedback.unsubscribe import load_secret
-from relay.queue.sql import QUERIES
-from relay.queue.suppressions import suppression_key
+from relay.queue.suppressions import SuppressionList, suppression_key
 
 
 @click.group()
@@ -31,9 +30,8 @@ def suppression_add(
 ) -> None:
     """Suppress ADDRESSES for TENANT."""
     config = load(config_path)
-    query = QUERIES["suppression_add"]
-    rows = run(with_db(config, lambda p: p.fetch(query, tenant, list(addresses), reason, "cli")))
-    click.echo(f"added {len(rows)} of {len(addresses)} (the rest were already suppressed)")
+    added = run(with_db(config, lambda p: SuppressionList(p).add(tenant, addresses, reason, "cli")))
+    click.echo(f"added {added} of {len(addresses)} (the rest were already suppressed)")
 
 
 @suppression.command("rm")
@@ -45,9 +43,8 @@ def suppression_rm(config_path: Path, address: str, tenant: str) -> None:
     config = load(config_path)
     secret = load_secret(config.policy.unsubscribe_secret_file)
     hashed = suppression_key(secret, address) if secret else None
-    query = QUERIES["suppression_remove"]
-    rows = run(with_db(config, lambda p: p.fetch(query, tenant, address, hashed)))
-    if not rows:
+    removed = run(with_db(config, lambda p: SuppressionList(p).remove(tenant, address, hashed)))
+    if not removed:
         raise click.ClickException(f"{address} is not suppressed for {tenant}")
     click.echo(f"removed {address}")
 
@@ -59,7 +56,7 @@ def suppression_rm(config_path: Path, address: str, tenant: str) -> None:
 def suppression_ls(config_path: Path, tenant: str | None, limit: int) -> None:
     """List suppressed addresses with reason, source and time."""
     config = load(config_path)
-    rows = run(with_db(config, lambda p: p.fetch(QUERIES["suppression_list"], tenant, limit)))
+    rows = run(with_db(config, lambda p: SuppressionList(p).entries(tenant, limit)))
     for r in rows:
         click.echo(
             f"{r['tenant']:12} {r['address']:40} {r['reason']:12} {r['source'] or '-':10} "
@@ -85,9 +82,8 @@ def suppression_import(config_path: Path, csv_file: TextIO, tenant: str, reason:
         except AddressError as exc:
             refused.append(f"line {number}: {row[0]!r}: {exc}")
     config = load(config_path)
-    query = QUERIES["suppression_add"]
-    rows = run(with_db(config, lambda p: p.fetch(query, tenant, good, reason, "import")))
-    click.echo(f"imported {len(rows)} new, {len(good) - len(rows)} already suppressed")
+    added = run(with_db(config, lambda p: SuppressionList(p).add(tenant, good, reason, "import")))
+    click.echo(f"imported {added} new, {len(good) - added} already suppressed")
     for line in refused:
         click.echo(f"refused {line}", err=True)
 
@@ -98,8 +94,7 @@ def suppression_import(config_path: Path, csv_file: TextIO, tenant: str, reason:
 def suppression_export(config_path: Path, tenant: str) -> None:
     """Write TENANT's list as CSV (address, reason, source, created_at) to standard output."""
     config = load(config_path)
-    query = QUERIES["suppression_list"]
-    rows = run(with_db(config, lambda p: p.fetch(query, tenant, 10_000_000)))
+    rows = run(with_db(config, lambda p: SuppressionList(p).entries(tenant, 10_000_000)))
     out = csv.writer(sys.stdout)
     out.writerow(["address", "reason", "source", "created_at"])
     for r in rows:

@@ -179,7 +179,7 @@ class Connection:
     async def _text(self, content: bytes) -> Reply:
         """The dot-stuffed text and its end marker (a lone dot for no text); the final reply
         (RFC 5321 4.1.1.4)."""
-        if len(content) >= LARGE_MESSAGE:  # in a thread: 50 ms of scans for 24 MB
+        if len(content) >= LARGE_MESSAGE:  # in a thread: its scans would hold the loop
             self._session.write(await asyncio.to_thread(stuff, content))
         else:
             self._session.write(stuff(content) if content else b".\r\n")

@@ -58,9 +58,9 @@ _GATHER_SECONDS = 0.01
 """How long the dispatcher lets a wake-up (NOTIFY, a finished delivery) gather company
 before it leases: every lease is a few statements whatever its size (lease, contents, the
 attempts, the events), so under a steady stream of single commits one lease per message
-cost more than the message. Measured at 230 messages/s of 2 KB: PostgreSQL CPU per message
-2.0 -> 1.0 ms, the relay's 4.0 -> 3.2 ms, p50 final-dot-to-250 3.8 -> 2.4 ms; 50 ms gained
-no more and slowed a saturated run's deliveries."""
+cost more than the message. Below saturation, gathering cut the CPU per message of both
+PostgreSQL and the relay and shortened the time from the final dot to the 250; a longer
+wait gained no more and slowed a saturated run's deliveries (see bench/README.md)."""
 _RECORD_RETRY_SECONDS = 1.0
 """How often an outcome that could not be recorded is tried again (see _record_while_leased)."""
 LEASE_AHEAD = 5.0  # seconds of a site's rate leased ahead per tenant

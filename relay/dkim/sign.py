@@ -2,14 +2,13 @@
 
 dkimpy does what it is good at: parsing the header block, relaxed canonicalisation,
 selecting header instances (`dkim.hash_headers`) and folding. The private-key operation,
-which dkimpy does in pure Python (6.6 ms per RSA-2048 signature measured here, against
-0.25 ms through OpenSSL), is done by `cryptography`. Tests verify our signatures with
-dkimpy's own verifier and with independent implementations, so a change inside dkimpy that
-breaks this shows up there.
+which dkimpy does in pure Python, more than an order of magnitude slower than OpenSSL, is
+done by `cryptography`. Tests verify our signatures with dkimpy's own verifier and with
+independent implementations, so a change inside dkimpy that breaks this shows up there.
 
-Signing runs on the event loop: `python -m bench.dkim_sign` measured here 0.37 ms (2 KB),
-0.43 ms (20 KB) and 0.97 ms (100 KB) per RSA-2048 signature, 0.11 to 0.62 ms for Ed25519,
-all under the 1 ms per message at which a process pool would pay for its copying.
+Signing runs on the event loop: an RSA-2048 or Ed25519 signature, even of a 100 KB
+message, costs less than the copying a process pool would add to every message
+(`python -m bench.dkim_sign`; figures in bench/README.md).
 
 Choices: relaxed/relaxed, no `l=` (a length limit lets anyone append content), `t=` and an
 optional `x=`, and over-signing (N+1) of the headers a forger would most like to add, so a
@@ -119,8 +118,8 @@ def relaxed_body_hash(body: bytes) -> bytes:
     canonicalisation changes nothing across a line break, so pieces that end with one are
     done apart; only the empty lines at the very end are dropped, so those at the end of
     a piece are held back until a line with content follows. Each regular expression
-    call then holds the interpreter for a few milliseconds instead of 85 ms for 24 MB,
-    and a thread signing a large message lets the event loop run in between."""
+    call then holds the interpreter for one piece's time instead of the whole body's, and
+    a thread signing a large message lets the event loop run in between."""
     hasher = hashlib.sha256()
     held_back = 0  # line breaks that count only if a line with content follows
     content = False
@@ -143,7 +142,7 @@ def relaxed_body_hash(body: bytes) -> bytes:
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4 relaxed body canonicalisation, the same bytes as dkimpy's
-    (a test compares them on random input) at a third of its cost."""
+    (a test compares them on random input) at a fraction of its cost."""
     body = _relaxed_lines(body)
     end = _without_empty_lines_at_end(body)
     return body[:end] + b"\r\n" if end else b""
@@ -153,10 +152,10 @@ def _relaxed_lines(body: bytes) -> bytes:
     """Whitespace at line ends dropped and runs of it made one space (RFC 6376 3.4.4 a, b).
 
     dkimpy rewrites every single space, here only runs of whitespace and tabs are touched,
-    and only when present. Measured on a 100 KB text body: 3.4 ms with dkimpy, 1.2 ms like
-    this or less. A body with no space or tab at all (base64, as attachments are) is found
-    so with two memchr scans of about 1 us each, sparing the two searches for runs (0.16 ms
-    per 100 KB)."""
+    and only when present, which makes a text body much cheaper than with dkimpy. A body
+    with no space or tab at all (base64, as attachments are) is found so with two memchr
+    scans, which cost next to nothing, sparing the two far costlier searches for runs (see
+    bench/README.md)."""
     if b" " in body or b"\t" in body:
         if b" \r\n" in body or b"\t\r\n" in body:
             body = _TRAILING_WSP.sub(b"\r\n", body)

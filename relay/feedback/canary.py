@@ -48,13 +48,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from prometheus_client import Gauge
 
 from relay.config.schema import CanarySection, Config
+from relay.queue.canaries import CanaryStore, CanaryWork
+from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import FEEDBACK_EVENTS
-from relay.queue.sql import QUERIES
 
 log = logging.getLogger(__name__)
 
@@ -135,28 +135,13 @@ def _detail(**values: Any) -> str:
     return json.dumps(values, default=str)
 
 
-async def _event(
-    conn: asyncpg.Connection, tenant: str, kind: str, campaign: str, **detail: Any
-) -> None:
-    await conn.execute(QUERIES["canary_event"], tenant, kind, campaign, _detail(**detail))
+async def _event(work: CanaryWork, tenant: str, kind: str, campaign: str, **detail: Any) -> None:
+    await work.event(tenant, kind, campaign, _detail(**detail))
     FEEDBACK_EVENTS.labels(tenant, "", kind).inc()
 
 
-async def _locked(conn: asyncpg.Connection, tenant: str, campaign: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(QUERIES["canary_lock"], tenant, campaign)
-
-
-async def _release(
-    conn: asyncpg.Connection, tenant: str, campaign: str, holds: Sequence[str]
-) -> int:
-    count = int(await conn.fetchval(QUERIES["canary_release"], tenant, campaign, list(holds)))
-    if count:
-        await conn.execute(QUERIES["notify_queue"])  # wake the workers now, not at their poll
-    return count
-
-
 async def _decline(
-    conn: asyncpg.Connection,
+    work: CanaryWork,
     tenant: str,
     campaign: str,
     holds: Sequence[str],
@@ -164,18 +149,14 @@ async def _decline(
     reason: str | None,
 ) -> int:
     detail = _detail(rule="P-CANARY", by=by, reason=reason)
-    count = int(
-        await conn.fetchval(
-            QUERIES["canary_decline"], tenant, campaign, list(holds), DECLINED_REPLY, detail
-        )
-    )
+    count = await work.decline(tenant, campaign, holds, DECLINED_REPLY, detail)
     if count:
         FEEDBACK_EVENTS.labels(tenant, "", "canary-declined").inc(count)
     return count
 
 
 async def _decide(
-    conn: asyncpg.Connection,
+    work: CanaryWork,
     row: Mapping[str, Any],
     state: str,
     *,
@@ -184,32 +165,18 @@ async def _decide(
     reason: str,
     recipients: int | None = None,
 ) -> None:
-    await conn.execute(
-        QUERIES["canary_decide"],
-        row["tenant"],
-        row["campaign"],
-        state,
-        row["recipients"] if recipients is None else recipients,
-        row["canary_size"],
-        held,
-        row["window_ends"],
-        by,
-        reason,
-    )
+    count = row["recipients"] if recipients is None else recipients
+    await work.decide(row, state, count, held, by, reason)
 
 
-async def rates_of(conn: asyncpg.Connection | asyncpg.Pool, row: Mapping[str, Any]) -> Rates:
+async def rates_of(reads: CanaryStore | CanaryWork, row: Mapping[str, Any]) -> Rates:
     """The campaign's counts since its current run started."""
-    counts = await conn.fetchrow(
-        QUERIES["canary_rates"], row["tenant"], row["campaign"], row["started_at"]
-    )
-    return Rates(**dict(counts))
+    return Rates(**await reads.rates(row["tenant"], row["campaign"], row["started_at"]))
 
 
-async def write_settings(pool: asyncpg.Pool, settings: CanarySection) -> None:
+async def write_settings(pool: Pool, settings: CanarySection) -> None:
     """Tell the trigger whether to hold new campaign deliveries (min_size 0: do not)."""
-    await pool.execute(
-        QUERIES["canary_settings_write"],
+    await CanaryStore(pool).write_settings(
         settings.min_size if settings.enabled else 0,
         float(settings.remember),
         list(settings.exempt_tenants),
@@ -219,78 +186,68 @@ async def write_settings(pool: asyncpg.Pool, settings: CanarySection) -> None:
 # -- one round ---------------------------------------------------------------------------------
 
 
-async def check_once(pool: asyncpg.Pool, settings: CanarySection) -> None:
+async def check_once(pool: Pool, settings: CanarySection) -> None:
     """Settle the campaigns that stopped growing, judge the canaries whose window ended,
     and refresh the gauges."""
-    for row in await pool.fetch(QUERIES["canary_pending"]):
-        async with pool.acquire() as conn, conn.transaction():
-            await _settle(conn, settings, row["tenant"], row["campaign"], row["quiet"])
-    for row in await pool.fetch(QUERIES["canary_windows_due"]):
-        async with pool.acquire() as conn, conn.transaction():
-            await _judge(conn, settings, row["tenant"], row["campaign"])
+    store = CanaryStore(pool)
+    for row in await store.pending():
+        async with store.transaction() as work:
+            await _settle(work, settings, row["tenant"], row["campaign"], row["quiet"])
+    for row in await store.windows_due():
+        async with store.transaction() as work:
+            await _judge(work, settings, row["tenant"], row["campaign"])
     await refresh_gauges(pool)
 
 
 async def _settle(
-    conn: asyncpg.Connection, settings: CanarySection, tenant: str, campaign: str, quiet: float
+    work: CanaryWork, settings: CanarySection, tenant: str, campaign: str, quiet: float
 ) -> None:
     """Deal with the deliveries of one campaign held while it grows."""
-    await conn.execute(QUERIES["canary_ensure"], tenant, campaign)
-    row = await _locked(conn, tenant, campaign)
+    await work.ensure(tenant, campaign)
+    row = await work.locked(tenant, campaign)
     assert row is not None
     pending = PENDING + campaign
-    count = int(await conn.fetchval(QUERIES["canary_count_held"], tenant, campaign, [pending]))
+    count = await work.count_held(tenant, campaign, [pending])
     if not count:
         return  # another relay process dealt with them
     state = row["state"]
     if state in ("canary", "waiting"):  # late arrivals join the held rest
-        moved = await conn.fetchval(
-            QUERIES["canary_move"], tenant, campaign, pending, REST + campaign
-        )
-        await conn.execute(QUERIES["canary_add_held"], tenant, campaign, moved)
+        await work.move(tenant, campaign, pending, REST + campaign)
         return
     if state == "released":  # submitted while the campaign was being released
-        await _release(conn, tenant, campaign, [pending])
+        await work.release(tenant, campaign, [pending])
         return
     if state == "declined":  # the campaign's stragglers, within `remember` of the decline
-        await _decline(conn, tenant, campaign, [pending], row["decided_by"], row["reason"])
+        await _decline(work, tenant, campaign, [pending], row["decided_by"], row["reason"])
         return
 
     off = not settings.enabled or tenant in settings.exempt_tenants
     if not off and quiet < settings.settle and row["age"] < settings.max_collect:
-        await conn.execute(QUERIES["canary_collecting"], tenant, campaign, count)
+        await work.collecting(tenant, campaign, count)
         return
     if off or count < settings.min_size:
-        released = await _release(conn, tenant, campaign, [pending])
+        released = await work.release(tenant, campaign, [pending])
         why = "canaries are off" if off else f"below min_size {settings.min_size}"
         reason = f"{released} recipients, {why}"
-        await _decide(conn, row, "released", by="canary", reason=reason, recipients=released)
+        await _decide(work, row, "released", by="canary", reason=reason, recipients=released)
         return
 
     size = canary_size(count, settings.max_canary)
-    split = await conn.fetchrow(
-        QUERIES["canary_start"], tenant, campaign, pending, size, REST + campaign
-    )
-    recipients = split["released"] + split["held"]
-    window_ends = await conn.fetchval(
-        QUERIES["canary_begin"],
-        tenant,
-        campaign,
-        recipients,
-        split["released"],
-        split["held"],
-        float(settings.window),
-        f"canary of {split['released']} sent, {split['held']} held for the window",
-    )
+    sent, held = await work.start(tenant, campaign, pending, size, REST + campaign)
+    recipients = sent + held
+    window_ends = await work.begin(
+        tenant, campaign, recipients, sent, held, float(settings.window),
+        f"canary of {sent} sent, {held} held for the window",
+    )  # fmt: skip
     await _event(
-        conn,
+        work,
         tenant,
         "canary-held",
         campaign,
         rule="P-CANARY",
         recipients=recipients,
-        canary=split["released"],
-        held=split["held"],
+        canary=sent,
+        held=held,
         window_ends=window_ends.isoformat(),
     )
     log.info(
@@ -298,26 +255,24 @@ async def _settle(
         tenant,
         campaign,
         recipients,
-        split["released"],
-        split["held"],
+        sent,
+        held,
     )
 
 
-async def _judge(
-    conn: asyncpg.Connection, settings: CanarySection, tenant: str, campaign: str
-) -> None:
+async def _judge(work: CanaryWork, settings: CanarySection, tenant: str, campaign: str) -> None:
     """At the window's end: release the rest of a clean canary, or wait for an admin."""
-    row = await _locked(conn, tenant, campaign)
+    row = await work.locked(tenant, campaign)
     if row is None or row["state"] != "canary" or not row["window_over"]:
         return  # decided meanwhile (an admin, another relay process)
-    rates = await rates_of(conn, row)
+    rates = await rates_of(work, row)
     problem = judge(rates, row["canary_size"] or 0, settings)
     if problem is None:
-        released = await _release(conn, tenant, campaign, [PENDING + campaign, REST + campaign])
+        released = await work.release(tenant, campaign, [PENDING + campaign, REST + campaign])
         reason = "canary clean: " + ", ".join(f"{k} {v}" for k, v in rates.as_dict().items())
-        await _decide(conn, row, "released", by="canary", reason=reason)
+        await _decide(work, row, "released", by="canary", reason=reason)
         await _event(
-            conn,
+            work,
             tenant,
             "canary-released",
             campaign,
@@ -330,9 +285,9 @@ async def _judge(
             "canary clean, released tenant=%s campaign=%s deliveries=%d", tenant, campaign, released
         )
         return
-    await _decide(conn, row, "waiting", held=row["held"], by="canary", reason=problem)
+    await _decide(work, row, "waiting", held=row["held"], by="canary", reason=problem)
     await _event(
-        conn,
+        work,
         tenant,
         "canary-waiting",
         campaign,
@@ -350,28 +305,29 @@ async def _judge(
     )
 
 
-async def refresh_gauges(pool: asyncpg.Pool) -> None:
-    states = {r["state"]: r["n"] for r in await pool.fetch(QUERIES["canary_gauges_states"])}
-    held = await pool.fetch(QUERIES["canary_gauges_held"])
+async def refresh_gauges(pool: Pool) -> None:
+    store = CanaryStore(pool)
+    states = await store.states()
+    held = await store.held_per_tenant()
     for state in STATES:
         CAMPAIGNS.labels(state).set(states.get(state, 0))
     HELD_DELIVERIES.clear()  # tenants with nothing held any more drop out
-    for r in held:
-        HELD_DELIVERIES.labels(r["tenant"]).set(r["held"])
+    for tenant, count in held.items():
+        HELD_DELIVERIES.labels(tenant).set(count)
 
 
 # -- what admins do ----------------------------------------------------------------------------
 
 
-async def release(pool: asyncpg.Pool, tenant: str, campaign: str, by: str) -> int:
+async def release(pool: Pool, tenant: str, campaign: str, by: str) -> int:
     """Release every held delivery of an open campaign (collecting, canary or waiting);
     the number released."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await _open(conn, tenant, campaign)
-        released = await _release(conn, tenant, campaign, [PENDING + campaign, REST + campaign])
-        await _decide(conn, row, "released", by=by, reason="released by an admin")
+    async with CanaryStore(pool).transaction() as work:
+        row = await _open(work, tenant, campaign)
+        released = await work.release(tenant, campaign, [PENDING + campaign, REST + campaign])
+        await _decide(work, row, "released", by=by, reason="released by an admin")
         await _event(
-            conn, tenant, "canary-released", campaign, rule="P-CANARY", by=by, released=released
+            work, tenant, "canary-released", campaign, rule="P-CANARY", by=by, released=released
         )
     log.info(
         "campaign released tenant=%s campaign=%s by=%s deliveries=%d",
@@ -384,22 +340,22 @@ async def release(pool: asyncpg.Pool, tenant: str, campaign: str, by: str) -> in
 
 
 async def decline(
-    pool: asyncpg.Pool, tenant: str, campaign: str, by: str, reason: str | None = None
+    pool: Pool, tenant: str, campaign: str, by: str, reason: str | None = None
 ) -> int:
     """End every held delivery of an open campaign, with an event each; the number ended."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await _open(conn, tenant, campaign)
+    async with CanaryStore(pool).transaction() as work:
+        row = await _open(work, tenant, campaign)
         holds = [PENDING + campaign, REST + campaign]
-        ended = await _decline(conn, tenant, campaign, holds, by, reason)
-        await _decide(conn, row, "declined", by=by, reason=reason or "declined by an admin")
+        ended = await _decline(work, tenant, campaign, holds, by, reason)
+        await _decide(work, row, "declined", by=by, reason=reason or "declined by an admin")
     log.info(
         "campaign declined tenant=%s campaign=%s by=%s deliveries=%d", tenant, campaign, by, ended
     )
     return ended
 
 
-async def _open(conn: asyncpg.Connection, tenant: str, campaign: str) -> asyncpg.Record:
-    row = await _locked(conn, tenant, campaign)
+async def _open(work: CanaryWork, tenant: str, campaign: str) -> Mapping[str, Any]:
+    row = await work.locked(tenant, campaign)
     if row is None:
         raise CampaignError(f"tenant {tenant} has no campaign {campaign!r}")
     if row["state"] in ("released", "declined"):
@@ -417,7 +373,7 @@ class CanaryTask:
     """Runs `check_once` every `[canary] check_every` in `relay serve`; writes the settings
     the trigger reads at start and after each reload."""
 
-    def __init__(self, pool: asyncpg.Pool, config: Config) -> None:
+    def __init__(self, pool: Pool, config: Config) -> None:
         self.pool = pool
         self.settings = config.canary
         self._written: CanarySection | None = None  # what the settings row holds

@@ -106,7 +106,7 @@ class Pipeline:
         for check in self.checks:
             if check.phase != phase:
                 continue
-            if large:  # other sessions go first between two checks (up to 50 ms each)
+            if large:  # other sessions go first between two checks, slow on a large message
                 await asyncio.sleep(0)
             if check.rule in skipped:
                 verdict = Verdict.skip(check.rule, f"disabled for tenant {ctx.tenant.name}")

@@ -5,8 +5,8 @@ styles and the head dropped, and a line break put where a block element (paragra
 cell, list item, `<br>`...) starts, so that words of neighbouring cells stay apart as a
 reader sees them. Image alt text counts (it is what shows when images are blocked). Link
 targets are collected for the checks that need them (P-UNSUB, P-NO-SERVICE-CONTACT,
-P-IDENTITY's `mailto:`). Measured here on a 60 KB newsletter: 0.09 ms, against 0.69 ms for
-the standard library's HTMLParser.
+P-IDENTITY's `mailto:`). lexbor renders a newsletter many times faster than the standard
+library's HTMLParser (see bench/README.md).
 """
 
 import re

@@ -4,8 +4,9 @@ counts toward anything; the processor decides what a report is worth."""
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -99,6 +100,14 @@ class ReportWork:
 class ReportInbox:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def abuse_reports(self, limit: int) -> list[Mapping[str, Any]]:
+        """The latest abuse reports, newest first (`relay abuse ls`)."""
+        return list(await self._pool.fetch(QUERIES["abuse_list"], limit))
+
+    async def report(self, report_id: int) -> Mapping[str, Any] | None:
+        """One report with what it came to and its raw bytes (`relay abuse show`)."""
+        return await self._pool.fetchrow(QUERIES["abuse_show"], report_id)
 
     @contextlib.asynccontextmanager
     async def claim_new(self, limit: int) -> AsyncIterator[tuple[list[NewReport], ReportWork]]:

@@ -4,12 +4,10 @@ Every session's message goes into a shared batch; the batch is written in one st
 (two `unnest` inserts, `store_messages`) and then every waiting session is answered. One
 fsync serves many messages, which is how durability (`synchronous_commit` on, always)
 stays cheap. One commit per process is in flight at a time (`_PARALLEL_COMMITS`) and the
-messages that arrive meanwhile go together in the next: measured with two processes and
-20 sessions of 2 KB, batches of 2.4 messages instead of 1.3 with three commits in flight,
-PostgreSQL's CPU per message 0.89 -> 0.62 ms and 344 -> 417 accepted messages/s (medians
-of six runs each, alternated); below saturation (230 messages/s offered), where batches
-hold one message either way, the time to the 250 did not grow: p50 5.8 -> 5.0 ms, p99
-22.3 -> 21.9 ms (medians of three runs each).
+messages that arrive meanwhile go together in the next: against three commits in flight,
+batches grew, PostgreSQL's CPU per message fell and more messages were accepted under
+saturation, while below it, where batches hold one message either way, the time to the
+250 did not grow (see bench/README.md).
 
 The delivery workers learn of new mail by `NOTIFY relay_queue`, sent after the commits and
 at most once per `_NOTIFY_SECONDS` (the delivery dispatcher gathers wake-ups for as long),
@@ -45,7 +43,7 @@ _NOTIFY_SECONDS = 0.01
 BATCH_BYTES = 8 << 20
 """Content one group commit carries at most (a larger message goes alone): asyncpg copies
 a statement's parameters into one buffer on the event loop, and four 24 MB messages in one
-commit held it for 0.1 s."""
+commit held it far too long."""
 
 
 class QueueUnavailable(Exception):

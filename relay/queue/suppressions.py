@@ -4,9 +4,10 @@ policy reads it, and the whole list with its additions for the process's filter 
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -65,6 +66,22 @@ class SuppressionList:
         if row is None:
             return None
         return Suppression(row["reason"], row["source"], row["created_at"])
+
+    async def add(self, tenant: str, addresses: Sequence[str], reason: Reason, source: str) -> int:
+        """Suppress `addresses` by an admin's hand (CLI add and import); how many were not on
+        the list before."""
+        added = await self._pool.fetch(
+            QUERIES["suppression_add"], tenant, list(addresses), reason, source
+        )
+        return len(added)
+
+    async def remove(self, tenant: str, address: str, key: str | None) -> bool:
+        """Take `address` (and its keyed hash `key`) off the list; False if it was not on."""
+        return bool(await self._pool.fetch(QUERIES["suppression_remove"], tenant, address, key))
+
+    async def entries(self, tenant: str | None, limit: int) -> list[Mapping[str, Any]]:
+        """Entries with reason, source and time; every tenant's if None."""
+        return list(await self._pool.fetch(QUERIES["suppression_list"], tenant, limit))
 
     async def unsubscribe(
         self, tenant: str, address: str, key: str | None, message_id: str | None

@@ -2,7 +2,7 @@
 
 aiosmtpd-style servers keep a message in memory from DATA until it is queued; without a
 bound, a few clients sending the largest messages at once decide how much memory the
-process needs (four 25 MB messages took it from 111 to 852 MB). The budget is counted in
+process needs (four 25 MB messages at once made it several times larger). The budget is counted in
 bytes as they are read, so a message is refused (`452 4.3.1`, RFC 3463: mail system full,
 a temporary condition) the moment it would pass it, whatever SIZE the client declared;
 peak memory is then a small multiple of `[smtp] data_in_flight` (the policy reading, the

@@ -258,8 +258,8 @@ class SubmissionHandler:
         headers = self._received(session, envelope, queue_id)
         # the listener has refused or normalised every bare CR and LF, and the lines added
         # here end in CRLF. On the event loop: a thread (OpenSSL releases the GIL) measured
-        # slower with one process per core, its hand-offs costing more than the 0.5 ms RSA
-        # signature; but a large message's body hash would hold the loop (0.15 s for 24 MB)
+        # slower with one process per core, its hand-offs costing more than the RSA
+        # signature itself; but a large message's body hash would hold the loop too long
         sign = functools.partial(
             self.signer.sign, tenant, headers + body, ctx.from_domain, crlf_checked=True
         )
