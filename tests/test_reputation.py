@@ -16,7 +16,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from relay.config.schema import ReputationSection
-from relay.feedback.reputation import evaluate, refresh, resume, suspend, throttle_factor
+from relay.feedback.reputation import evaluate, refresh, throttle_factor
+from relay.feedback.tenant_standing import resume, suspend
 from relay.policy.context import PolicyContext
 from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, refusal

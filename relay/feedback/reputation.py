@@ -39,8 +39,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from prometheus_client import Gauge
 
@@ -264,7 +263,7 @@ class Round:
     """(tenant, rule) -> queued bulk deliveries this round held."""
 
 
-def _event(tenant: str, kind: str, provider: str = "", **detail: object) -> Event:
+def reputation_event(tenant: str, kind: str, provider: str = "", **detail: object) -> Event:
     # events.Kind names the feedback kinds; migration 0008 allows these three as well.
     return Event(tenant, cast(Kind, kind), provider=provider, detail=detail)
 
@@ -289,7 +288,9 @@ async def evaluate(
         held = await _hold_bulk(work)
         for s in opened:
             count = held.get((s.tenant, s.rule), 0)
-            events.append(_event(s.tenant, "suspended", rule=s.rule, reason=s.reason, held=count))
+            events.append(
+                reputation_event(s.tenant, "suspended", rule=s.rule, reason=s.reason, held=count)
+            )
             log.warning(
                 "tenant %s: bulk sending suspended (%s): %s; %d queued bulk deliveries held, "
                 "transactional mail flows; `relay tenant resume %s` lifts it",
@@ -334,7 +335,7 @@ async def _throttle(
         await work.set_throttle(tenant, provider, new, rule, reason)
         if over or new >= 1.0:
             events.append(
-                _event(
+                reputation_event(
                     tenant,
                     "throttled",
                     provider,
@@ -392,93 +393,3 @@ async def run(pool: Pool, settings: Callable[[], ReputationSection]) -> None:
         except Exception:
             log.exception("reputation round failed unexpectedly, trying again")
         await asyncio.sleep(current.check_every)
-
-
-# -- what admins do ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resumed:
-    suspensions: list[Suspension]
-    released: int
-
-
-async def resume(pool: Pool, tenant: str, by: str) -> Resumed:
-    """Lift every open suspension of `tenant` (an admin's decision, recorded with `by`),
-    release its held bulk deliveries (due now, the held time added to their lifetime) and
-    record a `resumed` event. From now on its rates count afresh."""
-    async with ReputationStore(pool).transaction() as work:
-        await work.wait_for_round()
-        lifted = await work.resume(tenant, by)
-        since = min((s.since for s in lifted), default=None)
-        released = await work.release(tenant, list(HOLDS.values()), since)
-        if lifted or released:
-            rules = [s.rule for s in lifted]
-            await work.record([_event(tenant, "resumed", rules=rules, by=by, released=released)])
-    if lifted or released:
-        log.warning(
-            "tenant %s: bulk sending resumed by %s (%s); %d deliveries released",
-            tenant,
-            by,
-            ", ".join(s.rule for s in lifted) or "-",
-            released,
-        )
-    return Resumed(lifted, released)
-
-
-async def suspend(pool: Pool, tenant: str, reason: str, by: str) -> tuple[bool, int]:
-    """An admin suspends `tenant`'s bulk sending by hand (P-SUSPEND, rule `manual`): its
-    queued bulk deliveries are held like an automatic suspension's. Returns whether a new
-    suspension was opened and how many deliveries were held."""
-    async with ReputationStore(pool).transaction() as work:
-        await work.wait_for_round()  # holds in one order: no deadlock
-        opened = await work.suspend(tenant, "manual", reason, by) is not None
-        held = await work.hold(tenant, HOLDS["manual"])
-        if opened:
-            event = _event(tenant, "suspended", rule="manual", reason=reason, by=by, held=held)
-            await work.record([event])
-    if opened:
-        log.warning(
-            "tenant %s: bulk sending suspended by %s: %s; %d deliveries held",
-            tenant,
-            by,
-            reason,
-            held,
-        )
-    return opened, held
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A tenant's reputation as `relay tenant status` shows it."""
-
-    tenant: str
-    providers: dict[str, Counts]
-    total: Counts
-    counted_since: datetime | None
-    """The last resume: only buckets that began after it count."""
-    factors: dict[str, float]
-    suspensions: list[Suspension]
-    held: dict[str, int]
-    history: list[Mapping[str, Any]]
-
-
-async def standing(pool: Pool, tenant: str, settings: ReputationSection) -> Standing:
-    store = ReputationStore(pool)
-    rows = await store.counts(settings.window, tenant)
-    providers = {r["provider"]: Counts.of(r) for r in rows}
-    total = sum(providers.values(), Counts())
-    history = await store.history(tenant, 10)
-    resumed = max((r["resumed_at"] for r in history if r["resumed_at"]), default=None)
-    throttles = await store.throttles(tenant)
-    held = await store.held(list(HOLDS.values()), tenant)
-    return Standing(
-        tenant=tenant,
-        providers=providers,
-        total=total,
-        counted_since=resumed,
-        factors={r["provider"]: float(r["factor"]) for r in throttles},
-        suspensions=await store.open_suspensions(tenant),
-        held={r["hold"]: int(r["deliveries"]) for r in held},
-        history=history,
-    )
