@@ -40,8 +40,8 @@ from relay.queue.domains import DomainRecords
 from relay.queue.store import Enqueuer
 from relay.smtp.feedback import FeedbackHandler
 from relay.smtp.handler import SubmissionHandler
+from relay.smtp.limits import ConnectionCounter
 from relay.smtp.listener import start_listeners
-from relay.smtp.protocol import ConnectionCounter
 from relay.smtp.tls import certificate_expiry, server_context
 from relay.workers import DSN_ENV, POOL_SIZE, SmtpWorkers, serve_snapshots, socket_path
 

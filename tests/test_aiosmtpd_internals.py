@@ -15,7 +15,8 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from relay.smtp.budget import DataBudget
-from relay.smtp.protocol import _PER_SESSION, ConnectionCounter, ListenerOptions, RelaySMTP
+from relay.smtp.limits import ConnectionCounter, ListenerOptions
+from relay.smtp.protocol import _PER_SESSION, RelaySMTP
 
 SHARED_BY_SESSIONS = frozenset(
     {

@@ -30,7 +30,7 @@ from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.reports import ReportInbox
 from relay.smtp import replies
-from relay.smtp.protocol import RelaySession
+from relay.smtp.session import RelaySession
 
 log = logging.getLogger(__name__)
 MAX_REPORT_SIZE = 10 * 1024 * 1024  # a report quotes one message; providers cap far lower

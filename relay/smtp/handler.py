@@ -42,8 +42,8 @@ from relay.policy.reading import prepare
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
 from relay.smtp import replies
-from relay.smtp.protocol import RelaySession
 from relay.smtp.ratelimit import TenantRateLimiter
+from relay.smtp.session import RelaySession
 
 log = logging.getLogger(__name__)
 _POLICY_SECONDS = metrics.ACCEPT_STAGE_SECONDS.labels("policy")

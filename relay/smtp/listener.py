@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from relay.config.schema import Config, split_host_port
 from relay.smtp import replies
 from relay.smtp.budget import DataBudget
-from relay.smtp.protocol import ConnectionCounter, ListenerOptions, RelaySMTP
+from relay.smtp.limits import ConnectionCounter, ListenerOptions
+from relay.smtp.protocol import RelaySMTP
 
 
 async def start_listeners(

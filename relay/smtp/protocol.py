@@ -18,7 +18,6 @@ import collections
 import logging
 import ssl
 from asyncio import sslproto
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Session, TLSSetupException, _AuthMechAttr, syntax
@@ -27,82 +26,12 @@ from relay import memory
 from relay.mail.address import AddressError, Path, parse_path
 from relay.mail.wire import LARGE_MESSAGE, DataProblem, DataScan, normalize_newlines, unstuff
 from relay.smtp import replies
-from relay.smtp.budget import DataBudget, Held
+from relay.smtp.budget import Held
+from relay.smtp.data_phase import read_data
+from relay.smtp.limits import ListenerOptions
+from relay.smtp.session import RelaySession
 
 log = logging.getLogger(__name__)
-
-_END_OF_LINE_DOT = b".\r\n"
-
-
-@dataclass
-class ListenerOptions:
-    """What one listener's sessions share: its limits and its bare-newline policy."""
-
-    name: str
-    implicit_tls: bool
-    normalize_newlines: bool
-    max_message_size: int
-    data_timeout: float
-    max_errors: int
-    connections: "ConnectionCounter"
-    data_budget: DataBudget
-    max_sessions: int = 0
-    """Open sessions this listener may have (0: only the process's total limits)."""
-    implicit_tls_context: ssl.SSLContext | None = None
-    """On an implicit-TLS listener, the context the session starts TLS with once it holds
-    a connection slot (so handshakes in progress count toward the caps)."""
-    tls_handshake_timeout: float = 10.0
-    session_template: dict[str, Any] | None = None
-    """The state aiosmtpd's constructor derives from the handler and the settings, made
-    by the listener's first session and copied by the others (see RelaySMTP.__init__)."""
-
-
-@dataclass
-class ConnectionCounter:
-    """Open sessions, in total, per listener and per client address, across all listeners
-    of a process."""
-
-    max_total: int
-    max_per_client: int
-    total: int = 0
-    per_client: collections.Counter[str] = field(default_factory=collections.Counter)
-    per_listener: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def acquire(self, client: str, listener: str = "", listener_cap: int = 0) -> str | None:
-        """Take a slot, or return the 421 reply that refuses the connection."""
-        if self.total >= self.max_total:
-            return replies.TOO_MANY_CONNECTIONS
-        if listener_cap and self.per_listener[listener] >= listener_cap:
-            return replies.TOO_MANY_CONNECTIONS
-        if self.per_client[client] >= self.max_per_client:
-            return replies.TOO_MANY_CONNECTIONS_FROM_CLIENT
-        self.total += 1
-        self.per_client[client] += 1
-        self.per_listener[listener] += 1
-        return None
-
-    def release(self, client: str, listener: str = "") -> None:
-        self.total -= 1
-        self.per_client[client] -= 1
-        if self.per_client[client] <= 0:
-            del self.per_client[client]
-        self.per_listener[listener] -= 1
-
-
-class RelaySession(Session):
-    """aiosmtpd's session plus who is submitting: set at AUTH or from a trusted network."""
-
-    # aiosmtpd 1.4 still writes its deprecated `login_data` after every successful AUTH, and
-    # that property logs a WARNING each time. The relay reads only `auth_data` (the tenant's
-    # username); here the legacy slot is a plain attribute, so writing it logs nothing.
-    login_data: Any = None
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
-        self.tenant: str | None = None
-        self.client_ip: str = ""
-        self.listener: str = ""
-        self.implicit_tls: bool = False
 
 
 class RelaySMTP(SMTP):
@@ -420,7 +349,7 @@ class RelaySMTP(SMTP):
         scan = DataScan()
         try:
             async with asyncio.timeout(self.options.data_timeout):
-                data, refusal = await self._read_data(limit, held, scan)
+                data, refusal = await read_data(self._reader, limit, held, scan)
         except TimeoutError:
             await SMTP.push(self, replies.DATA_TIMEOUT)
             assert self.transport is not None
@@ -443,48 +372,6 @@ class RelaySMTP(SMTP):
         if status.startswith("250"):
             self._errors = 0  # like Postfix: the limit is on errors "without delivering mail"
         await self.push(status)
-
-    async def _read_data(self, limit: int, held: Held, scan: DataScan) -> tuple[bytes, str | None]:
-        """Read up to the end marker; return the data with its last CRLF, and the refusal
-        if it passed the size limit or the process's data budget. `scan` sees every piece
-        kept.
-
-        Reads in pieces of up to 64 KiB that end at `.\\r\\n`; a piece ends the data only
-        when that dot starts a line (the two bytes before it are CRLF, the CRLF of the DATA
-        command line counting for an empty message). What follows the end stays in the
-        reader for the next pipelined command. Past a limit, data is read and dropped so
-        the refusal comes after the client has finished (RFC 5321 4.2.5).
-        """
-        pieces: list[bytes] = []
-        size = 0
-        refusal: str | None = None
-        before = b"\r\n"
-        while True:
-            try:
-                piece = await self._reader.readuntil(_END_OF_LINE_DOT)
-                found = True
-            except asyncio.LimitOverrunError as exc:
-                piece = await self._reader.read(exc.consumed)
-                found = False
-            # the two octets before the dot
-            last = found and (before + piece[-5:-3])[-2:] == b"\r\n"
-            if last:
-                piece = piece[:-3]
-            before = (before + piece[-2:])[-2:]
-            size += len(piece)
-            if refusal is None:
-                if size > limit:
-                    refusal = replies.MESSAGE_TOO_BIG.format(limit=limit)
-                elif not held.take(len(piece)):
-                    refusal = replies.DATA_BUDGET_FULL
-                if refusal is not None:
-                    pieces.clear()
-                    held.release()
-                else:
-                    pieces.append(piece)
-                    scan.feed(piece)
-            if last:
-                return b"".join(pieces), refusal
 
     def _refusal_for(self, problem: DataProblem | None) -> str | None:
         """The reply that refuses data with `problem` (RFC 5321 2.3.8, 4.1.1.4), if any."""
