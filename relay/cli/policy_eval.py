@@ -4,7 +4,7 @@ each misjudged message with the verdicts that decided it."""
 from collections import Counter
 from pathlib import Path
 
-from relay.cli.status import table
+from relay.cli.status_view import table
 from relay.policy.corpus import PASS, Scores
 
 
