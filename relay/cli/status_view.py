@@ -134,32 +134,7 @@ def render(status: Status) -> str:
         lines += ["", "the queue and the traffic state need the database; nothing more to show"]
         return "\n".join(lines)
     lines[0] += f" at {snap.at:%Y-%m-%d %H:%M:%S} UTC"
-    lines += ["", "queue"]
-    lines += table(
-        ("STATE", "DELIVERIES", "MESSAGES"),
-        [(s.replace("-", " "), n["deliveries"], n["messages"]) for s, n in snap.queue.items()],
-    )
-    if snap.oldest:
-        o = snap.oldest
-        tries = f"{o['attempts']} attempt{'s' if o['attempts'] != 1 else ''}"
-        lines.append(
-            f"  oldest queued message: {age(o['age_seconds'])} old, {o['id']} of {o['tenant']} "
-            f"to {o['recipient']}, {tries}, last reply: {o['last_reply'] or '-'}"
-        )
-    else:
-        lines.append("  oldest queued message: none waiting")
-    shown = f", the first {snap.top}" if len(snap.destinations) == snap.top else ""
-    lines += ["", f"queued by destination domain and site (most first{shown})"]
-    lines += table(
-        ("DOMAIN", "SITE", "DUE", "SCHEDULED", "IN FLIGHT", "HELD", "OLDEST", "LAST REPLY"),
-        [(d["domain"], d["site"] or "-", d["due"], d["scheduled"], d["in_flight"], d["held"],
-          age(d["oldest_seconds"]), d["last_reply"] or "-") for d in snap.destinations],
-    )  # fmt: skip
-    lines += ["", "held deliveries (they wait on purpose)"]
-    lines += table(
-        ("TENANT", "HOLD", "DELIVERIES", "OLDEST"),
-        [(h["tenant"], h["hold"], h["deliveries"], age(h["oldest_seconds"])) for h in snap.held],
-    )
+    lines += _queue(snap)
     lines += ["", f"rates since {_when(snap.rates_since)} (hourly buckets)"]
     lines += table(
         ("TENANT", "DELIVERED", "DEFERRED", "HARD BOUNCED", "SOFT BOUNCED", "COMPLAINED",
@@ -194,6 +169,37 @@ def render(status: Status) -> str:
          for t in snap.throttles],
     )  # fmt: skip
     return "\n".join(lines)
+
+
+def _queue(snap: Snapshot) -> list[str]:
+    """The queue's sections: by state, the oldest message, by destination, the holds."""
+    lines = ["", "queue"]
+    lines += table(
+        ("STATE", "DELIVERIES", "MESSAGES"),
+        [(s.replace("-", " "), n["deliveries"], n["messages"]) for s, n in snap.queue.items()],
+    )
+    if snap.oldest:
+        o = snap.oldest
+        tries = f"{o['attempts']} attempt{'s' if o['attempts'] != 1 else ''}"
+        lines.append(
+            f"  oldest queued message: {age(o['age_seconds'])} old, {o['id']} of {o['tenant']} "
+            f"to {o['recipient']}, {tries}, last reply: {o['last_reply'] or '-'}"
+        )
+    else:
+        lines.append("  oldest queued message: none waiting")
+    shown = f", the first {snap.top}" if len(snap.destinations) == snap.top else ""
+    lines += ["", f"queued by destination domain and site (most first{shown})"]
+    lines += table(
+        ("DOMAIN", "SITE", "DUE", "SCHEDULED", "IN FLIGHT", "HELD", "OLDEST", "LAST REPLY"),
+        [(d["domain"], d["site"] or "-", d["due"], d["scheduled"], d["in_flight"], d["held"],
+          age(d["oldest_seconds"]), d["last_reply"] or "-") for d in snap.destinations],
+    )  # fmt: skip
+    lines += ["", "held deliveries (they wait on purpose)"]
+    lines += table(
+        ("TENANT", "HOLD", "DELIVERIES", "OLDEST"),
+        [(h["tenant"], h["hold"], h["deliveries"], age(h["oldest_seconds"])) for h in snap.held],
+    )
+    return lines
 
 
 def _health(status: Status) -> list[str]:

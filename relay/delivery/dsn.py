@@ -111,6 +111,17 @@ def build_dsn(
     report["MIME-Version"] = "1.0"
     report.add_header("Content-Type", "multipart/report", report_type="delivery-status")
 
+    human = _human_part(mta, queue_id, failed, delayed)
+    status = _status_part(mta, arrival_date, recipients)
+    headers = _headers_part(original_message)
+    report.set_payload([human, status, headers])
+    return report.as_bytes()
+
+
+def _human_part(
+    mta: str, queue_id: str, failed: list[RecipientStatus], delayed: list[RecipientStatus]
+) -> MIMEPart:
+    """The first part (RFC 3464 2.1): what happened, for a person to read."""
     lines = [
         f"This is the mail system at {mta}.",
         "",
@@ -125,7 +136,14 @@ def build_dsn(
             lines += ["", verdict, *(f"<{r.recipient}>: {_line(r.diagnostic)}" for r in group)]
     human = MIMEPart(policy=_POLICY)
     human.set_content("\n".join(lines) + "\n")
+    return human
 
+
+def _status_part(
+    mta: str, arrival_date: datetime, recipients: Sequence[RecipientStatus]
+) -> MIMEPart:
+    """The message/delivery-status part: one block about the message, one per recipient
+    (RFC 3464 2.2, 2.3)."""
     blocks = [
         _fields([("Reporting-MTA", f"dns; {mta}"), ("Arrival-Date", format_datetime(arrival_date))])
     ]
@@ -144,13 +162,15 @@ def build_dsn(
     status = MIMEPart(policy=_POLICY)
     status["Content-Type"] = "message/delivery-status"
     status.set_payload(blocks)
+    return status
 
+
+def _headers_part(original_message: bytes) -> MIMEPart:
+    """The third part: the original message's header section (RFC 6522 text/rfc822-headers)."""
     head = _header_section(original_message)
     headers = MIMEPart(policy=_POLICY)
     headers["Content-Type"] = "text/rfc822-headers"
     headers["Content-Transfer-Encoding"] = "7bit" if head.isascii() else "8bit"
     # surrogateescape: the generator writes non-ASCII header bytes back exactly as they came.
     headers.set_payload(head.decode("ascii", "surrogateescape"))
-
-    report.set_payload([human, status, headers])
-    return report.as_bytes()
+    return headers

@@ -42,7 +42,7 @@ from prometheus_client import Counter
 
 from relay.config.schema import Config
 from relay.feedback import verp
-from relay.feedback.arf import parse_arf, parse_forwarded
+from relay.feedback.arf import FeedbackReport, parse_arf, parse_forwarded
 from relay.feedback.authentic import vouching_provider
 from relay.feedback.bounce import parse_bounce
 from relay.feedback.classify import classify
@@ -72,6 +72,13 @@ class Result:
     tenant: str | None = None
     message_id: uuid.UUID | None = None
     reporter: str | None = None
+
+
+def _about(
+    delivery: Delivery, state: str, kind: str, problem: str | None, reporter: str | None
+) -> Result:
+    """What a report about `delivery` came to."""
+    return Result(state, kind, problem, delivery.tenant, delivery.message_id, reporter)
 
 
 def _address(value: str | None) -> str | None:
@@ -250,48 +257,36 @@ class FeedbackProcessor:
             self.config.delivery.nameservers,
         )
         if voucher is None:
-            return Result(
-                "unverified",
-                "complaint",
-                "no [feedback] provider vouches for it (network or DKIM signature)",
-                delivery.tenant,
-                delivery.message_id,
-                complainant,
-            )
+            why = "no [feedback] provider vouches for it (network or DKIM signature)"
+            return _about(delivery, "unverified", "complaint", why, complainant)
+        return await self._complained(work, delivery, report, complainant, voucher)
+
+    async def _complained(
+        self,
+        work: ReportWork,
+        delivery: Delivery,
+        report: FeedbackReport,
+        complainant: str,
+        voucher: str,
+    ) -> Result:
+        """An authentic complaint about one of our deliveries: counted once (P-COMPLAINT)
+        and the complainant suppressed, unless it says the message was not spam."""
+        if (report.feedback_type or "abuse").lower() == "not-spam":
+            why = "not-spam: nothing to do"
+            return _about(delivery, "processed", "complaint", why, complainant)
+        if await work.recorded(delivery.message_id, complainant, ["complained"]):
+            why = "this complaint is recorded already"
+            return _about(delivery, "duplicate", "complaint", why, complainant)
+        source = f"arf {report.user_agent or ''}".strip()
+        await work.suppress(delivery.tenant, complainant, "complaint", source)
         detail = {
             "feedback_type": report.feedback_type,
             "user_agent": report.user_agent,
             "source_ip": report.source_ip,
             "provider": voucher,
         }
-        if (report.feedback_type or "abuse").lower() == "not-spam":
-            return Result(
-                "processed",
-                "complaint",
-                "not-spam: nothing to do",
-                delivery.tenant,
-                delivery.message_id,
-                complainant,
-            )
-        if await work.recorded(delivery.message_id, complainant, ["complained"]):
-            return Result(
-                "duplicate",
-                "complaint",
-                "this complaint is recorded already",
-                delivery.tenant,
-                delivery.message_id,
-                complainant,
-            )
-        await work.suppress(
-            delivery.tenant,
-            complainant,
-            "complaint",
-            f"arf {report.user_agent or ''}".strip(),
-        )
         await work.record([self._event(delivery, "complained", complainant, detail)])
-        return Result(
-            "processed", "complaint", None, delivery.tenant, delivery.message_id, complainant
-        )
+        return _about(delivery, "processed", "complaint", None, complainant)
 
     async def _abuse(self, work: ReportWork, raw: bytes, form_reporter: str | None) -> Result:
         parsed = await asyncio.to_thread(parse_forwarded, raw)

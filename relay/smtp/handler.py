@@ -225,20 +225,7 @@ class SubmissionHandler:
         if header_id is None:  # P-HDR-SANE allows adding it, never a false one
             header_id = f"<{queue_id}@{self.hostname}>"
             body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
-        ctx = PolicyContext(
-            tenant,
-            envelope.mail_from,
-            list(envelope.rcpt_tos),
-            body,
-            self.lookups,
-            self.domains.for_policy() if self.domains else None,
-            tuple(self.config.policy.service_contacts),
-            signing_domains=self.signer.domains,
-            allow_unsigned=self.config.dkim.allow_unsigned,
-            content_categories=frozenset(self.config.policy.content_categories),
-            max_mime_parts=self.config.smtp.max_mime_parts,
-            max_mime_depth=self.config.smtp.max_mime_depth,
-        )
+        ctx = self._data_context(tenant, envelope.mail_from, envelope.rcpt_tos, body)
         verdicts = await self.pipeline.run("data", ctx)
         checked = time.perf_counter()
         refused = refusal(verdicts)
@@ -249,12 +236,8 @@ class SubmissionHandler:
             if self.unsubscribe_secret is None:
                 return self._refuse(tenant.name, "internal", replies.INTERNAL_ERROR)
             request = Unsubscribe(tenant.name, envelope.rcpt_tos[0], header_id)
-            body = (
-                unsubscribe_headers(
-                    self.config.policy.unsubscribe_url, self.unsubscribe_secret, request
-                )
-                + body
-            )
+            url = self.config.policy.unsubscribe_url
+            body = unsubscribe_headers(url, self.unsubscribe_secret, request) + body
         headers = self._received(session, envelope, queue_id)
         # the listener has refused or normalised every bare CR and LF, and the lines added
         # here end in CRLF. On the event loop: a thread (OpenSSL releases the GIL) measured
@@ -282,21 +265,27 @@ class SubmissionHandler:
         except QueueUnavailable as exc:
             log.error("queue unavailable tenant=%s: %s", tenant.name, exc)
             return self._refuse(tenant.name, "queue", replies.QUEUE_UNAVAILABLE)
-        stored = time.perf_counter()
-        metrics.MESSAGES_RECEIVED.labels(tenant.name).inc()
-        metrics.TIME_TO_250.observe(stored - started)
-        _POLICY_SECONDS.observe(checked - started)
-        _SIGNING_SECONDS.observe(signed - checked)
-        _STORAGE_SECONDS.observe(stored - signed)
-        log.info(
-            "accepted queue_id=%s tenant=%s recipients=%d size=%d message_id=%s",
-            queue_id,
-            tenant.name,
-            len(envelope.rcpt_tos),
-            len(message.content),
-            header_id,
-        )
+        _observe(message, started, checked, signed, time.perf_counter())
         return replies.QUEUED.format(queue_id=queue_id)
+
+    def _data_context(
+        self, tenant: TenantSection, mail_from: str, recipients: list[str], body: bytes
+    ) -> PolicyContext:
+        """What the DATA checks look at, with this process's settings and shared state."""
+        return PolicyContext(
+            tenant,
+            mail_from,
+            list(recipients),
+            body,
+            self.lookups,
+            self.domains.for_policy() if self.domains else None,
+            tuple(self.config.policy.service_contacts),
+            signing_domains=self.signer.domains,
+            allow_unsigned=self.config.dkim.allow_unsigned,
+            content_categories=frozenset(self.config.policy.content_categories),
+            max_mime_parts=self.config.smtp.max_mime_parts,
+            max_mime_depth=self.config.smtp.max_mime_depth,
+        )
 
     def _refuse(self, tenant: str, reason: str, reply: str) -> str:
         metrics.MESSAGES_REJECTED.labels(tenant, reason).inc()
@@ -339,3 +328,22 @@ def _message_id(content: bytes) -> str | None:
         return None
     value = match.group(1).decode("utf-8", "replace").strip()
     return value or None
+
+
+def _observe(
+    message: NewMessage, started: float, checked: float, signed: float, stored: float
+) -> None:
+    """Count and log an accepted message, with the time each step of its acceptance took."""
+    metrics.MESSAGES_RECEIVED.labels(message.tenant).inc()
+    metrics.TIME_TO_250.observe(stored - started)
+    _POLICY_SECONDS.observe(checked - started)
+    _SIGNING_SECONDS.observe(signed - checked)
+    _STORAGE_SECONDS.observe(stored - signed)
+    log.info(
+        "accepted queue_id=%s tenant=%s recipients=%d size=%d message_id=%s",
+        message.id,
+        message.tenant,
+        len(message.recipients),
+        len(message.content),
+        message.header_message_id,
+    )

@@ -9,9 +9,9 @@ AUTH is offered at once. aiosmtpd's own idea of "TLS" covers STARTTLS only, henc
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from relay.config.schema import Config, split_host_port
+from relay.config.schema import Config, ListenerSection, split_host_port
 from relay.smtp import replies
 from relay.smtp.budget import DataBudget
 from relay.smtp.limits import ConnectionCounter, ListenerOptions
@@ -38,40 +38,7 @@ async def start_listeners(
     servers = []
     loop = asyncio.get_running_loop()
     for listener in config.listeners:
-        handler = handlers[listener.role]
-        implicit = listener.tls == "implicit"
-        options = ListenerOptions(
-            name=listener.name,
-            implicit_tls=implicit,
-            normalize_newlines=listener.bare_newlines == "normalize",
-            max_message_size=config.smtp.max_message_size,
-            data_timeout=config.smtp.data_timeout,
-            max_errors=config.smtp.max_errors,
-            connections=counter,
-            data_budget=budget,
-            max_sessions=listener.session_cap(config.smtp),
-            implicit_tls_context=tls if implicit else None,
-            tls_handshake_timeout=config.smtp.tls_handshake_timeout,
-        )
-
-        def factory(
-            options: ListenerOptions = options, implicit: bool = implicit, handler: object = handler
-        ) -> RelaySMTP:
-            return RelaySMTP(
-                handler,
-                options,
-                hostname=config.relay.hostname,
-                ident=replies.BANNER_IDENT,
-                data_size_limit=config.smtp.max_message_size,
-                enable_SMTPUTF8=True,
-                tls_context=None if implicit else tls,
-                require_starttls=False,
-                timeout=config.smtp.command_timeout,
-                auth_require_tls=not implicit,
-                auth_required=False,
-                loop=loop,
-            )
-
+        factory = _session_factory(config, listener, handlers[listener.role], tls, counter, budget)
         host, port = split_host_port(listener.address)
         server = await loop.create_server(
             factory,
@@ -82,10 +49,54 @@ async def start_listeners(
             # Postfix's master listens with a backlog of its process limit; asyncio's
             # default of 100 overflowed under 200 clients reconnecting for each message,
             # and every connection the kernel drops there waits a second for its SYN or
-            # ACK to be resent: 476 -> 783 accepted/s in bench.profile at 200 sessions.
-            # The kernel caps it at net.core.somaxconn.
+            # ACK to be resent (bench/README.md). The kernel caps it at net.core.somaxconn.
             backlog=config.smtp.max_connections,
             reuse_port=reuse_port and listener.role == "submission",
         )
         servers.append(server)
     return servers, counter
+
+
+def _session_factory(
+    config: Config,
+    listener: ListenerSection,
+    handler: object,
+    tls: ssl.SSLContext,
+    counter: ConnectionCounter,
+    budget: DataBudget,
+) -> Callable[[], RelaySMTP]:
+    """What makes one session of `listener`: its options, shared by its sessions, and the
+    aiosmtpd settings of the relay."""
+    implicit = listener.tls == "implicit"
+    options = ListenerOptions(
+        name=listener.name,
+        implicit_tls=implicit,
+        normalize_newlines=listener.bare_newlines == "normalize",
+        max_message_size=config.smtp.max_message_size,
+        data_timeout=config.smtp.data_timeout,
+        max_errors=config.smtp.max_errors,
+        connections=counter,
+        data_budget=budget,
+        max_sessions=listener.session_cap(config.smtp),
+        implicit_tls_context=tls if implicit else None,
+        tls_handshake_timeout=config.smtp.tls_handshake_timeout,
+    )
+    loop = asyncio.get_running_loop()
+
+    def factory() -> RelaySMTP:
+        return RelaySMTP(
+            handler,
+            options,
+            hostname=config.relay.hostname,
+            ident=replies.BANNER_IDENT,
+            data_size_limit=config.smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            tls_context=None if implicit else tls,
+            require_starttls=False,
+            timeout=config.smtp.command_timeout,
+            auth_require_tls=not implicit,
+            auth_required=False,
+            loop=loop,
+        )
+
+    return factory
