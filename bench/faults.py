@@ -183,12 +183,12 @@ def _scenario(results: dict[str, Any], key: str, what: str, log: Any, action: An
 
 def _check_alive(relay: RelayServer, results: dict[str, Any], key: str, log: Any) -> None:
     """After a scenario: if the relay process has exited, keep its last log lines, and the
-    lines before them that say why it stopped (`relay.app`'s), with the scenario's result
+    lines before them that say why it stopped (`relay.serve.relay`'s), with the scenario's result
     and start it again for the next scenarios."""
     if relay.proc is None or relay.proc.poll() is None:
         return
     lines = relay.log().splitlines()
-    tail = [line for line in lines[:-40] if " relay.app: " in line] + lines[-40:]
+    tail = [line for line in lines[:-40] if " relay.serve.relay: " in line] + lines[-40:]
     results[key]["relay_exited"] = relay.proc.returncode
     results[key]["relay_log_tail"] = tail
     log(f"  the relay exited with {relay.proc.returncode}; its last log lines:")

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from relay.config.schema import CanarySection
-from relay.feedback import canary
-from relay.feedback.canary import CampaignError, Rates, canary_size, judge
+from relay.feedback.reputation import canary
+from relay.feedback.reputation.canary import CampaignError, Rates, canary_size, judge
 from relay.queue.store import NewMessage, insert_messages
 
 pytestmark = [pytest.mark.queue, pytest.mark.asyncio]

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.dkim.keys import dns_record
-from relay.feedback import verp
+from relay.feedback.reports import verp
 from tests.dns_server import DnsServer
 from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
 from tests.smtp_client import message, submission

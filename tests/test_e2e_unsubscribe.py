@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from relay.config.schema import PolicySection
-from relay.feedback import oneclick
+from relay.web import oneclick
 from tests.peers import RelayConfig, RelayProcess, Sink, db_rows, running
 from tests.smtp_client import submission
 from tests.test_policy_bulk import newsletter

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.feedback.arf import ArfResult, ForwardedReport, parse_arf, parse_forwarded
+from relay.feedback.reports.arf import ArfResult, ForwardedReport, parse_arf, parse_forwarded
 from tests.mutate import mutate
 
 SAMPLES = Path(__file__).parent / "samples" / "feedback"

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import pytest
 
 from relay.delivery.dsn import RecipientStatus, build_dsn
-from relay.feedback.bounce import BounceReport, ParseResult, parse_bounce
+from relay.feedback.reports.bounce import BounceReport, ParseResult, parse_bounce
 from tests.mutate import mutate
 
 SAMPLES = Path(__file__).parent / "samples" / "feedback"

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from relay.feedback.classify import (
+from relay.feedback.reports.classify import (
     Category,
     classify,
     default_rules,

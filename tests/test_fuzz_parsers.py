@@ -16,8 +16,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from relay.feedback.arf import parse_arf, parse_forwarded
-from relay.feedback.bounce import parse_bounce
+from relay.feedback.reports.arf import parse_arf, parse_forwarded
+from relay.feedback.reports.bounce import parse_bounce
 from relay.mail.address import AddressError, parse_path
 from relay.mail.wire import DataScan, problem_in
 from relay.policy import mime

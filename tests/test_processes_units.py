@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.config.load import ConfigError, load_config
-from relay.workers import MergedMetrics, snapshot
+from relay.serve.processes import MergedMetrics, snapshot
 
 LISTENER = """
 [[listeners]]

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from relay.config.schema import FeedbackSection
-from relay.feedback.retention import Purged, purge_once
+from relay.feedback.privacy.retention import Purged, purge_once
 from relay.queue.migrate import migrate
 from tests.peers import ROOT
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.feedback.unsubscribe import LIFETIME_DAYS, BadToken, Unsubscribe, sign, verify
+from relay.feedback.privacy.unsubscribe import LIFETIME_DAYS, BadToken, Unsubscribe, sign, verify
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome

@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import time
 
-from relay.feedback.verp import LIFETIME_DAYS, address, delivery_of
+from relay.feedback.reports.verp import LIFETIME_DAYS, address, delivery_of
 
 SECRET = b"v" * 32
 

@@ -35,7 +35,12 @@ from prometheus_client import REGISTRY
 
 from relay.cli import main
 from relay.config.schema import Config, TenantSection
-from relay.feedback.webhooks import WebhookDispatcher, backoff, load_webhook_secret, targets_of
+from relay.feedback.events.webhooks import (
+    WebhookDispatcher,
+    backoff,
+    load_webhook_secret,
+    targets_of,
+)
 from relay.public_address import PublicResolver
 from relay.queue.events import Event, record
 from relay.queue.migrate import migrate

@@ -46,15 +46,15 @@ def serve(config_path: Path, worker: int | None) -> None:
         return
     config = load(config_path)
     setup_logging(config.relay.log_level)
-    from relay.app import serve as serve_forever
+    from relay.serve.relay import serve as serve_forever
 
     run(serve_forever(config_path, config))
 
 
 def serve_smtp_worker(config_path: Path, index: int) -> None:
-    """One SMTP worker process of `relay serve` (`relay.workers`); not for admins."""
-    from relay.app import serve_smtp_worker as serve_worker
-    from relay.workers import PARENT_ENV, die_with_parent
+    """One SMTP worker process of `relay serve` (`relay.serve.processes`); not for admins."""
+    from relay.serve.processes import PARENT_ENV, die_with_parent
+    from relay.serve.relay import serve_smtp_worker as serve_worker
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we are up must not kill us
     die_with_parent(int(os.environ.get(PARENT_ENV, os.getppid())))

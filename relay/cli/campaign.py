@@ -1,5 +1,5 @@
 """`relay campaign ls|show|release|decline`: campaigns held under P-CANARY, and the admin's
-word on them (relay.feedback.canary).
+word on them (relay.feedback.reputation.canary).
 
 A campaign is a tenant's Feedback-ID, else its List-Id, as the message carried it (quote
 it on the command line: `relay campaign show acme '<spring.acme.example>'`).
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
-from relay.feedback import canary
+from relay.feedback.reputation import canary
 from relay.queue.canaries import CanaryStore
 from relay.queue.database import Pool
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.unsubscribe import SECRET_ENV, load_secret
+from relay.feedback.privacy.unsubscribe import SECRET_ENV, load_secret
 from relay.mail.address import AddressError, parse_path
 from relay.queue.database import Pool
 from relay.queue.erasure import Erasure, erase

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.webhooks import event_json
+from relay.feedback.events.webhooks import event_json
 from relay.queue.database import Pool
 from relay.queue.events import EventLog
 from relay.queue.webhooks import CommittedHorizon

@@ -8,7 +8,7 @@ from typing import TextIO
 import click
 
 from relay.cli.common import config_option, load, run, with_db
-from relay.feedback.unsubscribe import load_secret
+from relay.feedback.privacy.unsubscribe import load_secret
 from relay.queue.suppressions import SuppressionList, suppression_key
 
 

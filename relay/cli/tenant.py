@@ -16,8 +16,8 @@ import click
 
 from relay.cli.common import config_option, jsonable, load, run, with_db
 from relay.config.schema import ReputationSection
-from relay.feedback.reputation import Counts, duration, measures, percent
-from relay.feedback.tenant_standing import Standing, resume, standing, suspend
+from relay.feedback.reputation.judge import Counts, duration, measures, percent
+from relay.feedback.reputation.tenant_standing import Standing, resume, standing, suspend
 from relay.queue.database import Pool
 
 

@@ -392,7 +392,8 @@ class ReputationSection(Strict):
 
 
 class CanarySection(Strict):
-    """P-CANARY: large bulk campaigns go out as a canary first (`relay.feedback.canary`)."""
+    """P-CANARY: large bulk campaigns go out as a canary first
+    (`relay.feedback.reputation.canary`)."""
 
     enabled: bool = False
     """Hold every bulk message with a Feedback-ID or List-Id as it is queued until its

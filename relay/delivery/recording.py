@@ -14,7 +14,7 @@ from relay import metrics
 from relay.config.schema import Config
 from relay.delivery.dsn import RecipientStatus, build_dsn
 from relay.delivery.outcome import Bounce, Delivered, Outcome, Reply, Retry, RetryPolicy, decide
-from relay.feedback.classify import classify
+from relay.feedback.reports.classify import classify
 from relay.queue.deliveries import Attempt, DeliveryQueue, Lease, Recorder
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import Event, counted

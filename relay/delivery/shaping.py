@@ -30,7 +30,7 @@ from prometheus_client import Gauge
 
 from relay.config.schema import Config
 from relay.delivery.outcome import Reply
-from relay.feedback.classify import Category, classify
+from relay.feedback.reports.classify import Category, classify
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.sites import SiteStore
 

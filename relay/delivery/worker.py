@@ -40,8 +40,8 @@ from relay.delivery.recording import OutcomeRecording
 from relay.delivery.reuse import IdleConnections, Target
 from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
-from relay.feedback import verp
-from relay.feedback.reputation import throttle_factor
+from relay.feedback.reports import verp
+from relay.feedback.reputation.judge import throttle_factor
 from relay.psl import provider_of
 from relay.public_address import is_public
 from relay.queue.database import Pool

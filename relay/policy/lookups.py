@@ -5,7 +5,7 @@ and hands it to every `PolicyContext`; offline runs have none."""
 
 from collections.abc import Sequence
 
-from relay.feedback.reputation import SUSPENSIONS
+from relay.feedback.reputation.judge import SUSPENSIONS
 from relay.queue.consent import ConsentStore
 from relay.queue.database import Pool
 from relay.queue.reputation import Suspension

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import metrics
 from relay.config.schema import Config
-from relay.feedback import verp
+from relay.feedback.reports import verp
 from relay.mail.address import Path
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS

@@ -30,8 +30,8 @@ from relay.auth import Account, Authenticator, LockedOut
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
-from relay.feedback.unsubscribe import Unsubscribe
-from relay.feedback.unsubscribe import headers as unsubscribe_headers
+from relay.feedback.privacy.unsubscribe import Unsubscribe
+from relay.feedback.privacy.unsubscribe import headers as unsubscribe_headers
 from relay.mail.address import Path
 from relay.mail.wire import LARGE_MESSAGE
 from relay.policy.context import PolicyContext

@@ -2,7 +2,7 @@
 sending is suspended.
 
 A tenant whose complaint or hard-bounce rate went above its limit has its bulk sending
-suspended by the reputation task (`relay.feedback.reputation`), or an admin suspended it
+suspended by the reputation task (`relay.feedback.reputation.judge`), or an admin suspended it
 (`relay tenant suspend`); until an admin resumes it, its bulk submissions are refused at
 DATA, where a message is known to be bulk, with the measured rate and how it ends.
 Transactional mail passes: the recipients of receipts and password resets asked for them.

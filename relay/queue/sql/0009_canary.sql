@@ -1,6 +1,6 @@
 -- P-CANARY: a large bulk campaign goes out as a canary (the first 10% of its recipients, at
 -- most 1,000); the rest waits for a window while bounces, unsubscribes and complaints are
--- measured, then is released, or declined by an admin (relay.feedback.canary).
+-- measured, then is released, or declined by an admin (relay.feedback.reputation.canary).
 --
 -- A campaign's size is unknown while its messages arrive, and the relay queues each
 -- message at once; so every delivery of a bulk message with a campaign is held as it is

@@ -2,7 +2,7 @@
 -- the events as they are inserted, at the end of the inserting statement: a delivery's
 -- attempt, its event and its count are then one statement (one round trip, no explicit
 -- transaction), and no writer of events can leave the counts behind. A bounce counts as
--- hard when its detail says so ("hard": true, from relay.feedback.classify); abuse reports
+-- hard when its detail says so ("hard": true, from relay.feedback.reports.classify); abuse reports
 -- count as complaints. An event counts in the hour it happened (`at`, now() unless given).
 CREATE FUNCTION count_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

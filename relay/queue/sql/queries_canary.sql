@@ -1,5 +1,5 @@
 -- P-CANARY: campaigns held as they arrive, their canary, the window's verdict, and the
--- admin's release or decline (relay.feedback.canary, `relay campaign`). Holds name the
+-- admin's release or decline (relay.feedback.reputation.canary, `relay campaign`). Holds name the
 -- campaign ('canary-pending:C' while it grows, 'canary:C' for the rest after the canary);
 -- every statement on them also checks the tenant, as two tenants may use the same List-Id.
 

@@ -1,10 +1,10 @@
 """The HTTP listener: `/metrics` (Prometheus text format) and `/healthz` for operations, the
-tenants' API (`relay.api`), the one-click unsubscribe endpoint (`relay.feedback.oneclick`)
-and the abuse report form (`relay.feedback.abuse_form`).
+tenants' API (`relay.web.api`), the one-click unsubscribe endpoint (`relay.web.oneclick`)
+and the abuse report form (`relay.web.abuse_form`).
 
 Queue gauges are read from PostgreSQL at scrape time, so they are as fresh as the scrape
 and cost nothing between scrapes. With SMTP worker processes (`[relay] processes`),
-`/metrics` adds their counters to this process's at scrape time too (`relay.workers`), so
+`/metrics` adds their counters to this process's at scrape time too (`relay.serve.processes`), so
 one scrape of the main process sees the whole relay. `/healthz` answers 200 only when the
 database answers.
 """
@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from relay import api, metrics
+from relay import metrics
 from relay.auth import Authenticator
 from relay.config.schema import PolicySection, split_host_port
-from relay.feedback import abuse_form, oneclick
-from relay.forwarded import TRUSTED_PROXIES
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.health import QueueHealth
-from relay.workers import MergedMetrics, Snapshot
+from relay.serve.processes import MergedMetrics, Snapshot
+from relay.web import abuse_form, api, oneclick
+from relay.web.forwarded import TRUSTED_PROXIES
 
 WorkerMetrics = Callable[[], Awaitable[list[Snapshot]]]
 
@@ -43,7 +43,7 @@ def make_app(
     """The routes; `policy` mounts the one-click endpoint, `abuse_reports` (set when a
     report is stored, to wake the feedback processor) the abuse form; `worker_metrics`
     reads the SMTP workers' metrics for `/metrics`; `trusted_proxies` are the networks
-    whose `X-Forwarded-For` names the client (`relay.forwarded`)."""
+    whose `X-Forwarded-For` names the client (`relay.web.forwarded`)."""
 
     health = QueueHealth(pool)
 

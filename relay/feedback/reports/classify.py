@@ -5,7 +5,7 @@ status code (`class.subject.detail`) and free text. The code alone is too coarse
 used for spam blocks, blocklisted IPs and unknown users alike, and Microsoft answers
 `5.1.10` for an unknown recipient where RFC 7505 meant a null MX. So, as KumoMTA's bounce
 classifier does, regular expressions over the reply text decide first (the shipped rules in
-`relay/feedback/data/bounce_rules.toml`, a deployment's own file before them), and only a
+`relay/feedback/reports/data/bounce_rules.toml`, a deployment's own file before them), and only a
 reply no rule recognises falls back to the code table in the same file: the exact code, then
 `class.subject`, then `class`.
 
@@ -180,7 +180,9 @@ def load_rules(extra_path: Path | None = None) -> Rules:
     """The shipped rules, with a deployment's file (same shape) in front: its text rules are
     checked before the shipped ones, its `[codes]` entries replace the shipped ones.
     Raises ValueError naming the file and rule for anything it does not understand."""
-    shipped = resources.files("relay.feedback.data").joinpath("bounce_rules.toml").read_text()
+    shipped = (
+        resources.files("relay.feedback.reports.data").joinpath("bounce_rules.toml").read_text()
+    )
     rules, codes = _rules(tomllib.loads(shipped), "bounce_rules.toml")
     if extra_path is not None:
         with extra_path.open("rb") as handle:

@@ -22,7 +22,7 @@ both are kept with the reason and counted in `relay_feedback_reports_total`.
 
 Nothing from the internet is believed until it is authenticated, and nothing counts twice:
 - a complaint counts only when a `[feedback] providers` entry vouches for it (its network,
-  or a verified DKIM signature of its domain, `relay.feedback.authentic`); others end
+  or a verified DKIM signature of its domain, `relay.feedback.reports.authentic`); others end
   `unverified`, kept and visible, changing nothing;
 - one complaint per (message, complainant), one bounce of each kind per delivery and one
   abuse report per (message, reporter): a replay ends `duplicate` and changes nothing;
@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from relay.config.schema import Config
-from relay.feedback import verp
-from relay.feedback.arf import FeedbackReport, parse_arf, parse_forwarded
-from relay.feedback.authentic import vouching_provider
-from relay.feedback.bounce import parse_bounce
-from relay.feedback.classify import classify
+from relay.feedback.reports import verp
+from relay.feedback.reports.arf import FeedbackReport, parse_arf, parse_forwarded
+from relay.feedback.reports.authentic import vouching_provider
+from relay.feedback.reports.bounce import parse_bounce
+from relay.feedback.reports.classify import classify
 from relay.mail.address import AddressError, parse_path
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS

@@ -3,7 +3,7 @@
 A bounce is either a delivery status notification (RFC 3464) inside an RFC 6522
 `multipart/report; report-type=delivery-status`, whose `message/delivery-status` part holds one
 block of fields about the message and one per recipient (RFC 3464 2.2, 2.3), or one of the
-free-text shapes MTAs still send (`relay.feedback.text_bounce`). `parse_bounce` reads both
+free-text shapes MTAs still send (`relay.feedback.reports.text_bounce`). `parse_bounce` reads both
 into one `BounceReport` per recipient, and returns the original message's header section
 (the third part of a DSN, RFC 3464 2.1, or the copy a text bounce appends) so the caller can
 find the message in the queue:
@@ -18,16 +18,16 @@ copy of the original, and at most a few hundred MIME boundaries and a few thousa
 are parsed. Parsing is CPU work (under 0.1 s per MB of ordinary mail, about a second for the
 worst crafted input measured): callers on the event loop run it in an executor.
 
-What a status and diagnostic mean for the address is `relay.feedback.classify`'s job.
+What a status and diagnostic mean for the address is `relay.feedback.reports.classify`'s job.
 """
 
 import re
 from dataclasses import dataclass
 from email.message import Message
 
-from relay.feedback.classify import reply_status, reply_text
-from relay.feedback.original import OriginalMessage, first_original
-from relay.feedback.text_bounce import MAX_RECIPIENTS, from_text, original_in_text
+from relay.feedback.reports.classify import reply_status, reply_text
+from relay.feedback.reports.original import OriginalMessage, first_original
+from relay.feedback.reports.text_bounce import MAX_RECIPIENTS, from_text, original_in_text
 from relay.mail.mime import (
     MAX_BYTES,
     clean,

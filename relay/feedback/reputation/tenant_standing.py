@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.config.schema import ReputationSection
-from relay.feedback.reputation import HOLDS, Counts, reputation_event
+from relay.feedback.reputation.judge import HOLDS, Counts, reputation_event
 from relay.queue.database import Pool
 from relay.queue.reputation import ReputationStore, Suspension
 

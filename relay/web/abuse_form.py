@@ -24,10 +24,10 @@ from collections import defaultdict, deque
 
 from aiohttp import web
 
-from relay.forwarded import client_address
 from relay.mail.address import AddressError, parse_path
 from relay.queue.database import Pool
 from relay.queue.reports import ReportInbox
+from relay.web.forwarded import client_address
 
 MAX_REPORT = 1024 * 1024
 TOKEN_LIFETIME = 2 * 3600.0

@@ -21,7 +21,8 @@ attachment, inline ("---------- Forwarded message ---------", "-----Original Mes
 or pastes its headers, and the relay needs the original's Message-ID, trace field, Received
 lines and To.
 
-Like `relay.feedback.bounce`, nothing here raises on bad input: the result says what was wrong.
+Like `relay.feedback.reports.bounce`, nothing here raises on bad input: the result says what
+was wrong.
 """
 
 import ipaddress
@@ -31,7 +32,7 @@ from datetime import datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from relay.feedback.original import ORIGINAL_TYPES, OriginalMessage, original_from_part
+from relay.feedback.reports.original import ORIGINAL_TYPES, OriginalMessage, original_from_part
 from relay.mail.mime import (
     MAX_BYTES,
     addresses,

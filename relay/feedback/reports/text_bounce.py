@@ -10,8 +10,8 @@ recipient.
 import re
 from dataclasses import dataclass
 
-from relay.feedback.classify import reply_text
-from relay.feedback.original import OriginalMessage, original_from_text
+from relay.feedback.reports.classify import reply_text
+from relay.feedback.reports.original import OriginalMessage, original_from_text
 from relay.mail.mime import ADDRESS, lines_of
 
 MAX_RECIPIENTS = 1000  # per-recipient blocks read from one report

@@ -1,5 +1,5 @@
 """The one-click unsubscribe endpoint (RFC 8058, P-UNSUB-PROCESS) behind the signed URIs the
-relay adds for tenants with `unsubscribe = "relay"` (`relay.feedback.unsubscribe`).
+relay adds for tenants with `unsubscribe = "relay"` (`relay.feedback.privacy.unsubscribe`).
 
 Mounted on the HTTP listener at the path of `[policy] unsubscribe_url` + `/{token}` (a
 TLS-terminating proxy serves it under the https URL itself):
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from relay.config.schema import PolicySection
-from relay.feedback.unsubscribe import BadToken, Unsubscribe, load_secret, verify
+from relay.feedback.privacy.unsubscribe import BadToken, Unsubscribe, load_secret, verify
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.suppressions import SuppressionList, suppression_key

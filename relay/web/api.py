@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from relay.auth import Authenticator, LockedOut
-from relay.forwarded import client_address
 from relay.policy import consent_records
 from relay.queue.consent import ConsentStore
 from relay.queue.database import Pool
+from relay.web.forwarded import client_address
 
 MAX_RECORDS = 10_000
 

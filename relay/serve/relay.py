@@ -9,7 +9,7 @@ Signals (as Postfix admins expect from `postfix reload` and `postfix stop`):
   `_GRACE_SECONDS` to finish, release this process's leases, stop the embedded database.
 
 With `[relay] processes` above 1 this process also starts, restarts and signals the SMTP
-worker processes (`serve_smtp_worker`, `relay.workers`): SIGHUP is passed on to them, and
+worker processes (`serve_smtp_worker`, `relay.serve.processes`): SIGHUP is passed on to them, and
 SIGTERM stops them, each draining its own sessions, before the database stops.
 """
 
@@ -27,23 +27,24 @@ from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.keys import activate_missing_keys
 from relay.dkim.service import DkimSigner
-from relay.feedback import reputation, retention
-from relay.feedback.canary import CanaryTask
-from relay.feedback.processor import FeedbackProcessor
-from relay.feedback.unsubscribe import SECRET_ENV, load_secret
-from relay.feedback.webhooks import WebhookDispatcher
-from relay.http import start_http
+from relay.feedback.events.webhooks import WebhookDispatcher
+from relay.feedback.privacy import retention
+from relay.feedback.privacy.unsubscribe import SECRET_ENV, load_secret
+from relay.feedback.reports.processor import FeedbackProcessor
+from relay.feedback.reputation import judge as reputation
+from relay.feedback.reputation.canary import CanaryTask
 from relay.policy.domain_status import DomainStatus
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.database import Database
 from relay.queue.domains import DomainRecords
 from relay.queue.store import Enqueuer
+from relay.serve.processes import DSN_ENV, POOL_SIZE, SmtpWorkers, serve_snapshots, socket_path
 from relay.smtp.feedback import FeedbackHandler
 from relay.smtp.handler import SubmissionHandler
 from relay.smtp.limits import ConnectionCounter
 from relay.smtp.listener import start_listeners
 from relay.smtp.tls import certificate_expiry, server_context
-from relay.workers import DSN_ENV, POOL_SIZE, SmtpWorkers, serve_snapshots, socket_path
+from relay.web.server import start_http
 
 log = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
@@ -257,7 +258,7 @@ async def _sessions_end(sessions: ConnectionCounter) -> None:
 
 async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> None:
     """Run SMTP worker `index` of `[relay] processes` (started by `serve`, see
-    `relay.workers`): the submission listeners on the main process's addresses
+    `relay.serve.processes`): the submission listeners on the main process's addresses
     (SO_REUSEPORT), with a submission handler, its own group commit (so its 250, too, comes
     only after the commit), its DKIM signer and domain verdicts, on a small pool of the main
     process's database. Nothing else: no migrations, no delivery, no feedback listener, no

@@ -1,0 +1,1 @@
+"""Events told to tenants: each tenant's event log POSTed to its webhook."""
