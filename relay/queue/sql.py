@@ -2,7 +2,8 @@
 
 `queries.sql` and `queries_*.sql` (one per feature) hold named blocks (`-- name: lease_due`)
 loaded once into `QUERIES`; migrations are the numbered files (`0001_initial.sql`, ...)
-applied in order.
+applied in order. `schema.sql` is neither: it is the schema after the last migration,
+written out for readers, and nothing here reads it (its name matches neither pattern).
 """
 
 import re
