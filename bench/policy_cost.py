@@ -92,7 +92,7 @@ def relay_cpu_ms(raw: bytes, messages: int) -> float:
             ('max_message_size = "64KiB"', 'max_message_size = "1MiB"'),
             (
                 "recipients_per_message = 5",
-                "recipients_per_message = 5\nmessages_per_minute = 99999",
+                "recipients_per_message = 5\nsubmissions_per_minute = 99999",
             ),
             ("verified = true", "verified = true\nrequire_consent = false"),
         ):

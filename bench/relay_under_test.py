@@ -86,7 +86,7 @@ networks = ["127.0.0.0/16"]
 stream = "transactional"
 
 [tenants.limits]
-messages_per_minute = 100000000
+submissions_per_minute = 100000000
 max_message_size = "25MiB"
 
 [[routes]]

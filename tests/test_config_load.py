@@ -1,12 +1,14 @@
-"""relay.toml: the demo loads; every mistake names the file, the line and the key path."""
+"""relay.toml: the demo loads; every mistake names the file, the line and the key path, and
+so does the warning about a key's old name."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from relay.config.load import ConfigError, load_config
+from relay.config.load import ConfigError, load_config, read_config
 from relay.config.units import parse_duration, parse_size
 from tests.peers import ACME_HASH, ROOT
 
@@ -244,3 +246,115 @@ def test_the_demo_password_is_refused_off_loopback(tmp_path: Path) -> None:
     message = _errors(tmp_path, exposed)
     assert "tenants[0].credentials[0].password_hash: the demo password" in message
     assert "(submission)" in message
+
+
+TENANT_WITH_LIMITS = """
+[[tenants]]
+name = "{name}"
+domains = ["{name}.example"]
+networks = ["{network}"]
+
+[tenants.limits]
+{limits}
+"""
+
+
+def _limited(limits: str, name: str = "a", network: str = "10.0.0.0/24") -> str:
+    """A tenant with these `[tenants.limits]` lines."""
+    return TENANT_WITH_LIMITS.format(name=name, network=network, limits=limits)
+
+
+def test_old_key_names_load_as_the_new_ones_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file written for the previous release still loads, and says what to rename where."""
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        MINIMAL + "[delivery]\nmessages_per_minute = 120\n" + _limited("messages_per_minute = 30")
+    )
+    config, warnings = read_config(path)
+    assert config.delivery.default_site_messages_per_minute == 120
+    assert config.tenants[0].limits.submissions_per_minute == 30
+    assert warnings == [
+        f"{path}:5: delivery.messages_per_minute is now delivery.default_site_messages_per_minute"
+        " (the old name is still read in this release, not in the next)",
+        f"{path}:13: tenants[0].limits.messages_per_minute is now"
+        " tenants[0].limits.submissions_per_minute"
+        " (the old name is still read in this release, not in the next)",
+    ]
+    with caplog.at_level(logging.WARNING, logger="relay.config.load"):
+        load_config(path)
+    assert [r.getMessage() for r in caplog.records] == warnings
+
+
+def test_new_key_names_load_without_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        MINIMAL
+        + "[delivery]\ndefault_site_messages_per_minute = 120\n"
+        + _limited("submissions_per_minute = 30")
+    )
+    config, warnings = read_config(path)
+    assert config.delivery.default_site_messages_per_minute == 120
+    assert config.tenants[0].limits.submissions_per_minute == 30
+    assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            MINIMAL + "[delivery]\nmessages_per_minute = 1\ndefault_site_messages_per_minute = 2\n",
+            ":5: delivery.default_site_messages_per_minute: set twice, also as"
+            " delivery.messages_per_minute (its old name);"
+            " keep only default_site_messages_per_minute",
+            id="delivery",
+        ),
+        pytest.param(
+            MINIMAL
+            + _limited("submissions_per_minute = 1")
+            + _limited("messages_per_minute = 1\nsubmissions_per_minute = 2", "b", "10.1.0.0/24"),
+            ":19: tenants[1].limits.submissions_per_minute: set twice, also as"
+            " tenants[1].limits.messages_per_minute (its old name);"
+            " keep only submissions_per_minute",
+            id="second tenant",
+        ),
+    ],
+)
+def test_old_and_new_name_together_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in _errors(tmp_path, text)
+
+
+def test_a_bad_value_under_an_old_name_names_the_key_as_written(tmp_path: Path) -> None:
+    text = MINIMAL + _limited("messages_per_minute = 0")
+    assert (
+        ":11: tenants[0].limits.messages_per_minute: Input should be greater than or equal to 1"
+        in _errors(tmp_path, text)
+    )
+
+
+def test_check_config_prints_the_old_key_names(tmp_path: Path) -> None:
+    """`relay check-config` accepts a file with an old key name and names old and new key on
+    stderr (as it does errors), and refuses a file that sets both."""
+    old = tmp_path / "old.toml"
+    old.write_text(MINIMAL + _limited("messages_per_minute = 30"))
+    ok = subprocess.run(
+        [sys.executable, "-m", "relay", "check-config", str(old)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    assert (
+        f"{old}:11: tenants[0].limits.messages_per_minute is now"
+        " tenants[0].limits.submissions_per_minute" in ok.stderr
+    )
+    both = tmp_path / "both.toml"
+    both.write_text(MINIMAL + _limited("messages_per_minute = 30\nsubmissions_per_minute = 30"))
+    bad = subprocess.run(
+        [sys.executable, "-m", "relay", "check-config", str(both)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert (
+        f"{both}:11: tenants[0].limits.submissions_per_minute: set twice,"
+        " also as tenants[0].limits.messages_per_minute" in bad.stderr
+    )

@@ -178,6 +178,37 @@ networks = ["127.0.0.4/32"]
     assert len(sink.wait_count(2)) == 2
 
 
+def test_serve_reads_old_key_names_and_logs_them(
+    relay_config: RelayConfig, sink: Sink, tmp_path: Path
+) -> None:
+    """A relay.toml of the previous release still runs: `relay serve` logs each old key
+    name with its new one at start and on reload, and the value under the old name holds."""
+    relay_config.extra_delivery = "messages_per_minute = 6000"
+    relay_config.extra_tenants = "[tenants.limits]\nmessages_per_minute = 1\n"  # printer
+    renamed = (
+        "delivery.messages_per_minute is now delivery.default_site_messages_per_minute",
+        "tenants[1].limits.messages_per_minute is now tenants[1].limits.submissions_per_minute",
+    )
+    with running(relay_config, tmp_path) as relay:
+        assert all(
+            f"WARNING relay.config.load: {relay.path}:" in line for line in _lines(relay, renamed)
+        )
+        with submission(relay.config.submission_port, login=False, source="127.0.0.2") as c:
+            assert c.mail("x@printer.example")[0] == 250
+            c.rset()
+            assert c.mail("x@printer.example")[0] == 450  # one a minute, as the old key says
+        relay.signal(1)  # SIGHUP
+        wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
+        assert all(relay.log().count(text) == 2 for text in renamed), relay.log()
+
+
+def _lines(relay: RelayProcess, texts: tuple[str, ...]) -> list[str]:
+    """The log lines that hold each of `texts`, one line for each."""
+    lines = [line for line in relay.log().splitlines() if any(t in line for t in texts)]
+    assert len(lines) == len(texts), relay.log()
+    return lines
+
+
 def test_metrics_and_health(relay: RelayProcess, sink: Sink) -> None:
     """/metrics counts received and delivered messages per tenant; /healthz says ok."""
     _send(relay)

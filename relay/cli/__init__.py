@@ -14,7 +14,14 @@ import click
 from relay.auth import hash_password
 from relay.cli.abuse import abuse
 from relay.cli.campaign import campaign
-from relay.cli.common import config_option, load, run, setup_logging, with_db
+from relay.cli.common import (
+    config_option,
+    load,
+    load_with_warnings,
+    run,
+    setup_logging,
+    with_db,
+)
 from relay.cli.consent import consent
 from relay.cli.dkim import dkim, unsigned, unsigned_consequence
 from relay.cli.domain import domain
@@ -25,6 +32,7 @@ from relay.cli.queue import queue
 from relay.cli.status import status
 from relay.cli.suppression import suppression
 from relay.cli.tenant import tenant
+from relay.config.load import log_warnings
 from relay.config.schema import split_host_port
 from relay.memory import return_large_blocks
 from relay.queue.migrate import migrate_pool
@@ -44,8 +52,9 @@ def serve(config_path: Path, worker: int | None) -> None:
     if worker is not None:  # started by `relay serve` itself for `[relay] processes`
         serve_smtp_worker(config_path, worker)
         return
-    config = load(config_path)
+    config, warnings = load_with_warnings(config_path)
     setup_logging(config.relay.log_level)
+    log_warnings(warnings)
     from relay.serve.relay import serve as serve_forever
 
     run(serve_forever(config_path, config))
@@ -58,7 +67,7 @@ def serve_smtp_worker(config_path: Path, index: int) -> None:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we are up must not kill us
     die_with_parent(int(os.environ.get(PARENT_ENV, os.getppid())))
-    config = load(config_path)
+    config, _ = load_with_warnings(config_path)  # the main process has logged the warnings
     setup_logging(config.relay.log_level)
     tagged = logging.Formatter(
         f"%(asctime)s %(levelname)s smtp-worker-{index} %(name)s: %(message)s"

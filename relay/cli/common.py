@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.config.load import ConfigError, load_config
+from relay.config.load import ConfigError, read_config
 from relay.config.schema import Config
 from relay.queue.database import Database, Pool
 
@@ -35,8 +35,19 @@ def run(coro: Awaitable[T]) -> T:
 
 
 def load(path: Path) -> Config:
+    """The configuration for an admin's command, its warnings (old key names) on stderr
+    as its errors are; exit 2 with the errors if the file cannot be used."""
+    config, warnings = load_with_warnings(path)
+    for warning in warnings:
+        click.echo(warning, err=True)
+    return config
+
+
+def load_with_warnings(path: Path) -> tuple[Config, list[str]]:
+    """The configuration and its warnings, for `relay serve` to log once logging is set up
+    (at the level the file asks for); exit 2 with the errors if the file cannot be used."""
     try:
-        return load_config(path)
+        return read_config(path)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)

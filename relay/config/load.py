@@ -2,9 +2,12 @@
 
 An error names the file, the key path (`tenants[0].limits.max_message_size`), the line when
 it can be found, and what was expected, so an admin can fix the file without reading code.
-A well-formed file that is unsafe (`relay.config.safety`) is refused the same way.
+A well-formed file that is unsafe (`relay.config.safety`) is refused the same way. A key
+with an old name (`relay.config.renamed`) is read under its new one with a warning that
+names both, in the same form.
 """
 
+import logging
 import re
 import tomllib
 from dataclasses import dataclass
@@ -12,8 +15,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from relay.config.renamed import Loc, Renamed, rename_old_keys
 from relay.config.safety import unsafe
 from relay.config.schema import Config
+
+log = logging.getLogger(__name__)
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
@@ -37,15 +43,37 @@ class ConfigError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        lines = []
-        for p in self.problems:
-            where = f"{self.path}:{p.line}" if p.line else str(self.path)
-            lines.append(f"{where}: {p.key or '(file)'}: {p.message}")
-        return "\n".join(lines)
+        return "\n".join(
+            f"{_where(self.path, p.line)}: {p.key or '(file)'}: {p.message}" for p in self.problems
+        )
+
+
+def _where(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
 
 
 def load_config(path: str | Path) -> Config:
-    """Load and validate a config file; relative `data_dir` becomes relative to the file."""
+    """Load and validate a config file, logging its warnings (`read_config`) as a running
+    relay reports them."""
+    config, warnings = read_config(path)
+    log_warnings(warnings)
+    return config
+
+
+def log_warnings(warnings: list[str]) -> None:
+    """Log `read_config`'s warnings at WARNING, where admins watching the relay's log (and
+    alerting on its warnings) see them."""
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+def read_config(path: str | Path) -> tuple[Config, list[str]]:
+    """Load and validate a config file; relative `data_dir` becomes relative to the file.
+
+    Also returns the warnings about a file that loads, each a line naming the file, the line
+    and the key (old key names, for now), for the caller to print or log: `relay serve`
+    cannot log before it has read the log level from the file.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -57,25 +85,52 @@ def load_config(path: str | Path) -> Config:
         found = re.search(r"at line (\d+)", str(exc))  # tomllib has no lineno before 3.14
         line = int(found.group(1)) if found else None
         raise ConfigError(path, [ConfigProblem("", line, f"not valid TOML: {exc}")]) from exc
+    renamed = rename_old_keys(raw)
+    twice = [_set_twice(r, text) for r in renamed if r.both]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, _problems(exc, text)) from exc
+        raise ConfigError(path, twice + _problems(exc, text, renamed)) from exc
+    if twice:
+        raise ConfigError(path, twice)
     refused = [
         ConfigProblem(_key_path(loc), _line_of(text, loc), why) for loc, why in unsafe(config)
     ]
     if refused:
         raise ConfigError(path, refused)
     data_dir = (path.parent / config.relay.data_dir).resolve()
-    return config.model_copy(
+    config = config.model_copy(
         update={"relay": config.relay.model_copy(update={"data_dir": str(data_dir)})}
+    )
+    return config, _renamed_warnings(path, text, renamed)
+
+
+def _renamed_warnings(path: Path, text: str, renamed: list[Renamed]) -> list[str]:
+    """One line per old key name, in file order, naming the old and the new key."""
+    found = sorted(((_line_of(text, r.old) or 0, r) for r in renamed), key=lambda x: x[0])
+    return [
+        f"{_where(path, line)}: {_key_path(r.old)} is now {_key_path(r.new)}"
+        " (the old name is still read in this release, not in the next)"
+        for line, r in found
+    ]
+
+
+def _set_twice(renamed: Renamed, text: str) -> ConfigProblem:
+    return ConfigProblem(
+        _key_path(renamed.new),
+        _line_of(text, renamed.old),
+        f"set twice, also as {_key_path(renamed.old)} (its old name); keep only {renamed.new[-1]}",
     )
 
 
-def _problems(exc: ValidationError, text: str) -> list[ConfigProblem]:
+def _problems(exc: ValidationError, text: str, renamed: list[Renamed]) -> list[ConfigProblem]:
+    """One problem per validation error; an error in a renamed key names the key as the file
+    writes it, so that the admin finds it."""
+    as_written: dict[Loc, Loc] = {r.new: r.old for r in renamed if not r.both}
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
+        loc = as_written.get(loc, loc)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and table)"

@@ -190,11 +190,13 @@ class DeliverySection(Strict):
     """Parallel SMTP connections per destination domain per process."""
     messages_per_connection: int = Field(default=50, ge=1)
     """Messages sent over one connection before it is closed (RFC 5321 allows many)."""
-    messages_per_minute: float = Field(default=0, ge=0)
+    default_site_messages_per_minute: float = Field(default=0, ge=0)
     """Ceiling of a destination site's rate, all relay processes together, for sites that
     neither `[[sites]]` nor the shipped list (`relay/delivery/data/sites.toml`) names;
     0: no ceiling and no adaptive rate for them (as Postfix and KumoMTA do by default),
-    only their connection limits and the pause after repeated failures."""
+    only their connection limits and the pause after repeated failures. Named apart from
+    a site's own `messages_per_minute`, which overrides it (formerly
+    `[delivery] messages_per_minute`, still read: `relay.config.renamed`)."""
     site_pause_after: int = Field(default=5, ge=1)
     """Consecutive failed connections to a site after which it is paused."""
     site_pause: Seconds = Field(default="5m", gt=0)
@@ -441,8 +443,11 @@ class Credential(Strict):
 
 
 class TenantLimits(Strict):
-    messages_per_minute: int = Field(default=600, ge=1)
-    """Messages accepted per minute per relay process; more get `450 4.7.1` at MAIL."""
+    submissions_per_minute: int = Field(default=600, ge=1)
+    """Messages the tenant may submit per minute per relay process; more get `450 4.7.1`
+    at MAIL. It limits submission, not delivery, hence not `messages_per_minute`, which
+    names delivery-rate ceilings (formerly `[tenants.limits] messages_per_minute`, still
+    read: `relay.config.renamed`)."""
     recipients_per_message: int = Field(default=100, ge=1)
     """RCPTs per transaction; more get `452 4.5.3` (the client sends them in another one)."""
     max_message_size: Bytes = Field(default="25MiB", ge=1024)

@@ -80,7 +80,7 @@ def site_limits(config: Config, site: str) -> SiteLimits:
     values: dict[str, float] = {
         "connections": delivery.connections_per_domain,
         "messages_per_connection": delivery.messages_per_connection,
-        "messages_per_minute": delivery.messages_per_minute,
+        "messages_per_minute": delivery.default_site_messages_per_minute,
     }
     values.update(_shipped().get(site, {}))
     for entry in config.sites:

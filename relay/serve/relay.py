@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from relay import metrics
-from relay.config.load import ConfigError, load_config
+from relay.config.load import ConfigError, log_warnings, read_config
 from relay.config.schema import Config
 from relay.delivery.worker import DeliveryWorker
 from relay.dkim.keys import activate_missing_keys
@@ -205,18 +205,23 @@ def _generate_missing_keys(config: Config) -> None:
             log.info("DKIM key made and activated for %s ([dkim] generate_missing)", domain)
 
 
-def _handle_signals(config_path: Path, apply: Callable[[Config], None]) -> asyncio.Event:
+def _handle_signals(
+    config_path: Path, apply: Callable[[Config], None], *, warn: bool = True
+) -> asyncio.Event:
     """SIGHUP reads the file again and `apply`s it, or logs why it was refused and keeps the
-    running configuration; SIGTERM and SIGINT set the returned event (stop)."""
+    running configuration; SIGTERM and SIGINT set the returned event (stop). The file's
+    warnings are logged if `warn`: by the main process, not again by each SMTP worker."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def reload() -> None:
         try:
-            new = load_config(config_path)
+            new, warnings = read_config(config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        if warn:
+            log_warnings(warnings)
         apply(new)
         log.info("configuration reloaded from %s", config_path)
 
@@ -313,7 +318,9 @@ async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> No
 
     pending: set[asyncio.Task[None]] = set()
     stop = _handle_signals(
-        config_path, lambda new: _reload_submission(new, signer, handler, domains, pending)
+        config_path,
+        lambda new: _reload_submission(new, signer, handler, domains, pending),
+        warn=False,
     )
     watch = [asyncio.create_task(stop.wait()), tasks[0]]
     done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)

@@ -186,9 +186,9 @@ class SubmissionHandler:
         limit = self.size_limit(session)
         if int(path.params.get("SIZE") or 0) > limit:
             return self._refuse(tenant.name, "P-SIZE", replies.MESSAGE_TOO_BIG.format(limit=limit))
-        if not self.rates.allow(tenant.name, tenant.limits.messages_per_minute):
+        if not self.rates.allow(tenant.name, tenant.limits.submissions_per_minute):
             reply = replies.RATE_LIMITED.format(
-                tenant=tenant.name, limit=tenant.limits.messages_per_minute
+                tenant=tenant.name, limit=tenant.limits.submissions_per_minute
             )
             return self._refuse(tenant.name, "rate", reply)
         envelope.mail_from = path.address
