@@ -14,7 +14,7 @@ PARTS = (
     ("delivery (aiosmtplib included)", r"relay/delivery/|aiosmtplib"),
     ("group commit", r"Enqueuer|insert_messages"),
     ("feedback and side tasks", r"relay/feedback/"),
-    ("submission handler", r"relay/smtp/handler"),
+    ("submission handler", r"relay/smtp/handler|relay/accept"),
     ("SMTP sessions (aiosmtpd)", r"relay/smtp/|aiosmtpd"),
     ("asyncpg elsewhere", r"asyncpg"),
 )

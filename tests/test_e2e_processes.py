@@ -127,7 +127,7 @@ def test_processes_share_the_port(relay2: RelayProcess, sink: Sink) -> None:
     in_worker = _worker_received(relay, "acme")
     assert 0 < in_worker < 40, "the kernel gave all 40 connections to one process"
     assert 'relay_messages_received_total{tenant="acme"} 40.0' in _metrics(relay)
-    assert "smtp-worker-1 relay.smtp.handler: accepted" in relay.log()
+    assert "smtp-worker-1 relay.accept: accepted" in relay.log()
 
     # SIGHUP: the primary reloads and passes it on; every new connection knows beta.
     relay.write_config(_render(relay.config) + BETA)

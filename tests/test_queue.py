@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
+from relay.feedback.reputation.standing import Standing
 from relay.queue.events import Event, Kind, columns, record
 from relay.queue.migrate import migrate
 from relay.queue.sql import QUERIES, migrations
@@ -247,7 +248,9 @@ async def test_consent_checks_at_rcpt_for_bulk_tenants(pool: asyncpg.Pool) -> No
     )  # fmt: skip
 
     async def verdict(recipient: str, tenant: TenantSection = tenant) -> Outcome:
-        ctx = PolicyContext(tenant, "a@news.example", [recipient], lookups=DatabaseLookups(pool))
+        ctx = PolicyContext(
+            tenant, "a@news.example", [recipient], lookups=DatabaseLookups(pool, Standing(pool))
+        )
         return (await ConsentAtRcpt().check(ctx)).outcome
 
     assert await verdict("OK@x.example") is Outcome.PASS

@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from relay.config.schema import ReputationSection
-from relay.feedback.reputation import evaluate, refresh, throttle_factor
-from relay.feedback.tenant_standing import resume, suspend
+from relay.feedback.reputation.judge import evaluate
+from relay.feedback.reputation.standing import Standing
+from relay.feedback.reputation.tenant_standing import resume, suspend
 from relay.policy.context import PolicyContext
 from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, refusal
@@ -51,9 +52,17 @@ async def _rates(
     )  # fmt: skip
 
 
-async def _round(pool: asyncpg.Pool, settings: ReputationSection = SETTINGS) -> None:
+@pytest.fixture
+def standing(pool: asyncpg.Pool) -> Standing:
+    """The process's copy of the verdicts, as the delivery worker and the DATA check read it."""
+    return Standing(pool)
+
+
+async def _round(
+    pool: asyncpg.Pool, standing: Standing, settings: ReputationSection = SETTINGS
+) -> None:
     assert await evaluate(pool, settings, min_gap=0) is not None
-    await refresh(pool)
+    await standing.refresh()
 
 
 async def _open(pool: asyncpg.Pool, tenant: str) -> list[tuple[str, str]]:
@@ -102,27 +111,29 @@ THRESHOLDS = {
 
 @pytest.mark.parametrize("case", THRESHOLDS)
 @pytest.mark.asyncio
-async def test_thresholds(pool: asyncpg.Pool, case: str) -> None:
+async def test_thresholds(pool: asyncpg.Pool, case: str, standing: Standing) -> None:
     (delivered, bounced, complained, hours_ago), (factor, rule) = THRESHOLDS[case]
     tenant = f"t{uuid.uuid4().hex[:8]}"
     await _rates(pool, tenant, "gmail.com", delivered, bounced, complained, hours_ago)
-    await _round(pool)
-    assert throttle_factor(tenant, "gmail.com") == factor
+    await _round(pool, standing)
+    assert standing.throttle_factor(tenant, "gmail.com") == factor
     assert [r for r, _ in await _open(pool, tenant)] == ([rule] if rule else [])
 
 
 @pytest.mark.asyncio
-async def test_pace_is_cut_per_provider_and_recovers_gradually(pool: asyncpg.Pool) -> None:
+async def test_pace_is_cut_per_provider_and_recovers_gradually(
+    pool: asyncpg.Pool, standing: Standing
+) -> None:
     """Complaints at one provider cut the pace toward it alone, halving each round down to
     the floor; once the rate there is below the warning level it comes back step by step."""
     await _rates(pool, "acme", "gmail.com", delivered=1000, complained=2)  # 0.2%
     await _rates(pool, "acme", "outlook.com", delivered=5000)
     factors = []
     for _ in range(5):
-        await _round(pool)
-        factors.append(throttle_factor("acme", "gmail.com"))
+        await _round(pool, standing)
+        factors.append(standing.throttle_factor("acme", "gmail.com"))
     assert factors == [0.5, 0.25, 0.125, 0.0625, 0.0625]
-    assert throttle_factor("acme", "outlook.com") == 1.0
+    assert standing.throttle_factor("acme", "outlook.com") == 1.0
     assert _gauge("relay_tenant_throttle_factor", tenant="acme", provider="gmail.com") == 0.0625
     (row,) = await pool.fetch("SELECT rule, reason FROM tenant_throttles")
     assert row["rule"] == "P-COMPLAINT"
@@ -131,9 +142,9 @@ async def test_pace_is_cut_per_provider_and_recovers_gradually(pool: asyncpg.Poo
 
     await _rates(pool, "acme", "gmail.com", delivered=9000)  # 2 of 10,000: 0.02%
     factors = []
-    while throttle_factor("acme", "gmail.com") < 1.0:
-        await _round(pool)
-        factors.append(throttle_factor("acme", "gmail.com"))
+    while standing.throttle_factor("acme", "gmail.com") < 1.0:
+        await _round(pool, standing)
+        factors.append(standing.throttle_factor("acme", "gmail.com"))
     assert factors == [0.1875, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375, 1.0]
     assert await pool.fetchval("SELECT count(*) FROM tenant_throttles") == 0
     assert _gauge("relay_tenant_throttle_factor", tenant="acme", provider="gmail.com") == 1.0
@@ -148,19 +159,23 @@ async def test_pace_is_cut_per_provider_and_recovers_gradually(pool: asyncpg.Poo
 
 
 @pytest.mark.asyncio
-async def test_one_round_per_interval_however_many_processes(pool: asyncpg.Pool) -> None:
+async def test_one_round_per_interval_however_many_processes(
+    pool: asyncpg.Pool, standing: Standing
+) -> None:
     """Several relay processes share a database: a round that comes too soon after
     another does nothing, so a factor is halved once per interval."""
     await _rates(pool, "acme", "gmail.com", delivered=1000, complained=2)
     settings = ReputationSection(min_volume=1000, check_every=60)
     assert await evaluate(pool, settings) is not None
     assert await evaluate(pool, settings) is None
-    await refresh(pool)
-    assert throttle_factor("acme", "gmail.com") == 0.5
+    await standing.refresh()
+    assert standing.throttle_factor("acme", "gmail.com") == 0.5
 
 
 @pytest.mark.asyncio
-async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(pool: asyncpg.Pool) -> None:
+async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(
+    pool: asyncpg.Pool, standing: Standing
+) -> None:
     """Above the limit the tenant's queued bulk deliveries are held, its transactional
     ones and other tenants' mail stay leasable; the suspension is sticky; an admin's
     resume releases the held mail and starts the tenant's record afresh."""
@@ -171,7 +186,7 @@ async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(pool: asyn
     await _rates(pool, tenant, "gmail.com", delivered=1000, complained=5)  # 0.5%
     await pool.execute("UPDATE messages SET received_at = now() - interval '3 hours'")
 
-    await _round(pool)
+    await _round(pool, standing)
     reason = "complaint rate 0.50% over 7 days (limit 0.3%)"
     assert await _open(pool, tenant) == [("P-COMPLAINT", reason)]
     assert await _holds(pool) == {
@@ -186,7 +201,7 @@ async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(pool: asyn
 
     await _rates(pool, tenant, "gmail.com", delivered=100_000)  # the rate falls to 0.005%
     await _queue(pool, tenant, True, "late@inbox.example")  # accepted before the SMTP path knew
-    await _round(pool)
+    await _round(pool, standing)
     assert await _open(pool, tenant) == [("P-COMPLAINT", reason)]  # sticky
     assert (await _holds(pool))["late@inbox.example"] == "P-COMPLAINT"
 
@@ -214,22 +229,22 @@ async def test_suspension_holds_bulk_and_lets_transactional_mail_flow(pool: asyn
     (event,) = await pool.fetch("SELECT detail FROM events WHERE kind = 'resumed'")
     assert '"released": 3' in event["detail"] and '"by": "ops"' in event["detail"]
 
-    await _round(pool)  # the complaints from before the resume no longer count
+    await _round(pool, standing)  # the complaints from before the resume no longer count
     assert await _open(pool, tenant) == []
     assert _gauge("relay_tenant_suspended", tenant=tenant, rule="P-COMPLAINT") == 0.0
     await _rates(pool, tenant, "gmail.com", delivered=1000, hard_bounced=200, hours_ago=-1)
-    await _round(pool)  # what it sends after the resume does
+    await _round(pool, standing)  # what it sends after the resume does
     assert [r for r, _ in await _open(pool, tenant)] == ["P-BOUNCE"]
 
 
-def _context(pool: asyncpg.Pool | None, raw: bytes, tenant: str = "acme") -> PolicyContext:
+def _context(lookups: DatabaseLookups | None, raw: bytes, tenant: str = "acme") -> PolicyContext:
     section = BULK_TENANT.model_copy(update={"name": tenant, "stream": "mixed"})
     return PolicyContext(
         section,
         "news@acme.example",
         ["alice@inbox.example"],
         raw,
-        DatabaseLookups(pool) if pool else None,
+        lookups,
     )
 
 
@@ -238,28 +253,34 @@ TRANSACTIONAL = b"From: a@acme.example\r\nSubject: receipt\r\nDate: x\r\n\r\nTha
 
 
 @pytest.mark.asyncio
-async def test_bulk_of_a_suspended_tenant_is_refused_at_data(pool: asyncpg.Pool) -> None:
+async def test_bulk_of_a_suspended_tenant_is_refused_at_data(
+    pool: asyncpg.Pool, standing: Standing
+) -> None:
     """The DATA check refuses bulk mail with the rule and the measured rate; transactional
     mail passes; other tenants are not affected; offline the check skips."""
     await _rates(pool, "acme", "gmail.com", delivered=1000, complained=5)
-    await _round(pool)
+    await _round(pool, standing)
     pipeline = Pipeline()
-    refused = refusal(await pipeline.run("data", _context(pool, BULK)))
+    refused = refusal(await pipeline.run("data", _context(DatabaseLookups(pool, standing), BULK)))
     assert refused is not None and refused.reply() == (
         "550 5.7.1 [P-COMPLAINT] tenant acme's bulk sending is suspended: complaint rate 0.50%"
         " over 7 days (limit 0.3%); an admin resumes it with relay tenant resume"
     )
-    verdicts = await pipeline.run("data", _context(pool, TRANSACTIONAL), stop_at_refusal=False)
+    verdicts = await pipeline.run(
+        "data", _context(DatabaseLookups(pool, standing), TRANSACTIONAL), stop_at_refusal=False
+    )
     outcomes = {v.rule: v.outcome for v in verdicts}
     assert outcomes["P-COMPLAINT"] is Outcome.SKIP and outcomes["P-BOUNCE"] is Outcome.SKIP
-    other = await pipeline.run("data", _context(pool, BULK, "beta"), stop_at_refusal=False)
+    other = await pipeline.run(
+        "data", _context(DatabaseLookups(pool, standing), BULK, "beta"), stop_at_refusal=False
+    )
     assert {v.rule: v.outcome for v in other}["P-COMPLAINT"] is Outcome.PASS
     offline = await pipeline.run("data", _context(None, BULK), stop_at_refusal=False)
     assert {v.rule: v.outcome for v in offline}["P-COMPLAINT"] is Outcome.SKIP
 
 
 @pytest.mark.asyncio
-async def test_an_admin_suspends_bulk_by_hand(pool: asyncpg.Pool) -> None:
+async def test_an_admin_suspends_bulk_by_hand(pool: asyncpg.Pool, standing: Standing) -> None:
     """P-SUSPEND by hand: bulk is held and refused with the admin's reason until resumed."""
     await _queue(pool, "acme", True, "news@inbox.example")
     await _queue(pool, "acme", False, "receipt@inbox.example")
@@ -269,14 +290,17 @@ async def test_an_admin_suspends_bulk_by_hand(pool: asyncpg.Pool) -> None:
         "news@inbox.example": "manual-suspension",
         "receipt@inbox.example": None,
     }
-    await refresh(pool)
-    refused = refusal(await Pipeline().run("data", _context(pool, BULK)))
+    await standing.refresh()
+    refused = refusal(await Pipeline().run("data", _context(DatabaseLookups(pool, standing), BULK)))
     assert refused is not None and refused.reply() == (
         "550 5.7.1 [P-SUSPEND] tenant acme's bulk sending is suspended by an admin: unpaid invoices"
     )
     assert (await resume(pool, "acme", "ops")).released == 1
-    await refresh(pool)
-    assert refusal(await Pipeline().run("data", _context(pool, BULK))) is None
+    await standing.refresh()
+    assert (
+        refusal(await Pipeline().run("data", _context(DatabaseLookups(pool, standing), BULK)))
+        is None
+    )
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0.3%", 0.003), (0.003, 0.003), (" 5 % ", 0.05)])

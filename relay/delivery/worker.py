@@ -41,7 +41,7 @@ from relay.delivery.reuse import IdleConnections, Target
 from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback.reports import verp
-from relay.feedback.reputation.judge import throttle_factor
+from relay.feedback.reputation.standing import Standing
 from relay.psl import provider_of
 from relay.public_address import is_public
 from relay.queue.database import Pool
@@ -66,7 +66,15 @@ LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the disp
 class DeliveryWorker:
     """All outbound delivery of one relay process."""
 
-    def __init__(self, pool: Pool, dsn: str, config: Config, secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        dsn: str,
+        config: Config,
+        standing: Standing,
+        secret: bytes | None = None,
+    ) -> None:
+        self.standing = standing  # the pace factors (P-COMPLAINT, P-BOUNCE)
         self.secret = secret  # signs return-path (VERP) addresses
         self.dsn = dsn
         self.queue = DeliveryQueue(
@@ -196,7 +204,7 @@ class DeliveryWorker:
             # P-COMPLAINT, P-BOUNCE: a tenant over the warning level at a provider gets a
             # share of its usual pace there
             site = self._site_of.get(domain, domain)
-            cap = max(1, int(cap * throttle_factor(tenant, site)))
+            cap = max(1, int(cap * self.standing.throttle_factor(tenant, site)))
             if count >= cap:
                 full.append(f"{tenant}/{domain}")
         return full

@@ -1,11 +1,11 @@
 """The shared state the policy reads during a transaction, served from the queue's stores:
 suppressions and consent records from PostgreSQL, open bulk suspensions from the process's
-copy that the reputation task keeps (`SuspensionCache`). The listener builds one per pool
-and hands it to every `PolicyContext`; offline runs have none."""
+copy of the reputation verdicts (`Standing`). The process builds one and hands it to every
+`PolicyContext`; offline runs have none."""
 
 from collections.abc import Sequence
 
-from relay.feedback.reputation.judge import SUSPENSIONS
+from relay.feedback.reputation.standing import Standing
 from relay.queue.consent import ConsentStore
 from relay.queue.database import Pool
 from relay.queue.reputation import Suspension
@@ -13,8 +13,8 @@ from relay.queue.suppressions import Suppression, SuppressionList
 
 
 class DatabaseLookups:
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, pool: Pool, standing: Standing) -> None:
+        self._standing = standing
         self._suppressions = SuppressionList(pool)
         self._consent = ConsentStore(pool)
 
@@ -25,4 +25,4 @@ class DatabaseLookups:
         return await self._consent.without_record(tenant, addresses)
 
     async def suspensions(self, tenant: str) -> tuple[Suspension, ...]:
-        return await SUSPENSIONS.of(self._pool, tenant)
+        return await self._standing.suspensions(tenant)

@@ -9,8 +9,9 @@ Signals (as Postfix admins expect from `postfix reload` and `postfix stop`):
   `_GRACE_SECONDS` to finish, release this process's leases, stop the embedded database.
 
 With `[relay] processes` above 1 this process also starts, restarts and signals the SMTP
-worker processes (`serve_smtp_worker`, `relay.serve.processes`): SIGHUP is passed on to them, and
-SIGTERM stops them, each draining its own sessions, before the database stops.
+worker processes (`serve_smtp_worker`, `relay.serve.processes`): SIGHUP is passed on to
+them, and SIGTERM stops them, each draining its own sessions, before the database stops.
+Both kinds of process are one `Relay`, with the parts their role needs.
 """
 
 import asyncio
@@ -20,6 +21,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from relay import metrics
 from relay.config.load import ConfigError, log_warnings, read_config
@@ -28,11 +30,12 @@ from relay.delivery.worker import DeliveryWorker
 from relay.dkim.keys import activate_missing_keys
 from relay.dkim.service import DkimSigner
 from relay.feedback.events.webhooks import WebhookDispatcher
-from relay.feedback.privacy import retention
+from relay.feedback.privacy.retention import Retention
 from relay.feedback.privacy.unsubscribe import SECRET_ENV, load_secret
 from relay.feedback.reports.processor import FeedbackProcessor
-from relay.feedback.reputation import judge as reputation
 from relay.feedback.reputation.canary import CanaryTask
+from relay.feedback.reputation.judge import ReputationRounds
+from relay.feedback.reputation.standing import Standing
 from relay.policy.domain_status import DomainStatus
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.queue.database import Database
@@ -77,6 +80,7 @@ def _private_data_dir(config: Config) -> None:
 
 
 async def serve(config_path: Path, config: Config) -> None:
+    """The main process: everything, and the SMTP worker processes if configured."""
     _private_data_dir(config)
     secret = load_secret(config.policy.unsubscribe_secret_file)
     signing = [t.name for t in config.tenants if t.unsubscribe == "relay" or t.return_path_domain]
@@ -85,112 +89,233 @@ async def serve(config_path: Path, config: Config) -> None:
             f'tenants {", ".join(signing)} (unsubscribe = "relay" or a return_path_domain) '
             f"need the relay's signing secret: {SECRET_ENV} or [policy] unsubscribe_secret_file"
         )
-    processes = config.relay.process_count
-    # Checked before anything starts: a metrics socket path too long stops us here.
-    workers = (
-        SmtpWorkers(config_path, config.relay.data_dir, processes - 1) if processes > 1 else None
+    await Relay(config_path, config).run()
+
+
+async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> None:
+    """SMTP worker `index` of `[relay] processes` (started by `serve`, see
+    `relay.serve.processes`)."""
+    await Relay(config_path, config, worker=index).run()
+
+
+def _smtp_only(config: Config) -> Config:
+    """An SMTP worker's view of the configuration: the submission listeners only, on the
+    main process's database through a small pool."""
+    smtp_only = config.model_copy(
+        update={
+            "listeners": [x for x in config.listeners if x.role == "submission"],
+            "queue": config.queue.model_copy(
+                update={
+                    "dsn": os.environ.get(DSN_ENV) or config.queue.dsn,
+                    "pool_size": min(POOL_SIZE, config.queue.pool_size),
+                }
+            ),
+        }
     )
-    database = await Database.open(config)
-    enqueuer = Enqueuer(
-        database.submission_pool,
-        lifetime=config.delivery.queue_lifetime,
-        batch_max=config.queue.commit_batch,
-    )
-    _generate_missing_keys(config)
-    signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
-    domains = DomainStatus(DomainRecords(database.pool), config)
-    await domains.refresh()
-    suppressions = SuppressionFilter(database.dsn)
-    handler = SubmissionHandler(
-        config, enqueuer, signer, domains, unsubscribe_secret=secret, suppressions=suppressions
-    )
-    worker = DeliveryWorker(database.pool, database.dsn, config, secret)
-    webhooks = WebhookDispatcher(database.pool, config)
-    feedback = FeedbackHandler(database.pool, config, secret)
-    processor = FeedbackProcessor(database.pool, config, secret, feedback.received)
-    canary = CanaryTask(database.pool, config)
-    tasks = [
-        asyncio.create_task(enqueuer.run(), name="group-commit"),
-        asyncio.create_task(worker.run(), name="delivery"),
-        *(
+    if not smtp_only.queue.dsn:
+        raise SystemExit(f"an SMTP worker needs the main process's database: {DSN_ENV}")
+    return smtp_only
+
+
+class Relay:
+    """The parts of one relay process, built, started, reloaded and stopped together.
+
+    Every process has the submission parts: the database pools, the group commit (so a
+    `250` comes only after the commit), the DKIM signer, the domain verdicts, the
+    suppression filter, the reputation standing and the submission handler. The main
+    process (`worker` None) also has the delivery worker, the feedback listener and its
+    processor, webhooks, canaries, retention, reputation rounds, the HTTP listener and the
+    SMTP worker processes. A worker process (`worker` = its index) has nothing else: no
+    migrations, no delivery, no side tasks, no HTTP; its metrics go to the main process's
+    `/metrics` through a Unix socket."""
+
+    def __init__(self, config_path: Path, config: Config, worker: int | None = None) -> None:
+        self.config_path = config_path
+        self.config = config if worker is None else _smtp_only(config)
+        self.worker = worker
+        self.secret = load_secret(config.policy.unsubscribe_secret_file)
+        processes = config.relay.process_count
+        # Checked before anything starts: a metrics socket path too long stops us here.
+        self.processes = (
+            SmtpWorkers(config_path, config.relay.data_dir, processes - 1)
+            if worker is None and processes > 1
+            else None
+        )
+        self.tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+        """The side tasks, restarted if they fail (`_supervised`)."""
+        self.reloadable: list[Reloadable] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def build(self) -> None:
+        """Open the database and make the parts; nothing listens yet."""
+        config, main = self.config, self.worker is None
+        self.database = await Database.open(config, run_migrations=main)
+        pool = self.database.pool
+        self.enqueuer = Enqueuer(
+            self.database.submission_pool,
+            lifetime=config.delivery.queue_lifetime,
+            batch_max=config.queue.commit_batch,
+        )
+        if main:
+            _generate_missing_keys(config)
+        self.signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
+        self.domains = DomainStatus(DomainRecords(pool), config)
+        await self.domains.refresh()
+        self.suppressions = SuppressionFilter(self.database.dsn)
+        self.standing = Standing(pool)
+        self.handler = SubmissionHandler(
+            config,
+            self.enqueuer,
+            self.signer,
+            self.domains,
+            unsubscribe_secret=self.secret,
+            suppressions=self.suppressions,
+            standing=self.standing,
+        )
+        self.handlers: dict[str, object] = {"submission": self.handler}
+        self.tasks = {
+            # the main process checks the domains; the workers follow its verdicts
+            "domain-status": self.domains.run if main else self.domains.follow,
+            "suppression-filter": self.suppressions.run,
+        }
+        if main:
+            self._build_main()
+
+    def _build_main(self) -> None:
+        config, pool, secret = self.config, self.database.pool, self.secret
+        self.delivery = DeliveryWorker(pool, self.database.dsn, config, self.standing, secret)
+        self.feedback = FeedbackHandler(pool, config, secret)
+        self.handlers["feedback"] = self.feedback
+        processor = FeedbackProcessor(pool, config, secret, self.feedback.received)
+        webhooks = WebhookDispatcher(pool, config)
+        canary = CanaryTask(pool, config)
+        retention = Retention(pool, config)
+        rounds = ReputationRounds(pool, config, self.standing)
+        self.reloadable = [self.delivery, self.feedback, processor, webhooks, canary, retention,
+                           rounds]  # fmt: skip
+        self.tasks |= {
+            "retention": retention.run,
+            "feedback": processor.run,
+            "webhooks": webhooks.run,
+            "canary": canary.run,
+            "reputation": rounds.run,
+        }
+
+    async def start(self) -> None:
+        """Start the tasks, then listen; the SMTP workers start after our own listeners (a
+        port already taken stops us first)."""
+        config = self.config
+        self.vital = [asyncio.create_task(self.enqueuer.run(), name="group-commit")]
+        if self.worker is None:
+            self.vital.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+        self.side = [
             asyncio.create_task(_supervised(name, run), name=name)
-            for name, run in {
-                "domain-status": domains.run,
-                "suppression-filter": suppressions.run,
-                "retention": lambda: retention.run(database.pool, lambda: handler.config.feedback),
-                "feedback": processor.run,
-                "webhooks": webhooks.run,
-                "canary": canary.run,
-                "reputation": lambda: reputation.run(
-                    database.pool, lambda: handler.config.reputation
-                ),
-            }.items()
-        ),
-    ]
-    handlers = {"submission": handler, "feedback": feedback}
-    servers, sessions = await start_listeners(
-        config, handlers, server_context(config), reuse_port=processes > 1
-    )
-    expiry = certificate_expiry(config)
-    for listener in config.listeners:
-        metrics.TLS_CERTIFICATE_EXPIRY.labels(listener.name).set(expiry)
-    if workers is not None:  # after our own listeners: a port already taken stops us first
-        await workers.start(database.dsn)
-    abuse_reports = feedback.received if config.feedback.abuse_address else None
-    http = await start_http(
-        config.http.address,
-        database.pool,
-        handler.authenticator,
-        config.policy,
-        abuse_reports,
-        workers.snapshots if workers else None,
-        config.http.trusted_proxies,
-    )
-    log.info(
-        "relay ready: listeners %s, http %s, queue %s, %d process%s",
-        ", ".join(f"{x.name}={x.address}" for x in config.listeners),
-        config.http.address,
-        "embedded PostgreSQL" if not config.queue.dsn else "configured PostgreSQL",
-        processes,
-        "es" if processes > 1 else "",
-    )
+            for name, run in self.tasks.items()
+        ]
+        self.servers, self.sessions = await start_listeners(
+            config,
+            self.handlers,
+            server_context(config),
+            reuse_port=self.worker is not None or self.processes is not None,
+        )
+        if self.worker is not None:
+            self.snapshots = await serve_snapshots(socket_path(config.relay.data_dir, self.worker))
+            log.info(
+                "smtp worker %d ready (pid %d): listeners %s", self.worker, os.getpid(),
+                ", ".join(f"{x.name}={x.address}" for x in config.listeners),
+            )  # fmt: skip
+            return
+        expiry = certificate_expiry(config)
+        for listener in config.listeners:
+            metrics.TLS_CERTIFICATE_EXPIRY.labels(listener.name).set(expiry)
+        if self.processes is not None:
+            await self.processes.start(self.database.dsn)
+        await self._start_http()
+        log.info(
+            "relay ready: listeners %s, http %s, queue %s, %d process%s",
+            ", ".join(f"{x.name}={x.address}" for x in config.listeners),
+            config.http.address,
+            "embedded PostgreSQL" if not config.queue.dsn else "configured PostgreSQL",
+            config.relay.process_count,
+            "es" if config.relay.process_count > 1 else "",
+        )
 
-    pending: set[asyncio.Task[None]] = set()
+    async def _start_http(self) -> None:
+        config = self.config
+        self.http = await start_http(
+            config.http.address,
+            self.database.pool,
+            self.handler.authenticator,
+            config.policy,
+            self.feedback.received if config.feedback.abuse_address else None,
+            self.processes.snapshots if self.processes else None,
+            config.http.trusted_proxies,
+        )
 
-    def reload(new: Config) -> None:
-        _generate_missing_keys(new)  # before the SMTP workers are told to load the keys
-        _reload_submission(new, signer, handler, domains, pending)
-        worker.reload(new)
-        feedback.reload(new)
-        processor.reload(new)
-        webhooks.reload(new)
-        canary.reload(new)
-        if workers is not None:
-            workers.reload()
+    def reload(self, new: Config) -> None:
+        """SIGHUP: DKIM keys, tenants, credentials, limits, routes and settings change for
+        new commands at once; open sessions stay open. Listener addresses, TLS files and the
+        database need a restart."""
+        if self.worker is None:
+            _generate_missing_keys(new)  # before the SMTP workers are told to load the keys
+        self.signer.expire_after = new.dkim.expire_after or None
+        self.signer.reload()
+        self.handler.reload(new)
+        self.domains.config = new
+        refresh = asyncio.get_running_loop().create_task(self.domains.refresh())
+        self._pending.add(refresh)  # new verdicts at once
+        refresh.add_done_callback(self._pending.discard)
+        for part in self.reloadable:
+            part.reload(new)
+        if self.processes is not None:
+            self.processes.reload()
 
-    stop = _handle_signals(config_path, reload)
-    watch = [asyncio.create_task(stop.wait()), *tasks]
-    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        if task is not watch[0]:  # the group commit and delivery loops never end by themselves
+    async def stop(self) -> None:
+        """Stop listening; give open sessions and deliveries in flight `_GRACE_SECONDS`;
+        what sessions accepted is committed before the group commit stops."""
+        if self.worker is None:
+            log.info("shutting down: no new connections, %.0f s for sessions to finish",
+                     _GRACE_SECONDS)  # fmt: skip
+        else:
+            log.info("smtp worker %d shutting down: %.0f s for sessions to finish",
+                     self.worker, _GRACE_SECONDS)  # fmt: skip
+        for server in self.servers:
+            server.close()
+        if self.processes is None:
+            await _sessions_end(self.sessions)
+        else:  # the workers drain their sessions and group commits meanwhile
+            await asyncio.gather(
+                _sessions_end(self.sessions), self.processes.stop(_GRACE_SECONDS + 10)
+            )
+        for task in (*self.side, *self.vital[1:]):  # the group commit stores what was accepted
+            task.cancel()
+        if self.worker is None:
+            await self.delivery.drain(_GRACE_SECONDS)
+        self.vital[0].cancel()
+        await asyncio.gather(*self.side, *self.vital, return_exceptions=True)
+        if self.worker is None:
+            await self.http.cleanup()
+        else:
+            self.snapshots.close()
+            socket_path(self.config.relay.data_dir, self.worker).unlink(missing_ok=True)
+        await self.database.close()
+        log.info("stopped" if self.worker is None else f"smtp worker {self.worker} stopped")
+
+    async def run(self) -> None:
+        """Build, start, run until SIGTERM or SIGINT (or a vital task ends), stop."""
+        await self.build()
+        await self.start()
+        stop = _handle_signals(self.config_path, self.reload)
+        waiting = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiting, *self.vital], return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {waiting}:  # the group commit and delivery loops never end alone
             log.error("the %s task ended: %r", task.get_name(), task.exception())
+        waiting.cancel()
+        await self.stop()
 
-    log.info("shutting down: no new connections, %.0f s for sessions to finish", _GRACE_SECONDS)
-    for server in servers:
-        server.close()
-    if workers is None:
-        await _sessions_end(sessions)
-    else:  # the workers drain their sessions and group commits meanwhile
-        await asyncio.gather(_sessions_end(sessions), workers.stop(_GRACE_SECONDS + 10))
-    for task in tasks[1:]:  # all but the group commit, which stores what sessions accepted
-        task.cancel()
-    await worker.drain(_GRACE_SECONDS)
-    tasks[0].cancel()
-    watch[0].cancel()
-    await asyncio.gather(*tasks, *watch, return_exceptions=True)
-    await http.cleanup()
-    await database.close()
-    log.info("stopped")
+
+class Reloadable(Protocol):
+    def reload(self, config: Config) -> None: ...
 
 
 def _generate_missing_keys(config: Config) -> None:
@@ -235,106 +360,9 @@ def _handle_signals(
     return stop
 
 
-def _reload_submission(
-    new: Config,
-    signer: DkimSigner,
-    handler: SubmissionHandler,
-    domains: DomainStatus,
-    pending: set[asyncio.Task[None]],
-) -> None:
-    """What a reload changes on the submission path, alike in the main process and in the
-    SMTP workers: DKIM keys, tenants, credentials and limits, and the domain verdicts."""
-    signer.expire_after = new.dkim.expire_after or None
-    signer.reload()
-    handler.reload(new)
-    domains.config = new
-    refresh = asyncio.get_running_loop().create_task(domains.refresh())  # new verdicts at once
-    pending.add(refresh)
-    refresh.add_done_callback(pending.discard)
-
-
 async def _sessions_end(sessions: ConnectionCounter) -> None:
     """Wait until the open sessions end, at most `_GRACE_SECONDS`."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(_GRACE_SECONDS):
             while sessions.total > 0:  # noqa: ASYNC110 - a counter, polled at shutdown only
                 await asyncio.sleep(0.1)
-
-
-async def serve_smtp_worker(config_path: Path, config: Config, index: int) -> None:
-    """Run SMTP worker `index` of `[relay] processes` (started by `serve`, see
-    `relay.serve.processes`): the submission listeners on the main process's addresses
-    (SO_REUSEPORT), with a submission handler, its own group commit (so its 250, too, comes
-    only after the commit), its DKIM signer and domain verdicts, on a small pool of the main
-    process's database. Nothing else: no migrations, no delivery, no feedback listener, no
-    side tasks, no HTTP; its metrics go to the main process's `/metrics` through a Unix
-    socket. SIGHUP reloads the configuration and keys as `serve` does for the same parts;
-    SIGTERM stops it as `serve` stops its listeners."""
-    secret = load_secret(config.policy.unsubscribe_secret_file)
-    smtp_only = config.model_copy(
-        update={
-            "listeners": [x for x in config.listeners if x.role == "submission"],
-            "queue": config.queue.model_copy(
-                update={
-                    "dsn": os.environ.get(DSN_ENV) or config.queue.dsn,
-                    "pool_size": min(POOL_SIZE, config.queue.pool_size),
-                }
-            ),
-        }
-    )
-    if not smtp_only.queue.dsn:
-        raise SystemExit(f"an SMTP worker needs the main process's database: {DSN_ENV}")
-    database = await Database.open(smtp_only, run_migrations=False)
-    enqueuer = Enqueuer(
-        database.submission_pool,
-        lifetime=config.delivery.queue_lifetime,
-        batch_max=config.queue.commit_batch,
-    )
-    signer = DkimSigner(config.relay.data_dir, config.dkim.expire_after or None)
-    domains = DomainStatus(DomainRecords(database.pool), config)
-    await domains.refresh()
-    suppressions = SuppressionFilter(database.dsn)
-    handler = SubmissionHandler(
-        config, enqueuer, signer, domains, unsubscribe_secret=secret, suppressions=suppressions
-    )
-    tasks = [
-        asyncio.create_task(enqueuer.run(), name="group-commit"),
-        *(
-            asyncio.create_task(_supervised(name, run), name=name)
-            for name, run in {
-                "domain-status": domains.follow,
-                "suppression-filter": suppressions.run,
-            }.items()
-        ),
-    ]
-    servers, sessions = await start_listeners(
-        smtp_only, {"submission": handler}, server_context(config), reuse_port=True
-    )
-    snapshots = await serve_snapshots(socket_path(config.relay.data_dir, index))
-    log.info(
-        "smtp worker %d ready (pid %d): listeners %s", index, os.getpid(),
-        ", ".join(f"{x.name}={x.address}" for x in smtp_only.listeners),
-    )  # fmt: skip
-
-    pending: set[asyncio.Task[None]] = set()
-    stop = _handle_signals(
-        config_path,
-        lambda new: _reload_submission(new, signer, handler, domains, pending),
-        warn=False,
-    )
-    watch = [asyncio.create_task(stop.wait()), tasks[0]]
-    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
-    if tasks[0] in done and tasks[0].exception():
-        log.error("the group commit died: %r", tasks[0].exception())
-
-    log.info("smtp worker %d shutting down: %.0f s for sessions to finish", index, _GRACE_SECONDS)
-    for server in servers:
-        server.close()
-    await _sessions_end(sessions)
-    for task in (*tasks, watch[0]):  # the sessions are over: what they accepted is committed
-        task.cancel()
-    await asyncio.gather(*tasks, watch[0], return_exceptions=True)
-    snapshots.close()
-    socket_path(config.relay.data_dir, index).unlink(missing_ok=True)
-    await database.close()
-    log.info("smtp worker %d stopped", index)

@@ -7,50 +7,41 @@
   tenant (P-HDR-ALIGN); the declared SIZE must fit (552); the tenant's rate must allow it.
 - RCPT: at most the tenant's recipients per message (452 4.5.3, RFC 5321 4.5.3.1.10), and
   none on the tenant's suppression list (P-SUPPRESS).
-- DATA: add a Message-ID if missing (RFC 5322 3.6.4), run the policy pipeline's DATA
-  checks (a refusal cites its P-rule and nothing is queued), add `Received:` (RFC 5321
-  4.4), DKIM-sign with the tenant domain's keys (P-DKIM), then commit to the queue and only then
-  answer 250.
+- DATA: the message goes to `relay.accept` (policy checks, DKIM, the commit to the queue)
+  with the `Received:` header of this session (RFC 5321 4.4); the outcome becomes the reply:
+  `250` only after the commit, a refusal citing its P-rule.
 """
 
-import asyncio
 import base64
 import binascii
 import functools
 import logging
 import re
-import time
 import uuid
 from email.utils import formatdate
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import metrics
+from relay.accept import NO_UNSUBSCRIBE_SECRET, QUEUE_UNAVAILABLE, Acceptance, Submission
 from relay.auth import Account, Authenticator, LockedOut
 from relay.config.schema import Config, TenantSection
 from relay.config.tenants import Tenants
 from relay.dkim.service import DkimSigner
-from relay.feedback.privacy.unsubscribe import Unsubscribe
-from relay.feedback.privacy.unsubscribe import headers as unsubscribe_headers
+from relay.feedback.reputation.standing import Standing
 from relay.mail.address import Path
-from relay.mail.wire import LARGE_MESSAGE
 from relay.policy.context import PolicyContext
 from relay.policy.domain_status import DomainStatus
 from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, default_checks, refusal
 from relay.policy.reading import prepare
 from relay.policy.suppression_filter import SuppressionFilter
-from relay.queue.store import Enqueuer, NewMessage, QueueUnavailable
+from relay.queue.store import Enqueuer
 from relay.smtp import replies
 from relay.smtp.ratelimit import TenantRateLimiter
 from relay.smtp.session import RelaySession
 
 log = logging.getLogger(__name__)
-_POLICY_SECONDS = metrics.ACCEPT_STAGE_SECONDS.labels("policy")
-_SIGNING_SECONDS = metrics.ACCEPT_STAGE_SECONDS.labels("signing")
-_STORAGE_SECONDS = metrics.ACCEPT_STAGE_SECONDS.labels("storage")
-
-_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.I | re.M)
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-:\[\]_]")
 
 
@@ -66,13 +57,15 @@ class SubmissionHandler:
         pipeline: Pipeline | None = None,
         unsubscribe_secret: bytes | None = None,
         suppressions: SuppressionFilter | None = None,
+        standing: Standing | None = None,
     ) -> None:
-        self.unsubscribe_secret = unsubscribe_secret
         self.enqueuer = enqueuer
-        self.lookups = DatabaseLookups(enqueuer.pool)
+        self.lookups = DatabaseLookups(enqueuer.pool, standing or Standing(enqueuer.pool))
         self.signer = signer
-        self.domains = domains
         self.pipeline = pipeline or Pipeline(default_checks(unsubscribe_secret, suppressions))
+        self.acceptance = Acceptance(
+            config, enqueuer, signer, self.pipeline, self.lookups, domains, unsubscribe_secret
+        )
         self.rates = TenantRateLimiter()
         self.hostname = config.relay.hostname
         self.authenticator = Authenticator(config.smtp, {})
@@ -82,6 +75,7 @@ class SubmissionHandler:
         """Take new tenants, limits and credentials (SIGHUP); open sessions keep going."""
         prepare(t.identity.country for t in config.tenants if t.identity)
         self.config = config
+        self.acceptance.config = config
         self.tenants = Tenants.from_config(config)
         accounts = {u: Account(t, h) for u, (t, h) in self.tenants.logins.items()}
         self.authenticator.update(config.smtp, accounts)
@@ -214,78 +208,30 @@ class SubmissionHandler:
         return replies.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        started = time.perf_counter()
         assert isinstance(session, RelaySession)
         tenant = self._tenant(session)
         assert tenant is not None and envelope.mail_from is not None
-        body = envelope.content
-        assert isinstance(body, bytes)
-        queue_id = uuid.uuid4()
-        header_id = _message_id(body)
-        if header_id is None:  # P-HDR-SANE allows adding it, never a false one
-            header_id = f"<{queue_id}@{self.hostname}>"
-            body = b"Message-ID: " + header_id.encode() + b"\r\n" + body
-        ctx = self._data_context(tenant, envelope.mail_from, envelope.rcpt_tos, body)
-        verdicts = await self.pipeline.run("data", ctx)
-        checked = time.perf_counter()
-        refused = refusal(verdicts)
-        if refused is not None:
-            return self._refuse(tenant.name, refused.rule, refused.reply())
-        audit = [*envelope.policy_verdicts, *verdicts]
-        if ctx.add_unsubscribe:  # P-UNSUB: before signing, so DKIM covers it
-            if self.unsubscribe_secret is None:
-                return self._refuse(tenant.name, "internal", replies.INTERNAL_ERROR)
-            request = Unsubscribe(tenant.name, envelope.rcpt_tos[0], header_id)
-            url = self.config.policy.unsubscribe_url
-            body = unsubscribe_headers(url, self.unsubscribe_secret, request) + body
-        headers = self._received(session, envelope, queue_id)
-        # the listener has refused or normalised every bare CR and LF, and the lines added
-        # here end in CRLF. On the event loop: a thread (OpenSSL releases the GIL) measured
-        # slower with one process per core, its hand-offs costing more than the RSA
-        # signature itself; but a large message's body hash would hold the loop too long
-        sign = functools.partial(
-            self.signer.sign, tenant, headers + body, ctx.from_domain, crlf_checked=True
-        )
-        content = await asyncio.to_thread(sign) if len(body) >= LARGE_MESSAGE else sign()
-        signed = time.perf_counter()
-        message = NewMessage(
-            id=queue_id,
-            tenant=tenant.name,
-            mail_from=envelope.mail_from,
-            recipients=tuple(envelope.rcpt_tos),
-            content=content,
-            header_message_id=header_id,
-            client_address=session.client_ip,
-            audit=tuple((v.rule, v.outcome.value, v.reason) for v in audit),
-            campaign=ctx.campaign,
-            bulk=ctx.is_bulk,
-        )
-        try:
-            await self.enqueuer.enqueue(message)
-        except QueueUnavailable as exc:
-            log.error("queue unavailable tenant=%s: %s", tenant.name, exc)
-            return self._refuse(tenant.name, "queue", replies.QUEUE_UNAVAILABLE)
-        _observe(message, started, checked, signed, time.perf_counter())
-        return replies.QUEUED.format(queue_id=queue_id)
-
-    def _data_context(
-        self, tenant: TenantSection, mail_from: str, recipients: list[str], body: bytes
-    ) -> PolicyContext:
-        """What the DATA checks look at, with this process's settings and shared state."""
-        return PolicyContext(
+        assert isinstance(envelope.content, bytes)
+        submission = Submission(
             tenant,
-            mail_from,
-            list(recipients),
-            body,
-            self.lookups,
-            self.domains.for_policy() if self.domains else None,
-            tuple(self.config.policy.service_contacts),
-            signing_domains=self.signer.domains,
-            allow_unsigned=self.config.dkim.allow_unsigned,
-            content_categories=frozenset(self.config.policy.content_categories),
-            max_mime_parts=self.config.smtp.max_mime_parts,
-            max_mime_depth=self.config.smtp.max_mime_depth,
+            envelope.mail_from,
+            tuple(envelope.rcpt_tos),
+            envelope.content,
+            session.client_ip,
+            tuple(envelope.policy_verdicts),
+            functools.partial(self._received, session, envelope),
         )
+        outcome = await self.acceptance.accept(submission)
+        if outcome.queue_id is not None:
+            return replies.QUEUED.format(queue_id=outcome.queue_id)
+        assert outcome.refused is not None
+        if outcome.refused == QUEUE_UNAVAILABLE:
+            reply = replies.QUEUE_UNAVAILABLE
+        elif outcome.refused == NO_UNSUBSCRIBE_SECRET:
+            reply = replies.INTERNAL_ERROR
+        else:
+            reply = outcome.policy_reply
+        return self._refuse(tenant.name, outcome.refused, reply)
 
     def _refuse(self, tenant: str, reason: str, reply: str) -> str:
         metrics.MESSAGES_REJECTED.labels(tenant, reason).inc()
@@ -316,34 +262,3 @@ def _b64(text: str) -> bytes | None:
         return base64.b64decode(text.encode(), validate=True)
     except (binascii.Error, ValueError):
         return None
-
-
-def _message_id(content: bytes) -> str | None:
-    end = content.find(b"\r\n\r\n")
-    head = content if end < 0 else content[: end + 2]
-    if not head.startswith(b"\r\n"):
-        head = b"\r\n" + head
-    match = _MESSAGE_ID.search(head)
-    if not match:
-        return None
-    value = match.group(1).decode("utf-8", "replace").strip()
-    return value or None
-
-
-def _observe(
-    message: NewMessage, started: float, checked: float, signed: float, stored: float
-) -> None:
-    """Count and log an accepted message, with the time each step of its acceptance took."""
-    metrics.MESSAGES_RECEIVED.labels(message.tenant).inc()
-    metrics.TIME_TO_250.observe(stored - started)
-    _POLICY_SECONDS.observe(checked - started)
-    _SIGNING_SECONDS.observe(signed - checked)
-    _STORAGE_SECONDS.observe(stored - signed)
-    log.info(
-        "accepted queue_id=%s tenant=%s recipients=%d size=%d message_id=%s",
-        message.id,
-        message.tenant,
-        len(message.recipients),
-        len(message.content),
-        message.header_message_id,
-    )

@@ -1,6 +1,6 @@
 """P-RETENTION: keep personal data only as long as it serves a purpose, then let it go.
 
-`relay serve` runs `run` in the background; each round (`purge_once`):
+`relay serve` runs `Retention` in the background; each round (`purge_once`):
 
 - bodies: a message whose deliveries are all final (delivered, bounced, deleted) keeps its
   content for `[feedback] retention_bodies` (default 7 days, for support questions) after
@@ -16,17 +16,16 @@
 Mail still queued, or held for a suspended tenant or a canary, is never touched. Work is
 done in batches of short transactions, so a large backlog does not hold locks for long,
 and several relay processes may purge at once (rows being purged are skipped). The
-windows are read from the running configuration each round, so a reload changes them.
+windows are those of the configuration last loaded, so a reload changes them.
 """
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from relay.config.schema import FeedbackSection
+from relay.config.schema import Config, FeedbackSection
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.retention import Purgeable, RetentionStore
@@ -82,23 +81,34 @@ async def purge_once(pool: Pool, feedback: FeedbackSection, *, batch: int = BATC
     return purged
 
 
-async def run(
-    pool: Pool, feedback: Callable[[], FeedbackSection], interval: float = INTERVAL
-) -> None:
-    """Purge every `interval` seconds until cancelled; `feedback` gives the current windows.
+class Retention:
+    """The retention task: a purge every `interval` seconds until cancelled, with the
+    windows of the configuration last loaded (a reload changes them from the next round).
     A database that does not answer is logged and tried again next round."""
-    while True:
-        try:
-            purged = await purge_once(pool, feedback())
-        except DATABASE_ERRORS as exc:
-            log.warning("retention round failed, trying again in %.0f s: %r", interval, exc)
-        else:
-            if any(vars(purged).values()):
-                log.info(
-                    "retention purged bodies=%d envelopes=%d events=%d reports=%d",
-                    purged.bodies,
-                    purged.envelopes,
-                    purged.events,
-                    purged.reports,
+
+    def __init__(self, pool: Pool, config: Config, interval: float = INTERVAL) -> None:
+        self.pool = pool
+        self.interval = interval
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        self.windows = config.feedback
+
+    async def run(self) -> None:
+        while True:
+            try:
+                purged = await purge_once(self.pool, self.windows)
+            except DATABASE_ERRORS as exc:
+                log.warning(
+                    "retention round failed, trying again in %.0f s: %r", self.interval, exc
                 )
-        await asyncio.sleep(interval)
+            else:
+                if any(vars(purged).values()):
+                    log.info(
+                        "retention purged bodies=%d envelopes=%d events=%d reports=%d",
+                        purged.bodies,
+                        purged.envelopes,
+                        purged.events,
+                        purged.reports,
+                    )
+            await asyncio.sleep(self.interval)

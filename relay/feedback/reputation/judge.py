@@ -12,7 +12,7 @@ the last `window` (default 7 days):
 - per tenant and provider (the MX operator), above the warning level (0.1% complaints, 5%
   hard bounces) the tenant's pace toward that provider is halved each round, down to
   `throttle_floor` (1/16); below it, `throttle_recovery` is added back each round up to 1.
-  The delivery worker reads the factor through `throttle_factor`: the provider's mailbox
+  The delivery worker reads the factor through `Standing.throttle_factor`: the provider's mailbox
   owners are the ones complaining, so that is where the sending slows;
 - over the tenant's whole traffic, above the limit (0.3% complaints, 10% hard bounces) its
   bulk sending is suspended: a `tenant_suspensions` row, its queued bulk deliveries held
@@ -36,14 +36,12 @@ caches (the factors, and the open suspensions the SMTP path reads) after each ro
 import asyncio
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
-from prometheus_client import Gauge
-
-from relay.config.schema import ReputationSection
+from relay.config.schema import Config, ReputationSection
+from relay.feedback.reputation.standing import Standing
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import Event, Kind
@@ -51,30 +49,12 @@ from relay.queue.reputation import ReputationStore, ReputationWork, Suspension
 
 log = logging.getLogger(__name__)
 
-REFRESH_SECONDS = 5.0
-"""Longest time the SMTP path trusts its copy of the open suspensions."""
-
 HOLDS: Mapping[str, str] = {
     "P-COMPLAINT": "P-COMPLAINT",
     "P-BOUNCE": "P-BOUNCE",
     "manual": "manual-suspension",
 }
 """The `deliveries.hold` each kind of suspension puts on the tenant's queued bulk mail."""
-
-THROTTLE_FACTOR = Gauge(
-    "relay_tenant_throttle_factor",
-    "Share of its usual pace a tenant may use toward a provider (1: unthrottled); cut while "
-    "its complaint or hard-bounce rate there is above the warning level (P-COMPLAINT, "
-    "P-BOUNCE), recovering gradually once below.",
-    ["tenant", "provider"],
-)
-SUSPENDED = Gauge(
-    "relay_tenant_suspended",
-    "1 while a tenant's bulk sending is suspended, by rule: P-COMPLAINT or P-BOUNCE (a rate "
-    "above its limit) or manual (an admin); 0 once an admin resumed it.",
-    ["tenant", "rule"],
-)
-
 
 # -- rates ---------------------------------------------------------------------------------
 
@@ -171,81 +151,6 @@ def duration(seconds: float) -> str:
             count = int(seconds // size)
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds:g} seconds"
-
-
-# -- what the rest of the relay reads --------------------------------------------------------
-
-
-class SuspensionCache:
-    """The open suspensions, as the SMTP path reads them: one query for all tenants at most
-    every `max_age` seconds, never one per message. A refresh that fails keeps the last
-    copy; with no copy yet the error reaches the caller (the check defers the message)."""
-
-    def __init__(self, max_age: float = REFRESH_SECONDS) -> None:
-        self.max_age = max_age
-        self._pool: Pool | None = None
-        self._by_tenant: dict[str, tuple[Suspension, ...]] | None = None
-        self._loaded_at = -math.inf
-
-    async def of(self, pool: Pool, tenant: str) -> tuple[Suspension, ...]:
-        """The open suspensions of `tenant` (empty: it sends bulk mail as usual)."""
-        if self._pool is not pool or self._by_tenant is None:
-            self.replace(pool, await ReputationStore(pool).open_suspensions())
-        elif time.monotonic() - self._loaded_at > self.max_age:
-            self._loaded_at = time.monotonic()  # one refresh at a time; the rest read the copy
-            try:
-                self.replace(pool, await ReputationStore(pool).open_suspensions())
-            except DATABASE_ERRORS as exc:
-                log.warning("cannot refresh bulk suspensions, keeping the last copy: %r", exc)
-        assert self._by_tenant is not None
-        return self._by_tenant.get(tenant, ())
-
-    def replace(self, pool: Pool, suspensions: Iterable[Suspension]) -> None:
-        by_tenant: dict[str, tuple[Suspension, ...]] = {}
-        for s in suspensions:
-            by_tenant[s.tenant] = (*by_tenant.get(s.tenant, ()), s)
-        self._pool, self._by_tenant, self._loaded_at = pool, by_tenant, time.monotonic()
-
-
-SUSPENSIONS = SuspensionCache()
-"""The process's copy, refreshed by the reputation task and by the DATA check."""
-
-_factors: dict[tuple[str, str], float] = {}
-_suspended_gauges: set[tuple[str, str]] = set()
-
-
-def throttle_factor(tenant: str, provider: str) -> float:
-    """The share of its usual pace `tenant` may use toward `provider` (the registered
-    domain of the MX hosts, as in `rates`): 1.0 unthrottled, down to `throttle_floor` while
-    its complaint or hard-bounce rate there is above the warning level (P-COMPLAINT,
-    P-BOUNCE). The delivery worker multiplies the tenant's pace toward that provider by it
-    (fewer messages per minute, or a longer wait between them). Read from memory, refreshed
-    by the reputation task each round; cheap enough to call per delivery."""
-    return _factors.get((tenant, provider), 1.0)
-
-
-async def refresh(pool: Pool) -> None:
-    """Reload the factors and the open suspensions (whichever process ran the round), and
-    set the gauges from them."""
-    store = ReputationStore(pool)
-    rows = await store.throttles(None)
-    factors = {(r["tenant"], r["provider"]): float(r["factor"]) for r in rows}
-    for key in _factors.keys() - factors.keys():
-        THROTTLE_FACTOR.labels(*key).set(1.0)
-    for key, factor in factors.items():
-        THROTTLE_FACTOR.labels(*key).set(factor)
-    _factors.clear()
-    _factors.update(factors)
-
-    suspensions = await store.open_suspensions()
-    SUSPENSIONS.replace(pool, suspensions)
-    open_now = {(s.tenant, s.rule) for s in suspensions}
-    for key in _suspended_gauges - open_now:
-        SUSPENDED.labels(*key).set(0)
-    for key in open_now:
-        SUSPENDED.labels(*key).set(1)
-    _suspended_gauges.clear()
-    _suspended_gauges.update(open_now)
 
 
 # -- one round ---------------------------------------------------------------------------------
@@ -379,17 +284,28 @@ async def _hold_bulk(work: ReputationWork) -> dict[tuple[str, str], int]:
     return held
 
 
-async def run(pool: Pool, settings: Callable[[], ReputationSection]) -> None:
-    """A round every `check_every` until cancelled; `settings` gives the current section
-    (a reload changes it). A failed round is logged and tried again: judging late is better
-    than a relay that stops."""
-    while True:
-        current = settings()
-        try:
-            await evaluate(pool, current)
-            await refresh(pool)
-        except DATABASE_ERRORS as exc:
-            log.warning("reputation round failed, trying again: %r", exc)
-        except Exception:
-            log.exception("reputation round failed unexpectedly, trying again")
-        await asyncio.sleep(current.check_every)
+class ReputationRounds:
+    """The reputation task: a round every `check_every` until cancelled, then `standing`
+    refreshed from what the round (this process's or another's) decided. A reload changes
+    the settings from the next round on. A failed round is logged and tried again: judging
+    late is better than a relay that stops."""
+
+    def __init__(self, pool: Pool, config: Config, standing: Standing) -> None:
+        self.pool = pool
+        self.standing = standing
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        self.settings = config.reputation
+
+    async def run(self) -> None:
+        while True:
+            current = self.settings
+            try:
+                await evaluate(self.pool, current)
+                await self.standing.refresh()
+            except DATABASE_ERRORS as exc:
+                log.warning("reputation round failed, trying again: %r", exc)
+            except Exception:
+                log.exception("reputation round failed unexpectedly, trying again")
+            await asyncio.sleep(current.check_every)
