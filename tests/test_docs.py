@@ -1,0 +1,74 @@
+"""The documentation stays true to the tree: every relative link in README.md and docs/ (and
+in the pages that link into docs/) leads to a file that exists and, for a `#fragment`, to a
+heading in it; and README.md lists every page of docs/. Pages are moved and renamed; a link
+that silently 404s is how a manual rots."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+LINKING_IN = (
+    "README.md",
+    "bench/README.md",
+    "deploy/DEPLOYMENT.md",
+    "tests/policy_corpus/README.md",
+)
+"""Pages outside docs/ whose links lead into it (or, for README.md, out of it)."""
+PAGES = sorted([*(ROOT / name for name in LINKING_IN), *DOCS.glob("*.md")])
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_CODE = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
+
+
+def links(text: str) -> list[str]:
+    """Link targets outside code, where `[x](y)` is text, not a link."""
+    return _LINK.findall(_CODE.sub("", _FENCE.sub("", text)))
+
+
+def anchors(text: str) -> set[str]:
+    """The fragments GitHub gives a page's headings: lower case, punctuation dropped, spaces
+    as hyphens, a repeated one numbered."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in _HEADING.findall(_FENCE.sub("", text)):
+        slug = "".join(c for c in heading.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def test_anchors_follow_github() -> None:
+    text = "# Faults (`--faults`)\n## `[[tenants]]`\n## Tests\n## Tests\n```\n# not one\n```\n"
+    assert anchors(text) == {"faults---faults", "tenants", "tests", "tests-1"}
+
+
+def test_links_skip_code() -> None:
+    text = "[a](one.md) `[b](two.md)`\n```\n[c](three.md)\n```\n[d](four.md#x)\n"
+    assert links(text) == ["one.md", "four.md#x"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_somewhere(page: Path) -> None:
+    broken = []
+    for target in links(page.read_text("utf-8")):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+            continue  # https:, mailto: and the like are not the tree's to keep
+        path, _, fragment = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif fragment and file.suffix == ".md" and fragment not in anchors(file.read_text()):
+            broken.append(f"{target}: no heading #{fragment} in {file.relative_to(ROOT)}")
+    assert broken == [], f"{page.relative_to(ROOT)}: {broken}"
+
+
+def test_readme_lists_every_page_of_docs() -> None:
+    listed = {target.partition("#")[0] for target in links((ROOT / "README.md").read_text())}
+    pages = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
+    assert pages - listed == set(), "README.md's Documentation list misses these pages"
