@@ -1,9 +1,12 @@
 """The documentation stays true to the tree: every relative link in README.md and docs/ (and
 in the pages that link into docs/) leads to a file that exists and, for a `#fragment`, to a
-heading in it; and README.md lists every page of docs/. Pages are moved and renamed; a link
-that silently 404s is how a manual rots."""
+heading in it; README.md lists every page of docs/; and a command's output shown on a page
+is what the command prints. Pages are moved and renamed and the code moves on; a link that
+silently 404s or an example that no longer matches is how a manual rots."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,18 @@ def test_readme_lists_every_page_of_docs() -> None:
     listed = {target.partition("#")[0] for target in links((ROOT / "README.md").read_text())}
     pages = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
     assert pages - listed == set(), "README.md's Documentation list misses these pages"
+
+
+def test_policy_page_shows_what_explain_prints() -> None:
+    """docs/policy.md's `relay policy explain` example is the command's output, verbatim: the
+    pipeline gains checks, and a stale example teaches the wrong order."""
+    page = (DOCS / "policy.md").read_text("utf-8")
+    command = "$ .venv/bin/relay policy explain examples/newsletter.eml --tenant demo\n"
+    shown = page.split(command, 1)[1].split("```", 1)[0]
+    argv = command.removeprefix("$ .venv/bin/relay ").split()
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # the demo tenant may not send bulk
+    assert result.stdout == shown, "update the example in docs/policy.md"
