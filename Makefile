@@ -2,6 +2,7 @@
 # make test: set up .venv from uv.lock with the test extras and run the tests.
 # make lock: re-resolve uv.lock within pyproject.toml's ranges (a deliberate upgrade).
 # make test-latest: the suite against the newest versions those ranges allow, in .venv-latest.
+# make docs: regenerate docs/configuration.md from relay/config/schema.py.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
 
-.PHONY: run test sink lint lock lock-check test-latest bench clean
+.PHONY: run test sink lint lock lock-check test-latest bench docs clean
 
 # uv itself comes from PyPI, checked against the hashes in requirements-uv.txt.
 $(UV): requirements-uv.txt
@@ -59,6 +60,11 @@ test-latest: $(UV)
 BENCH_ARGS ?= --faults
 bench: venv-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The configuration reference is generated, never edited: tests/test_docs.py fails while it
+# and the schema disagree.
+docs: venv
+	$(BIN)/python -m relay.config.reference docs/configuration.md
 
 lint: venv-test
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
 Each test talks to the real relay process over loopback (smtplib, or the byte-exact
 dialogue of `tests.smtp_dialogue` where smtplib would rewrite what is sent) and checks the
 reply code, the RFC 3463 enhanced status code and, for the sending policy, the
-`[P-HDR-ALIGN]` tag, as listed in README "What the listener answers".
+`[P-HDR-ALIGN]` tag, as listed in docs/listener.md.
 """
 
 import asyncio
@@ -242,7 +242,8 @@ def test_sender_domain_must_belong_to_the_tenant(
 
 
 def test_subdomain_sender_is_delivered(relay: RelayProcess, sink: Sink) -> None:
-    """A subdomain of an owned domain is the tenant's (README `[[tenants]] domains`)."""
+    """A subdomain of an owned domain is the tenant's (`[[tenants]] domains` in
+    docs/configuration.md)."""
     with submission(relay.config.submission_port) as client:
         client.send_message(message(sender="news@news.acme.example"))
     ((mail_from, rcpts, _),) = sink.wait_count(1)
@@ -378,9 +379,9 @@ def test_nul_and_bare_newlines_in_data_are_refused(relay: RelayProcess, sink: Si
 def test_normalize_listener_turns_bare_newlines_into_crlf(
     relay_config: RelayConfig, tmp_path: Path, sink: Sink
 ) -> None:
-    """README `bare_newlines = "normalize"` (like Postfix's smtpd_forbid_bare_newline =
-    normalize): for old devices a bare LF or CR becomes CRLF, so what is delivered is
-    RFC 5321 2.3.8 clean; the end of the data is still only CRLF.CRLF."""
+    """`bare_newlines = "normalize"` (docs/configuration.md; like Postfix's
+    smtpd_forbid_bare_newline = normalize): for old devices a bare LF or CR becomes CRLF, so
+    what is delivered is RFC 5321 2.3.8 clean; the end of the data is still only CRLF.CRLF."""
     relay_config.bare_newlines = "normalize"
     sent = (
         b"From: app@acme.example\nTo: alice@inbox.example\nSubject: old device\n"

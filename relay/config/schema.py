@@ -43,18 +43,28 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 
 class Strict(BaseModel):
-    """Base of every table: unknown keys are errors, values are immutable once loaded."""
+    """Base of every table: unknown keys are errors, values are immutable once loaded.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    A field's docstring becomes its description (`use_attribute_docstrings`), so the
+    sentence beside the code is also what `relay.config.reference` prints in
+    docs/configuration.md: one text to keep true, not two."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
 
 
 class RelaySection(Strict):
+    """This host: its name, where it keeps its files, how many processes take submissions."""
+
     hostname: str = Field(default_factory=socket.getfqdn)
     """Name in the banner, `Received:` headers, generated Message-IDs and outbound EHLO.
     Resolved once at load (aiosmtpd would otherwise call getfqdn() per connection)."""
     data_dir: str = "data"
-    """Embedded PostgreSQL, generated TLS certificate; relative paths are relative to the file."""
+    """Embedded PostgreSQL, generated TLS certificate, DKIM keys; relative paths are relative
+    to the file."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The least severe level of log records written."""
     processes: int | Literal["auto"] = 1
     """Processes sharing the submission listeners (SO_REUSEPORT), for more than one core's
     worth of SMTP, DKIM and policy work: the `relay serve` process does everything, the
@@ -76,6 +86,8 @@ class RelaySection(Strict):
 
 
 class QueueSection(Strict):
+    """Where the queue lives: the embedded PostgreSQL, or a server all relay processes share."""
+
     dsn: str = ""
     """Empty: an embedded PostgreSQL under `data_dir/pg`; else a libpq DSN of a shared server."""
     pool_size: int = Field(default=10, ge=2, le=200)
@@ -86,10 +98,12 @@ class QueueSection(Strict):
 
 
 class TlsSection(Strict):
+    """The certificate the SMTP listeners present."""
+
     cert_file: str = ""
     """PEM certificate chain; empty: a self-signed one is generated into `data_dir/tls`."""
     key_file: str = ""
-    """PEM private key matching `cert_file`."""
+    """PEM private key matching `cert_file`; the two are given together or not at all."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "TlsSection":
@@ -99,8 +113,11 @@ class TlsSection(Strict):
 
 
 class ListenerSection(Strict):
+    """An SMTP listener: where it listens, how TLS starts, whose mail it takes. A relay needs
+    at least one."""
+
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    """Label in logs and metrics."""
+    """Label in logs and metrics (lower-case letters, digits, `_` and `-`); unique."""
     address: HostPort
     """Where to listen, e.g. `0.0.0.0:587`."""
     tls: Literal["starttls", "implicit"] = "starttls"
@@ -129,6 +146,8 @@ class ListenerSection(Strict):
 
 
 class SmtpSection(Strict):
+    """The SMTP sessions of every listener: caps, timeouts, sizes and AUTH lockouts."""
+
     max_connections: int = Field(default=1000, ge=1)
     """Open sessions per process across all listeners; more get `421 4.7.0`. Also each
     listener's accept backlog (capped by the kernel's `net.core.somaxconn`), as Postfix's
@@ -137,14 +156,17 @@ class SmtpSection(Strict):
     """Open sessions per client IP address."""
     tls_handshake_timeout: Seconds = Field(default=10, gt=0)
     """Time a client has to finish the TLS handshake on an implicit-TLS listener (asyncio
-    waits 60 s): a silent connection holds a descriptor no longer."""
+    waits 60 s): a silent connection holds a descriptor no longer. A connection there holds
+    its slot from the moment it is accepted, so handshakes in progress count toward the
+    caps, and one past a cap is closed before any handshake is spent on it."""
     command_timeout: Seconds = Field(default=300, gt=0)
     """Idle time allowed between commands (RFC 5321 4.5.3.2.7: at least 5 minutes)."""
     data_timeout: Seconds = Field(default=600, gt=0)
-    """Time allowed for the whole DATA transfer; a client trickling data is cut off."""
+    """Time allowed for the whole DATA transfer; a client trickling data is cut off with
+    `421 4.4.2`."""
     max_errors: int = Field(default=20, ge=1)
     """Error replies in one session, with no message accepted in between, before it is
-    closed with 421, like Postfix's `smtpd_hard_error_limit`."""
+    closed with `421 4.7.0`, like Postfix's `smtpd_hard_error_limit`."""
     max_message_size: Bytes = Field(default="50MiB", ge=1024)
     """Largest message any tenant may send; advertised in EHLO SIZE."""
     data_in_flight: Bytes = Field(default="256MiB", ge=1024)
@@ -168,8 +190,9 @@ class SmtpSection(Strict):
     auth_account_failures: int = Field(default=50, ge=1)
     """Failed AUTHs of one username from all addresses within the window before it is
     throttled: only addresses without failures of their own may try it until
-    `auth_lockout` has passed."""
+    `auth_lockout` has passed (its owner is never refused)."""
     auth_failure_window: Seconds = Field(default=900, gt=0)
+    """The window in which `auth_max_failures` and `auth_account_failures` are counted."""
     auth_lockout: Seconds = Field(default=900, gt=0)
     """How long a locked pair or address gets `454 4.7.0` for every AUTH."""
 
@@ -184,6 +207,9 @@ class SmtpSection(Strict):
 
 
 class DeliverySection(Strict):
+    """Delivery to the destinations' MX hosts (or `[[routes]]`): concurrency, retries,
+    timeouts and outbound TLS."""
+
     concurrency: int = Field(default=200, ge=1)
     """Deliveries in flight per process, all destinations together."""
     connections_per_domain: int = Field(default=10, ge=1)
@@ -207,7 +233,7 @@ class DeliverySection(Strict):
     queue_lifetime: Seconds = Field(default="5d", gt=0)
     """Time after which an undeliverable message bounces (Postfix's maximal_queue_lifetime)."""
     retry_initial: Seconds = Field(default=60, gt=0)
-    """First retry delay; doubled on each further deferral, with jitter."""
+    """First retry delay; doubled on each further deferral, with ±20% jitter."""
     retry_max: Seconds = Field(default=3600, gt=0)
     """Longest delay between two attempts."""
     port: int = Field(default=25, ge=1, le=65535)
@@ -224,12 +250,16 @@ class DeliverySection(Strict):
     """Check MX certificates; off by default since many MX certificates fail validation
     and opportunistic TLS is better than none (RFC 7435)."""
     connect_timeout: Seconds = Field(default=30, gt=0)
+    """Time to connect to an MX host and read its greeting; also the longest wait for a DNS
+    answer about a destination's MX hosts."""
     command_timeout: Seconds = Field(default=300, gt=0)
     """Per SMTP command, RFC 5321 4.5.3.2 (the final dot may take up to 10 minutes there;
     one value keeps it simple)."""
 
 
 class DkimSection(Strict):
+    """DKIM signing: the signature's lifetime, and what becomes of mail without a key."""
+
     expire_after: Seconds = Field(default="7d", ge=0)
     """Signature lifetime written as `x=` (RFC 6376 3.5); 0 leaves `x=` out. Keys live in
     `data_dir/dkim` (`relay dkim keygen`, `relay dkim rotate`)."""
@@ -251,9 +281,13 @@ ContentCategory = Literal[CONTENT_CATEGORIES]  # type: ignore[valid-type]
 
 
 class PolicySection(Strict):
+    """The sending policy's settings for the whole deployment: domain verification (P-DNSAUTH,
+    P-WHOIS), one-click unsubscribe, the service's own contacts, the prohibited categories."""
+
     require_verified_domains: bool = True
     """Send only from domains that passed `relay domain verify` (P-DNSAUTH): SPF
-    authorising the relay, the DKIM keys published, a DMARC record."""
+    authorising the relay, the DKIM keys published, a DMARC record. The demo turns it off:
+    its domain has no DNS."""
     spf_mechanism: str = ""
     """What a sending domain's SPF must contain to authorise the relay, e.g.
     `include:_spf.relay.example` or `ip4:192.0.2.10`."""
@@ -292,6 +326,7 @@ class FeedbackProvider(Strict):
     address it connects from, or a DKIM signature of its domain that verifies."""
 
     name: str = Field(min_length=1)
+    """Label of the feedback loop, named with each report it vouches for."""
     networks: list[Network] = []
     """Networks its reports are sent from (the connecting address is compared)."""
     dkim_domains: list[str] = []
@@ -310,6 +345,9 @@ class FeedbackProvider(Strict):
 
 
 class FeedbackSection(Strict):
+    """What comes back after delivery: the feedback listener's addresses and limits, the abuse
+    desk, and how long personal data is kept (P-RETENTION)."""
+
     providers: list[FeedbackProvider] = []
     """The feedback loops whose complaint reports (ARF) count; a report that none of them
     vouches for is kept as `unverified` and changes nothing."""
@@ -323,7 +361,8 @@ class FeedbackSection(Strict):
     retention_bodies: Seconds = Field(default="7d", ge=0)
     """P-RETENTION: a message body is kept this long after its last delivery attempt ended."""
     retention_events: Seconds = Field(default="90d", gt=0)
-    """P-RETENTION: events and processed reports are kept this long; the hourly rates stay."""
+    """P-RETENTION: events, finished envelopes and processed reports are kept this long;
+    the hourly rates stay."""
     process_every: Seconds = Field(default=1.0, gt=0)
     """How often the feedback processor looks for newly received reports."""
     reports_per_client: int = Field(default=100, ge=1)
@@ -429,20 +468,30 @@ class CanarySection(Strict):
 
 
 class HttpSection(Strict):
+    """The HTTP listener: `/metrics` and `/healthz`, the tenants' API (`/v1/consent`), the
+    one-click unsubscribe endpoint and the abuse form."""
+
     address: HostPort = "127.0.0.1:9587"
-    """Listener for `/metrics` and `/healthz`; keep it on a private address."""
+    """Where it listens, in plain HTTP; keep it on a private address, behind a
+    TLS-terminating proxy that exposes `/v1/` to tenants and keeps `/metrics` private."""
     trusted_proxies: list[Network] = []
     """Networks of the proxies in front of the listener: for their requests the client is
-    the address they put in `X-Forwarded-For` (lockouts and rate limits count it)."""
+    the address they put in `X-Forwarded-For` (lockouts and the abuse form's rate limits
+    count it); from anyone else the header is ignored."""
 
 
 class Credential(Strict):
+    """One login: a user name and the hash of its password."""
+
     username: str = Field(min_length=1, pattern=r"^[^\s\x00]+$")
+    """The login name; unique across all tenants."""
     password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$")
     """Argon2 hash made by `relay hash-password`; plain passwords are never stored."""
 
 
 class TenantLimits(Strict):
+    """What one tenant may send, checked in the SMTP transaction."""
+
     submissions_per_minute: int = Field(default=600, ge=1)
     """Messages the tenant may submit per minute per relay process; more get `450 4.7.1`
     at MAIL. It limits submission, not delivery, hence not `messages_per_minute`, which
@@ -451,7 +500,7 @@ class TenantLimits(Strict):
     recipients_per_message: int = Field(default=100, ge=1)
     """RCPTs per transaction; more get `452 4.5.3` (the client sends them in another one)."""
     max_message_size: Bytes = Field(default="25MiB", ge=1024)
-    """Largest message; more get `552 5.3.4`."""
+    """Largest message; more get `552 5.3.4` (at MAIL when `SIZE=` says so)."""
 
 
 class Identity(Strict):
@@ -467,10 +516,13 @@ class Identity(Strict):
     postal_code: str = ""
     """Empty only where the country has none."""
     city: str = Field(min_length=2)
+    """City of the postal address or registered office."""
     country: str = Field(pattern=r"^[A-Za-z]{2}$")
     """ISO 3166-1 alpha-2 code (`DE`); the footer may name the country in any language,
     or leave it out for domestic mail."""
     contact_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    """Where recipients can write to the sender; a footer may show this or any other
+    address at the tenant's domains."""
     consent_statement: str = ""
     """The sentence the tenant uses to say why recipients get its mail (P-CONSENT-NOTE);
     common phrasings in several languages are recognised without it."""
@@ -495,7 +547,12 @@ class Identity(Strict):
 
 
 class TenantSection(Strict):
+    """A tenant: who may submit for it, from which domains, and how its mail is treated. It
+    needs credentials, trusted networks or both."""
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """Tenant name in logs, metrics and the queue (lower-case letters, digits, `_`, `.` and
+    `-`, not starting with a punctuation mark); unique."""
     domains: list[str] = Field(min_length=1)
     """Sending domains; MAIL FROM must be one of them or a subdomain (P-HDR-ALIGN)."""
     credentials: list[Credential] = []
@@ -504,6 +561,7 @@ class TenantSection(Strict):
     """Client networks trusted without AUTH (devices that cannot log in, like Postfix's
     mynetworks), e.g. `["192.0.2.0/24"]`."""
     limits: TenantLimits = TenantLimits()
+    """Per-tenant limits; keys left out keep their defaults."""
     stream: Literal["transactional", "bulk", "mixed"] = "transactional"
     """What the tenant sends. Bulk (newsletters, marketing) faces the stricter rules; a message
     with Precedence: bulk|list, List-Id or Feedback-ID counts as bulk whatever this says."""
@@ -530,7 +588,8 @@ class TenantSection(Strict):
     out from `b-TOKEN@return_path_domain`, TOKEN signed and naming the delivery, so an
     asynchronous bounce maps back to the exact recipient. Its MX must point at the relay's
     feedback listener; a subdomain of a tenant domain (`bounce.shop.example`) keeps SPF
-    aligned for DMARC. Empty: the tenant's own MAIL FROM, and its bounces go to it."""
+    aligned for DMARC. Empty: the tenant's own MAIL FROM, and its bounces go to it. Unique
+    across tenants."""
     webhook_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
     """Where the tenant's events are POSTed, batched as JSON and signed (HMAC-SHA256)."""
     webhook_secret_file: str = ""
@@ -567,12 +626,15 @@ class TenantSection(Strict):
 
 class SiteSection(Strict):
     """Limits of one destination site (the registered domain of its MX hosts), overriding
-    the shipped list and the [delivery] defaults; keys left out keep those."""
+    the shipped list and the `[delivery]` defaults; keys left out keep those."""
 
     name: str
+    """The site: the registered domain of its MX hosts (`google.com` serves gmail.com and
+    googlemail.com); unique."""
     connections: int | None = Field(default=None, ge=1)
     """Parallel connections per relay process."""
     messages_per_connection: int | None = Field(default=None, ge=1)
+    """Messages sent over one connection before it is closed."""
     messages_per_minute: float | None = Field(default=None, gt=0)
     """Ceiling for all relay processes together."""
 
@@ -583,11 +645,16 @@ class SiteSection(Strict):
 
 
 class RouteSection(Strict):
+    """A destination domain delivered to a fixed host instead of its MX hosts. A route may
+    name any host, a private one too (`[delivery] private_mx` does not apply)."""
+
     domain: str
-    """Destination domain (exact match, case-insensitive), like a Postfix transport map entry."""
+    """Destination domain (exact match, case-insensitive), like a Postfix transport map entry;
+    unique."""
     host: str
     """Deliver there instead of the domain's MX hosts."""
     port: int = Field(default=25, ge=1, le=65535)
+    """Port on `host`."""
 
     @field_validator("domain")
     @classmethod

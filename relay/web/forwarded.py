@@ -1,6 +1,6 @@
 """The client address of an HTTP request, through the proxies the admin trusts.
 
-Behind the TLS-terminating proxy the README recommends, every request comes from the proxy:
+Behind the TLS-terminating proxy docs/policy.md recommends, every request comes from the proxy:
 per-client limits and lockouts would then count everyone as one client, and one attacker
 could lock every tenant out. `[http] trusted_proxies` names the proxies' networks; for a
 request from one of them the client is the right-most address of `X-Forwarded-For` that is
