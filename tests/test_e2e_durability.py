@@ -1,10 +1,13 @@
 """End to end: nothing answered 250 is lost, not on kill -9, not when PostgreSQL stops."""
 
+import base64
 import email
 import email.policy
 import os
 import smtplib
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, db_count, db_rows, running, wait_for
+from tests.peers import (
+    ACME_PASSWORD,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    db_count,
+    db_rows,
+    running,
+    wait_for,
+)
 from tests.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -65,11 +77,26 @@ def _stop(server: Any) -> None:
     pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
+def _consent_lookup(config: RelayConfig) -> tuple[int, str | None]:
+    """The status and Retry-After of a tenant's consent look-up over the HTTP API."""
+    login = base64.b64encode(f"acme:{ACME_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{config.http_port}/v1/consent/alice@inbox.example",
+        headers={"Authorization": f"Basic {login}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["Retry-After"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Retry-After"]
+
+
 def test_database_down_gets_451_and_the_relay_recovers(
     private_postgres: Any, sink: Sink, tmp_path: Path
 ) -> None:
-    """With PostgreSQL stopped during a session the reply to DATA is 451, never 250; once
-    it is back the relay accepts and delivers again without a restart."""
+    """With PostgreSQL stopped during a session the reply to DATA is 451, never 250, and the
+    HTTP API answers 503 with Retry-After; once it is back the relay accepts and delivers
+    again without a restart."""
     config = RelayConfig(
         dsn=private_postgres.get_uri("postgres"),
         data_dir=tmp_path / "data",
@@ -82,6 +109,7 @@ def test_database_down_gets_451_and_the_relay_recovers(
             _stop(private_postgres)
             code, reply = client.data(message().as_bytes(policy=email.policy.SMTP))
             assert code == 451 and reply.startswith(b"4.3.0"), (code, reply)
+        assert _consent_lookup(config) == (503, "60")  # the API says "try again", not 500
 
         private_postgres.ensure_postgres_running()
         deadline = time.monotonic() + 30

@@ -316,3 +316,16 @@ def test_rates_are_fractions_or_percentages(value: object, expected: float) -> N
 def test_nonsense_rates_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(pydantic.ValidationError):
         ReputationSection(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_an_outage_defers_bulk_citing_the_rule(database: str) -> None:
+    """With the database gone before the first read of the suspensions, the check defers
+    the message (451 4.3.0) naming what it could not read, instead of passing it unjudged."""
+    pool = await asyncpg.create_pool(database, min_size=0, max_size=1)
+    await pool.close()
+    lookups = DatabaseLookups(pool, Standing(pool))
+    verdicts = await Pipeline().run("data", _context(lookups, BULK), stop_at_refusal=False)
+    (deferred,) = [v for v in verdicts if v.rule == "P-COMPLAINT"]
+    assert deferred.outcome is Outcome.TEMPFAIL
+    assert deferred.reply().startswith("451 4.3.0 [P-COMPLAINT] suspensions unavailable (")

@@ -57,9 +57,18 @@ class Suspended(Protocol):
     reason: str
 
 
+class LookupUnavailable(Exception):
+    """The shared state a check reads cannot be read now (the database is down). The
+    pipeline turns it into a deferral of the check's rule (451 4.3.0): judging without the
+    suppression list or the consent records would be guessing, and the client retries."""
+
+    def __init__(self, what: str, cause: Exception) -> None:
+        super().__init__(f"{what} unavailable ({type(cause).__name__})")
+
+
 class Lookups(Protocol):
-    """The shared state the RCPT and DATA checks read (P-SUPPRESS, P-CONSENT-RECORD),
-    served by the queue's stores; it raises the database's outage errors for a 451."""
+    """The shared state the RCPT and DATA checks read (P-SUPPRESS, P-CONSENT-RECORD,
+    P-COMPLAINT...), served by the queue's stores; an outage raises `LookupUnavailable`."""
 
     async def suppression(self, tenant: str, address: str, key: str | None) -> Suppressed | None:
         """The suppression entry of `address` (or of its keyed hash `key`), if any."""

@@ -3,11 +3,14 @@ suppressions and consent records from PostgreSQL, open bulk suspensions from the
 copy of the reputation verdicts (`Standing`). The process builds one and hands it to every
 `PolicyContext`; offline runs have none."""
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from relay.feedback.reputation.standing import Standing
+from relay.policy.context import LookupUnavailable
 from relay.queue.consent import ConsentStore
 from relay.queue.database import Pool
+from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.reputation import Suspension
 from relay.queue.suppressions import Suppression, SuppressionList
 
@@ -19,10 +22,23 @@ class DatabaseLookups:
         self._consent = ConsentStore(pool)
 
     async def suppression(self, tenant: str, address: str, key: str | None) -> Suppression | None:
-        return await self._suppressions.find(tenant, address, key)
+        with _unavailable("suppression list"):
+            return await self._suppressions.find(tenant, address, key)
 
     async def without_consent(self, tenant: str, addresses: Sequence[str]) -> list[str]:
-        return await self._consent.without_record(tenant, addresses)
+        with _unavailable("consent records"):
+            return await self._consent.without_record(tenant, addresses)
 
     async def suspensions(self, tenant: str) -> tuple[Suspension, ...]:
-        return await self._standing.suspensions(tenant)
+        with _unavailable("suspensions"):
+            return await self._standing.suspensions(tenant)
+
+
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """The database's outage errors, whichever the driver raised, as the one the policy
+    pipeline knows (`LookupUnavailable`)."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        raise LookupUnavailable(what, exc) from exc

@@ -30,7 +30,7 @@ from relay.policy.checks.size import LineLength, MimeStructure
 from relay.policy.checks.subject import MisleadingSubject
 from relay.policy.checks.suppression import SuppressedRecipient
 from relay.policy.checks.tenant import EnvelopeSender, TenantStanding, VerifiedForBulk
-from relay.policy.context import Phase, PolicyContext
+from relay.policy.context import LookupUnavailable, Phase, PolicyContext
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Outcome, Verdict
 
@@ -111,12 +111,21 @@ class Pipeline:
             if check.rule in skipped:
                 verdict = Verdict.skip(check.rule, f"disabled for tenant {ctx.tenant.name}")
             else:
-                verdict = await check.check(ctx)
+                verdict = await _checked(check, ctx)
             _verdict_counter(verdict.rule, verdict.outcome.value).inc()
             verdicts.append(verdict)
             if stop_at_refusal and verdict.refuses:
                 break
         return verdicts
+
+
+async def _checked(check: Check, ctx: PolicyContext) -> Verdict:
+    """The check's verdict; a deferral of its rule when the shared state it reads cannot be
+    read now (`LookupUnavailable`: the database is down), in one place for every check."""
+    try:
+        return await check.check(ctx)
+    except LookupUnavailable as exc:
+        return Verdict.tempfail(check.rule, str(exc), 451, "4.3.0")
 
 
 def refusal(verdicts: list[Verdict]) -> Verdict | None:

@@ -28,6 +28,7 @@ from relay.web import abuse_form, api, oneclick
 from relay.web.forwarded import TRUSTED_PROXIES
 
 WorkerMetrics = Callable[[], Awaitable[list[Snapshot]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def make_app(
         metrics.DATABASE_UP.set(1)
         return web.json_response({"status": "ok"})
 
-    app = web.Application()
+    app = web.Application(middlewares=[_database_outage])
     app[TRUSTED_PROXIES] = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", health_view)
@@ -74,6 +75,23 @@ def make_app(
     if abuse_reports is not None:  # P-ABUSE-DESK's report form
         abuse_form.add_routes(app, pool, abuse_reports)
     return app
+
+
+@web.middleware
+async def _database_outage(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every endpoint the same way while the database is down: `503` with `Retry-After`
+    (RFC 9110 15.6.4, 10.2.3), so a tenant's client or a mail client posting a one-click
+    unsubscribe tries again, instead of a `500` that reads like a bug. Nothing was stored."""
+    try:
+        return await handler(request)
+    except DATABASE_ERRORS as exc:
+        log.error("%s %s not served, the database did not answer: %r",
+                  request.method, request.path, exc)  # fmt: skip
+        return web.json_response(
+            {"error": "the database is unavailable; nothing was stored, try again"},
+            status=503,
+            headers={"Retry-After": "60"},
+        )
 
 
 async def _refresh_queue_gauges(health: QueueHealth) -> None:

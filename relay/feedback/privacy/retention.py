@@ -19,7 +19,6 @@ and several relay processes may purge at once (rows being purged are skipped). T
 windows are those of the configuration last loaded, so a reload changes them.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from prometheus_client import Counter
 
 from relay.config.schema import Config, FeedbackSection
 from relay.queue.database import Pool
-from relay.queue.errors import DATABASE_ERRORS
+from relay.queue.outage import every, sleeping
 from relay.queue.retention import Purgeable, RetentionStore
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,8 @@ async def purge_once(pool: Pool, feedback: FeedbackSection, *, batch: int = BATC
 class Retention:
     """The retention task: a purge every `interval` seconds until cancelled, with the
     windows of the configuration last loaded (a reload changes them from the next round).
-    A database that does not answer is logged and tried again next round."""
+    A database that does not answer is logged and tried again next round
+    (`relay.queue.outage`)."""
 
     def __init__(self, pool: Pool, config: Config, interval: float = INTERVAL) -> None:
         self.pool = pool
@@ -95,20 +95,15 @@ class Retention:
         self.windows = config.feedback
 
     async def run(self) -> None:
-        while True:
-            try:
-                purged = await purge_once(self.pool, self.windows)
-            except DATABASE_ERRORS as exc:
-                log.warning(
-                    "retention round failed, trying again in %.0f s: %r", self.interval, exc
-                )
-            else:
-                if any(vars(purged).values()):
-                    log.info(
-                        "retention purged bodies=%d envelopes=%d events=%d reports=%d",
-                        purged.bodies,
-                        purged.envelopes,
-                        purged.events,
-                        purged.reports,
-                    )
-            await asyncio.sleep(self.interval)
+        await every("retention round", self.round, sleeping(lambda: self.interval))
+
+    async def round(self) -> None:
+        purged = await purge_once(self.pool, self.windows)
+        if any(vars(purged).values()):
+            log.info(
+                "retention purged bodies=%d envelopes=%d events=%d reports=%d",
+                purged.bodies,
+                purged.envelopes,
+                purged.events,
+                purged.reports,
+            )

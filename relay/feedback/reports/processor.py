@@ -32,7 +32,6 @@ Nothing from the internet is believed until it is authenticated, and nothing cou
 """
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from relay.mail.address import AddressError, parse_path
 from relay.queue.database import Pool
 from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import Event, Kind
+from relay.queue.outage import every, sleeping
 from relay.queue.reports import Delivery, NewReport, ReportInbox, ReportWork
 
 log = logging.getLogger(__name__)
@@ -111,16 +111,15 @@ class FeedbackProcessor:
         self.config = config
 
     async def run(self) -> None:
-        """Process reports until cancelled; a failure is logged and the loop goes on."""
-        while True:
-            try:
-                while await self.process_pending():
-                    pass
-            except DATABASE_ERRORS as exc:
-                log.warning("cannot process feedback reports now: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.config.feedback.process_every)
-            self.wake.clear()
+        """Process reports until cancelled, as they arrive (`wake`) or every
+        `process_every`; an outage is logged and the next round tries again
+        (`relay.queue.outage`)."""
+        pause = sleeping(lambda: self.config.feedback.process_every, self.wake)
+        await every("feedback processing", self.process_all, pause)
+
+    async def process_all(self) -> None:
+        while await self.process_pending():
+            pass
 
     async def process_pending(self) -> int:
         """Process up to one batch of new reports; the number processed."""

@@ -41,7 +41,6 @@ not expire while held.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -53,8 +52,8 @@ from prometheus_client import Gauge
 from relay.config.schema import CanarySection, Config
 from relay.queue.canaries import CanaryStore, CanaryWork
 from relay.queue.database import Pool
-from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import FEEDBACK_EVENTS
+from relay.queue.outage import every, sleeping
 
 log = logging.getLogger(__name__)
 
@@ -384,16 +383,14 @@ class CanaryTask:
         self._wake.set()  # write the new settings now, not at the next round
 
     async def run(self) -> None:
-        """Until cancelled; a database that does not answer is logged and tried again."""
-        while True:
-            try:
-                settings = self.settings
-                if self._written is not settings:
-                    await write_settings(self.pool, settings)
-                    self._written = settings
-                await check_once(self.pool, settings)
-            except DATABASE_ERRORS as exc:
-                log.warning("canary round failed, trying again: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.check_every)
-            self._wake.clear()
+        """Until cancelled; a database that does not answer is logged and tried again
+        (`relay.queue.outage`)."""
+        pause = sleeping(lambda: self.settings.check_every, self._wake)
+        await every("canary round", self.round, pause)
+
+    async def round(self) -> None:
+        settings = self.settings
+        if self._written is not settings:
+            await write_settings(self.pool, settings)
+            self._written = settings
+        await check_once(self.pool, settings)

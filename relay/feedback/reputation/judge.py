@@ -33,7 +33,6 @@ so a factor is halved once per interval, not once per process. Every process ref
 caches (the factors, and the open suspensions the SMTP path reads) after each round.
 """
 
-import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -43,8 +42,8 @@ from typing import cast
 from relay.config.schema import Config, ReputationSection
 from relay.feedback.reputation.standing import Standing
 from relay.queue.database import Pool
-from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.events import Event, Kind
+from relay.queue.outage import every, sleeping
 from relay.queue.reputation import ReputationStore, ReputationWork, Suspension
 
 log = logging.getLogger(__name__)
@@ -287,8 +286,8 @@ async def _hold_bulk(work: ReputationWork) -> dict[tuple[str, str], int]:
 class ReputationRounds:
     """The reputation task: a round every `check_every` until cancelled, then `standing`
     refreshed from what the round (this process's or another's) decided. A reload changes
-    the settings from the next round on. A failed round is logged and tried again: judging
-    late is better than a relay that stops."""
+    the settings from the next round on. A round the database did not answer is tried
+    again (`relay.queue.outage`): judging late is better than a relay that stops."""
 
     def __init__(self, pool: Pool, config: Config, standing: Standing) -> None:
         self.pool = pool
@@ -299,13 +298,8 @@ class ReputationRounds:
         self.settings = config.reputation
 
     async def run(self) -> None:
-        while True:
-            current = self.settings
-            try:
-                await evaluate(self.pool, current)
-                await self.standing.refresh()
-            except DATABASE_ERRORS as exc:
-                log.warning("reputation round failed, trying again: %r", exc)
-            except Exception:
-                log.exception("reputation round failed unexpectedly, trying again")
-            await asyncio.sleep(current.check_every)
+        await every("reputation round", self.round, sleeping(lambda: self.settings.check_every))
+
+    async def round(self) -> None:
+        await evaluate(self.pool, self.settings)
+        await self.standing.refresh()

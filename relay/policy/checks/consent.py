@@ -11,17 +11,11 @@ Purchased, rented or harvested lists have no records, which is the point.
 
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
-from relay.queue.errors import DATABASE_ERRORS
 
 
-async def _missing(ctx: PolicyContext, recipients: list[str]) -> list[str] | Verdict:
+async def _missing(ctx: PolicyContext, recipients: list[str]) -> list[str]:
     assert ctx.lookups is not None
-    try:
-        return await ctx.lookups.without_consent(ctx.tenant.name, recipients)
-    except DATABASE_ERRORS as exc:
-        return Verdict.tempfail(
-            "P-CONSENT-RECORD", f"consent records unavailable ({type(exc).__name__})", 451, "4.3.0"
-        )
+    return await ctx.lookups.without_consent(ctx.tenant.name, recipients)
 
 
 class ConsentAtRcpt:
@@ -34,8 +28,6 @@ class ConsentAtRcpt:
         if ctx.lookups is None:
             return Verdict.skip(self.rule, "no consent records at hand (offline)")
         missing = await _missing(ctx, ctx.recipients[-1:])
-        if isinstance(missing, Verdict):
-            return missing
         if missing:
             return Verdict.reject(
                 self.rule, f"no consent record of <{missing[0]}> for tenant {ctx.tenant.name}"
@@ -57,8 +49,6 @@ class ConsentAtData:
         if ctx.lookups is None:
             return Verdict.skip(self.rule, "no consent records at hand (offline)")
         missing = await _missing(ctx, ctx.recipients)
-        if isinstance(missing, Verdict):
-            return missing
         if missing:
             shown = ", ".join(f"<{a}>" for a in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -14,7 +14,6 @@ the check skips; a database that cannot answer before any copy was read defers t
 
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Verdict
-from relay.queue.errors import DATABASE_ERRORS
 
 
 class BulkSuspended:
@@ -33,12 +32,7 @@ class BulkSuspended:
             return Verdict.skip(self.rule, "transactional mail: bulk suspensions do not apply")
         if ctx.lookups is None:
             return Verdict.skip(self.rule, "no suspensions at hand (offline)")
-        try:
-            suspensions = await ctx.lookups.suspensions(ctx.tenant.name)
-        except DATABASE_ERRORS as exc:
-            return Verdict.tempfail(
-                self.rule, f"suspensions unavailable ({type(exc).__name__})", 451, "4.3.0"
-            )
+        suspensions = await ctx.lookups.suspensions(ctx.tenant.name)
         found = next((s for s in suspensions if s.rule == self.cause), None)
         name = ctx.tenant.name
         if found is None:

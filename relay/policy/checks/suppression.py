@@ -13,7 +13,6 @@ from relay import metrics
 from relay.policy.context import PolicyContext
 from relay.policy.suppression_filter import SuppressionFilter
 from relay.policy.verdict import Verdict
-from relay.queue.errors import DATABASE_ERRORS
 from relay.queue.suppressions import suppression_key
 
 _BY_FILTER = metrics.SUPPRESSION_LOOKUPS.labels("filter")
@@ -40,12 +39,7 @@ class SuppressedRecipient:
             _BY_FILTER.inc()
             return Verdict.ok(self.rule, f"{recipient} is not suppressed")
         _BY_DATABASE.inc()
-        try:
-            entry = await ctx.lookups.suppression(ctx.tenant.name, recipient, key)
-        except DATABASE_ERRORS as exc:
-            return Verdict.tempfail(
-                self.rule, f"suppression list unavailable ({type(exc).__name__})", 451, "4.3.0"
-            )
+        entry = await ctx.lookups.suppression(ctx.tenant.name, recipient, key)
         if entry is None:
             return Verdict.ok(self.rule, f"{recipient} is not suppressed")
         since = entry.since.date().isoformat()
