@@ -88,7 +88,8 @@ def check_config(path: Path) -> None:
     )
     missing = unsigned(config)
     if missing:
-        click.echo(f"tenant domains without an active DKIM key: {', '.join(missing)}")
+        more = f" and {len(missing) - 10} more (relay dkim ls)" if len(missing) > 10 else ""
+        click.echo(f"tenant domains without an active DKIM key: {', '.join(missing[:10])}{more}")
         click.echo(f"  {unsigned_consequence(config)}")
 
 

@@ -15,7 +15,6 @@ import ipaddress
 from collections.abc import Iterator
 
 from relay.config.schema import Config, split_host_port
-from relay.config.tenants import is_within
 from relay.psl import is_public_suffix
 
 DEMO_PASSWORD_HASH = (
@@ -35,22 +34,58 @@ def _loopback(address: str) -> bool:
         return False
 
 
+class _DomainOwners:
+    """The sending domains seen so far, indexed by every parent domain, so that a domain's
+    clashes (the same domain, a parent, a subdomain) are found by looking up its own labels,
+    not by comparing it with every other domain: 10,000 tenants load in linear time."""
+
+    def __init__(self) -> None:
+        self._owner: dict[str, str] = {}  # domain -> tenant, in the order first seen
+        self._order: dict[str, int] = {}
+        self._under: dict[str, list[str]] = {}  # parent -> the domains seen below it
+
+    def clashes(self, domain: str, tenant: str) -> list[tuple[str, str]]:
+        """(other domain, its tenant) for each domain of another tenant that is `domain`,
+        contains it or lies inside it; in the order they were first seen."""
+        found = {p for p in _parents(domain) if p in self._owner}
+        found.update(self._under.get(domain, ()))
+        if domain in self._owner:
+            found.add(domain)
+        return [
+            (other, self._owner[other])
+            for other in sorted(found, key=self._order.__getitem__)
+            if self._owner[other] != tenant
+        ]
+
+    def add(self, domain: str, tenant: str) -> None:
+        if domain in self._owner:
+            return
+        self._owner[domain] = tenant
+        self._order[domain] = len(self._order)
+        for parent in _parents(domain):
+            self._under.setdefault(parent, []).append(domain)
+
+
+def _parents(domain: str) -> list[str]:
+    """`mail.news.example.com` -> `news.example.com`, `example.com`, `com`."""
+    labels = domain.split(".")
+    return [".".join(labels[i:]) for i in range(1, len(labels))]
+
+
 def unsafe(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """(key path, why) for everything unsafe in `config`."""
-    owners: dict[str, tuple[str, int, int]] = {}
+    domains = _DomainOwners()
     for t, tenant in enumerate(config.tenants):
         for d, domain in enumerate(tenant.domains):
             loc: tuple[str | int, ...] = ("tenants", t, "domains", d)
             if is_public_suffix(domain):
                 yield loc, f"{domain} is a public suffix: a sending domain must be registrable"
-            for other, (name, _, _) in owners.items():
-                if name == tenant.name:
-                    continue
+            for other, name in domains.clashes(domain, tenant.name):
                 if domain == other:
                     yield loc, f"{domain} is also a domain of tenant {name}"
-                elif is_within(domain, other) or is_within(other, domain):
+                else:
                     yield loc, f"{domain} overlaps {other}, a domain of tenant {name}"
-            owners.setdefault(domain, (tenant.name, t, d))
+            domains.add(domain, tenant.name)
         for n, network in enumerate(tenant.networks):
             net = ipaddress.ip_network(network, strict=False)
             least = (

@@ -9,6 +9,7 @@ starting anything.
 import ipaddress
 import os
 import socket
+from collections import Counter
 from typing import Annotated, Literal
 
 import idna
@@ -702,7 +703,7 @@ class Config(Strict):
                 [t.return_path_domain for t in self.tenants if t.return_path_domain],
             ),
         ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
             if dupes:
                 raise ValueError(f"{what} must be unique, repeated: {', '.join(dupes)}")
         return self
