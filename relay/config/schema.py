@@ -167,7 +167,8 @@ class SmtpSection(Strict):
     `421 4.4.2`."""
     max_errors: int = Field(default=20, ge=1)
     """Error replies in one session, with no message accepted in between, before it is
-    closed with `421 4.7.0`, like Postfix's `smtpd_hard_error_limit`."""
+    closed with `421 4.7.0`, like Postfix's `smtpd_hard_error_limit`. Recipients past a
+    tenant's limit (`452 4.5.3`) are not errors, up to 1,000 a session."""
     max_message_size: Bytes = Field(default="50MiB", ge=1024)
     """Largest message any tenant may send; advertised in EHLO SIZE."""
     data_in_flight: Bytes = Field(default="256MiB", ge=1024)
@@ -499,7 +500,8 @@ class TenantLimits(Strict):
     names delivery-rate ceilings (formerly `[tenants.limits] messages_per_minute`, still
     read: `relay.config.renamed`)."""
     recipients_per_message: int = Field(default=100, ge=1)
-    """RCPTs per transaction; more get `452 4.5.3` (the client sends them in another one)."""
+    """RCPTs per transaction; more get `452 4.5.3` (the client sends them in another one),
+    which do not count toward `[smtp] max_errors`."""
     max_message_size: Bytes = Field(default="25MiB", ge=1024)
     """Largest message; more get `552 5.3.4` (at MAIL when `SIZE=` says so)."""
 

@@ -28,7 +28,7 @@ from relay.mail.wire import LARGE_MESSAGE, DataProblem, DataScan, normalize_newl
 from relay.smtp import replies
 from relay.smtp.budget import Held
 from relay.smtp.data_phase import read_data
-from relay.smtp.limits import ListenerOptions
+from relay.smtp.limits import COMMAND_LINE, ErrorCount, ListenerOptions, command_limits
 from relay.smtp.session import RelaySession
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ class RelaySMTP(SMTP):
     # Big enough for DATA to be read in large pieces (see smtp_DATA); command lines are still
     # limited by command_size_limits below.
     line_length_limit = 1 << 16
+    # RFC 5321 4.5.3.1.4: a command line is at most 512 octets with its CRLF. aiosmtpd
+    # measures the line without its CRLF, hence 510 here; EHLO raises MAIL's limit by what
+    # the extensions it advertises add to that command (`_command_limits`).
+    command_size_limit = COMMAND_LINE - 2
 
     def __init__(self, handler: Any, options: ListenerOptions, **kwargs: Any) -> None:
         """aiosmtpd's constructor introspects the handler and this class on every
@@ -60,10 +64,8 @@ class RelaySMTP(SMTP):
         else:
             self._copy_template(template, handler)
         self.options = options
-        self.command_size_limits = collections.defaultdict(
-            lambda: 512, {"MAIL": 1024, "RCPT": 1024}
-        )
-        self._errors = 0
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+        self._errors = ErrorCount(options.max_errors)
         self._greeted = False
         self._refusal: str | None = None
         self._holds_slot = False
@@ -193,11 +195,9 @@ class RelaySMTP(SMTP):
             status = replies.TOO_MANY_UNKNOWN_COMMANDS  # aiosmtpd closes: 421 (RFC 5321 3.8)
         elif isinstance(status, str):
             status = replies.with_enhanced_code(status)
-            if status[:1] in "45" and not status.startswith("421"):
-                self._errors += 1
+            self._errors.count(status)
         await super().push(status)
-        if self._errors >= self.options.max_errors and self.transport is not None:
-            self._errors = -(10**9)  # say it once
+        if self._errors.reached() and self.transport is not None:
             await super().push(replies.TOO_MANY_ERRORS)
             self.transport.close()
 
@@ -225,6 +225,8 @@ class RelaySMTP(SMTP):
         self.session.extended_smtp = True
         self.session.host_name = hostname
         under_tls = self.options.implicit_tls or self._tls_protocol is not None
+        self.command_size_limits.clear()
+        self.command_size_limits.update(command_limits(auth_offered=under_tls))
         lines = [
             self.hostname,
             f"SIZE {self.options.max_message_size}",
@@ -370,7 +372,7 @@ class RelaySMTP(SMTP):
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         if status.startswith("250"):
-            self._errors = 0  # like Postfix: the limit is on errors "without delivering mail"
+            self._errors.clear()  # like Postfix: the limit is on errors "without delivering mail"
         await self.push(status)
 
     def _refusal_for(self, problem: DataProblem | None) -> str | None:
