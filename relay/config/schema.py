@@ -387,14 +387,14 @@ class ReputationSection(Strict):
     """Deliveries (for the hard-bounce rate: deliveries and hard bounces) within the window
     before a rate is judged at all; fewer say too little."""
     complaint_warn: float = 0.001
-    """Complaints per delivered message above which the tenant's pace toward that provider
-    is cut (P-COMPLAINT)."""
+    """Complaints per delivered message at one site above which the tenant's pace toward
+    that site is cut (P-COMPLAINT)."""
     complaint_limit: float = 0.003
     """Complaints per delivered message, over all the tenant's traffic, above which its bulk
     sending is suspended until an admin resumes it (P-COMPLAINT)."""
     bounce_warn: float = 0.05
-    """Hard bounces per attempted delivery (delivered + hard-bounced) above which the pace
-    toward that provider is cut (P-BOUNCE)."""
+    """Hard bounces per attempted delivery (delivered + hard-bounced) at one site above which
+    the pace toward that site is cut (P-BOUNCE)."""
     bounce_limit: float = 0.10
     """Hard bounces per attempted delivery, over all the tenant's traffic, above which its
     bulk sending is suspended (P-BOUNCE)."""
