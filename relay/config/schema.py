@@ -212,8 +212,11 @@ class DeliverySection(Strict):
 
     concurrency: int = Field(default=200, ge=1)
     """Deliveries in flight per process, all destinations together."""
-    connections_per_domain: int = Field(default=10, ge=1)
-    """Parallel SMTP connections per destination domain per process."""
+    connections_per_site: int = Field(default=10, ge=1)
+    """Parallel SMTP connections per destination site per process, for sites whose own
+    `connections` neither `[[sites]]` nor the shipped list sets. Per site, not per domain:
+    the domains one operator's MX hosts serve share them (formerly
+    `[delivery] connections_per_domain`, still read: `relay.config.renamed`)."""
     messages_per_connection: int = Field(default=50, ge=1)
     """Messages sent over one connection before it is closed (RFC 5321 allows many)."""
     default_site_messages_per_minute: float = Field(default=0, ge=0)

@@ -78,7 +78,7 @@ def site_limits(config: Config, site: str) -> SiteLimits:
     """The limits of `site`: relay.toml's [[sites]], the shipped list, the defaults."""
     delivery = config.delivery
     values: dict[str, float] = {
-        "connections": delivery.connections_per_domain,
+        "connections": delivery.connections_per_site,
         "messages_per_connection": delivery.messages_per_connection,
         "messages_per_minute": delivery.default_site_messages_per_minute,
     }
