@@ -62,7 +62,7 @@ data_timeout = "{data_timeout}s"
 
 [delivery]
 concurrency = 200
-connections_per_domain = 20
+connections_per_site = 20
 messages_per_connection = 50
 lease = "20s"
 retry_initial = "1s"

@@ -2,7 +2,7 @@
 
 RDAP is asked about the registered domain of a sending domain (P-WHOIS), and deliveries
 are grouped by the registered domain of their MX hosts, so destinations one operator
-serves (gmail.com and googlemail.com, both at google.com's MX hosts) count as one provider.
+serves (gmail.com and googlemail.com, both at google.com's MX hosts) count as one site.
 """
 
 import ipaddress
@@ -28,8 +28,8 @@ def is_public_suffix(domain: str) -> bool:
     return bool(_list().is_public(domain.lower().rstrip(".")))
 
 
-def provider_of(mx_host: str, destination: str) -> str:
-    """The provider behind a destination: its first MX host's registered domain, or the
+def site_of(mx_host: str, destination: str) -> str:
+    """The site behind a destination: its first MX host's registered domain, or the
     destination itself when the host is an address (a route to an IP)."""
     try:
         ipaddress.ip_address(mx_host)

@@ -79,7 +79,7 @@ async def _rates(pool: asyncpg.Pool, **counts: int) -> None:
     columns = ", ".join(counts)
     values = ", ".join(str(v) for v in counts.values())
     await pool.execute(
-        f"INSERT INTO rates (tenant, provider, campaign, bucket, {columns})"
+        f"INSERT INTO rates (tenant, site, campaign, bucket, {columns})"
         f" VALUES ('acme', 'inbox.example', $1, date_trunc('hour', now()), {values})",
         SPRING,
     )

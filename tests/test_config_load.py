@@ -300,6 +300,19 @@ def test_new_key_names_load_without_warnings(tmp_path: Path) -> None:
     assert warnings == []
 
 
+def test_connections_per_domain_loads_as_connections_per_site(tmp_path: Path) -> None:
+    """The connection limit has always applied per site; a file with its old name loads
+    with the same value and says what to rename."""
+    path = tmp_path / "relay.toml"
+    path.write_text(MINIMAL + "[delivery]\nconnections_per_domain = 4\n")
+    config, warnings = read_config(path)
+    assert config.delivery.connections_per_site == 4
+    assert warnings == [
+        f"{path}:5: delivery.connections_per_domain is now delivery.connections_per_site"
+        " (the old name is still read in this release, not in the next)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -318,6 +331,12 @@ def test_new_key_names_load_without_warnings(tmp_path: Path) -> None:
             " tenants[1].limits.messages_per_minute (its old name);"
             " keep only submissions_per_minute",
             id="second tenant",
+        ),
+        pytest.param(
+            MINIMAL + "[delivery]\nconnections_per_domain = 1\nconnections_per_site = 2\n",
+            ":5: delivery.connections_per_site: set twice, also as"
+            " delivery.connections_per_domain (its old name); keep only connections_per_site",
+            id="connections",
         ),
     ],
 )

@@ -111,7 +111,7 @@ def test_complaints_suspend_bulk_until_an_admin_resumes_it(
         lambda: 'relay_tenant_suspended{rule="P-COMPLAINT",tenant="acme"} 1.0' in _metrics(relay),
         10, "the suspension seen by the SMTP path",
     )  # fmt: skip
-    assert 'relay_tenant_throttle_factor{provider="inbox.example",tenant="acme"} 0.' in (
+    assert 'relay_tenant_throttle_factor{site="inbox.example",tenant="acme"} 0.' in (
         _metrics(relay)
     )
 

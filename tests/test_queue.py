@@ -276,9 +276,9 @@ async def test_events_are_counted_in_rates_by_the_database(pool: asyncpg.Pool) -
     await record(pool, [event("delivered"), event("suppressed")])
     await record(pool, [event("suppressed")])
     rows = await pool.fetch(
-        "SELECT provider, campaign, delivered, deferred, hard_bounced, soft_bounced, "
+        "SELECT site, campaign, delivered, deferred, hard_bounced, soft_bounced, "
         "complained, unsubscribed, bucket = date_trunc('hour', now()) AS this_hour "
-        "FROM rates ORDER BY provider"
+        "FROM rates ORDER BY site"
     )
     assert [tuple(r) for r in rows] == [
         ("gmail.com", "news", 3, 1, 1, 2, 2, 1, True),

@@ -42,9 +42,9 @@ async def _rates(
     hours_ago: int = 0,
 ) -> None:
     await pool.execute(
-        "INSERT INTO rates AS r (tenant, provider, bucket, delivered, hard_bounced, complained)"
+        "INSERT INTO rates AS r (tenant, site, bucket, delivered, hard_bounced, complained)"
         " VALUES ($1, $2, date_trunc('hour', now()) - make_interval(hours => $3), $4, $5, $6)"
-        " ON CONFLICT (tenant, provider, campaign, bucket) DO UPDATE"
+        " ON CONFLICT (tenant, site, campaign, bucket) DO UPDATE"
         " SET delivered = r.delivered + excluded.delivered,"
         " hard_bounced = r.hard_bounced + excluded.hard_bounced,"
         " complained = r.complained + excluded.complained",
@@ -134,7 +134,7 @@ async def test_pace_is_cut_per_provider_and_recovers_gradually(
         factors.append(standing.throttle_factor("acme", "gmail.com"))
     assert factors == [0.5, 0.25, 0.125, 0.0625, 0.0625]
     assert standing.throttle_factor("acme", "outlook.com") == 1.0
-    assert _gauge("relay_tenant_throttle_factor", tenant="acme", provider="gmail.com") == 0.0625
+    assert _gauge("relay_tenant_throttle_factor", tenant="acme", site="gmail.com") == 0.0625
     (row,) = await pool.fetch("SELECT rule, reason FROM tenant_throttles")
     assert row["rule"] == "P-COMPLAINT"
     assert row["reason"] == "complaint rate 0.20% over 7 days (warning level 0.1%)"
@@ -147,12 +147,11 @@ async def test_pace_is_cut_per_provider_and_recovers_gradually(
         factors.append(standing.throttle_factor("acme", "gmail.com"))
     assert factors == [0.1875, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375, 1.0]
     assert await pool.fetchval("SELECT count(*) FROM tenant_throttles") == 0
-    assert _gauge("relay_tenant_throttle_factor", tenant="acme", provider="gmail.com") == 1.0
+    assert _gauge("relay_tenant_throttle_factor", tenant="acme", site="gmail.com") == 1.0
     events = await pool.fetch(
-        "SELECT provider, detail->>'factor' AS factor FROM events WHERE kind = 'throttled'"
-        " ORDER BY id"
+        "SELECT site, detail->>'factor' AS factor FROM events WHERE kind = 'throttled' ORDER BY id"
     )
-    assert [(e["provider"], float(e["factor"])) for e in events] == [
+    assert [(e["site"], float(e["factor"])) for e in events] == [
         ("gmail.com", 0.5), ("gmail.com", 0.25), ("gmail.com", 0.125), ("gmail.com", 0.0625),
         ("gmail.com", 1.0),
     ]  # fmt: skip

@@ -162,7 +162,7 @@ def _events(tenant: str, count: int, provider: str = "inbox.example") -> list[Ev
             "delivered",
             recipient=f"r{n}@inbox.example",
             message_id=uuid.uuid4(),
-            provider=provider,
+            site=provider,
             campaign="spring",
             detail={"reply": "250 2.0.0 ok", "n": n},
         )
@@ -230,10 +230,10 @@ async def test_events_arrive_in_id_order_signed_and_batched(
     assert [r.ids for r in receiver.requests] == [ids[:100], ids[100:]]
     first = receiver.requests[0].payload["events"][0]
     assert set(first) == {
-        "id", "kind", "at", "message_id", "recipient", "provider", "campaign", "detail"
+        "id", "kind", "at", "message_id", "recipient", "site", "provider", "campaign", "detail"
     }  # fmt: skip
     assert first["kind"] == "delivered" and first["recipient"] == "r0@inbox.example"
-    assert first["provider"] == "inbox.example" and first["campaign"] == "spring"
+    assert first["site"] == first["provider"] == "inbox.example" and first["campaign"] == "spring"
     assert first["detail"] == {"reply": "250 2.0.0 ok", "n": 0}
     assert datetime.fromisoformat(first["at"]).tzinfo is not None
     assert uuid.UUID(first["message_id"])

@@ -42,7 +42,7 @@ def events() -> None:
 def events_tail(
     config_path: Path, tenant: str | None, count: int, follow: bool, as_json: bool
 ) -> None:
-    """Print the last events, oldest first: time, tenant, kind, recipient, provider,
+    """Print the last events, oldest first: time, tenant, kind, recipient, site,
     campaign, detail."""
     config = load(config_path)
 
@@ -89,9 +89,8 @@ def _print(rows: list[Mapping[str, Any]], as_json: bool) -> None:
 
 def _line(tenant: str, event: dict[str, Any]) -> str:
     detail = json.dumps(event["detail"], ensure_ascii=False) if event["detail"] else "-"
-    fields = [event["recipient"], event["provider"], event["campaign"]]
-    recipient, provider, campaign = (value or "-" for value in fields)
+    fields = [event["recipient"], event["site"], event["campaign"]]
+    recipient, site, campaign = (value or "-" for value in fields)
     return (
-        f"{event['at'][:19]}Z {tenant:12} {event['kind']:12} {recipient} {provider} {campaign} "
-        f"{detail}"
+        f"{event['at'][:19]}Z {tenant:12} {event['kind']:12} {recipient} {site} {campaign} {detail}"
     )

@@ -162,10 +162,10 @@ def render(status: Status) -> str:
           _when(s["paused_until"]) if s["paused"] else "-", s["failures"])
          for s in snap.sites],
     )  # fmt: skip
-    lines += ["", "tenants slowed toward a provider (P-COMPLAINT, P-BOUNCE)"]
+    lines += ["", "tenants slowed toward a site (P-COMPLAINT, P-BOUNCE)"]
     lines += table(
-        ("TENANT", "PROVIDER", "PACE", "RULE", "REASON"),
-        [(t["tenant"], t["provider"], round(t["factor"], 3), t["rule"], t["reason"])
+        ("TENANT", "SITE", "PACE", "RULE", "REASON"),
+        [(t["tenant"], t["site"], round(t["factor"], 3), t["rule"], t["reason"])
          for t in snap.throttles],
     )  # fmt: skip
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """`relay tenant status|resume|suspend`: a tenant's standing under P-COMPLAINT and P-BOUNCE.
 
-`status` shows the rates over the window (in all and per provider), the pace factor toward
-each provider, open suspensions with their reason, and the deliveries they hold. `resume` is
+`status` shows the rates over the window (in all and per site), the pace factor toward
+each site, open suspensions with their reason, and the deliveries they hold. `resume` is
 the admin's decision that lifts a suspension: the held bulk deliveries go out (their queue
 lifetime extended by the time they waited) and the tenant's rates count afresh. `suspend`
 suspends a tenant's bulk sending by hand (P-SUSPEND), held the same way.
@@ -122,7 +122,7 @@ def _describe(s: Standing, settings: ReputationSection) -> str:
     if s.counted_since:
         window += f", counted since the resume at {s.counted_since:%Y-%m-%d %H:%M %Z}"
     lines.append(f"  over {window}:")
-    lines.append(f"    all providers: {_rates(s.total, settings)}")
+    lines.append(f"    all sites: {_rates(s.total, settings)}")
     levels = (
         f"complaints warn {percent(settings.complaint_warn, exact=True)}, "
         f"limit {percent(settings.complaint_limit, exact=True)}; hard bounces warn "
@@ -131,12 +131,10 @@ def _describe(s: Standing, settings: ReputationSection) -> str:
         f"judged from {settings.min_volume} deliveries"
     )
     lines.append(f"    levels: {levels}")
-    for provider in sorted(s.providers.keys() | s.factors.keys()):
-        counts = s.providers.get(provider, Counts())
-        pace = s.factors.get(provider, 1.0)
-        lines.append(
-            f"    {provider or '(unknown provider)'}: {_rates(counts, settings)}; pace {pace:g}"
-        )
+    for site in sorted(s.sites.keys() | s.factors.keys()):
+        counts = s.sites.get(site, Counts())
+        pace = s.factors.get(site, 1.0)
+        lines.append(f"    {site or '(unknown site)'}: {_rates(counts, settings)}; pace {pace:g}")
     return "\n".join(lines)
 
 
@@ -148,8 +146,8 @@ def _as_dict(s: Standing) -> dict[str, Any]:
             "held": s.held,
             "counted_since": s.counted_since,
             "total": vars(s.total),
-            "providers": {
-                p: {**vars(c), "pace": s.factors.get(p, 1.0)} for p, c in s.providers.items()
+            "sites": {
+                site: {**vars(c), "pace": s.factors.get(site, 1.0)} for site, c in s.sites.items()
             },
             "paces": s.factors,
             "history": [dict(r) for r in s.history],

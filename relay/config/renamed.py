@@ -21,6 +21,9 @@ RENAMED: dict[tuple[str, ...], str] = {
     # The ceiling for destination sites nobody names, unlike [[sites]] messages_per_minute
     # (which keeps its name: it is that site's own ceiling).
     ("delivery", "messages_per_minute"): "default_site_messages_per_minute",
+    # The limit has always applied per site (the destinations one operator's MX hosts
+    # serve), never per destination domain as its name said.
+    ("delivery", "connections_per_domain"): "connections_per_site",
 }
 """Old path of a key (tables, then the key) -> its new name in the same table."""
 

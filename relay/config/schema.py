@@ -214,8 +214,11 @@ class DeliverySection(Strict):
 
     concurrency: int = Field(default=200, ge=1)
     """Deliveries in flight per process, all destinations together."""
-    connections_per_domain: int = Field(default=10, ge=1)
-    """Parallel SMTP connections per destination domain per process."""
+    connections_per_site: int = Field(default=10, ge=1)
+    """Parallel SMTP connections per destination site per process, for sites whose own
+    `connections` neither `[[sites]]` nor the shipped list sets. Per site, not per domain:
+    the domains one operator's MX hosts serve share them (formerly
+    `[delivery] connections_per_domain`, still read: `relay.config.renamed`)."""
     messages_per_connection: int = Field(default=50, ge=1)
     """Messages sent over one connection before it is closed (RFC 5321 allows many)."""
     default_site_messages_per_minute: float = Field(default=0, ge=0)
@@ -389,14 +392,14 @@ class ReputationSection(Strict):
     """Deliveries (for the hard-bounce rate: deliveries and hard bounces) within the window
     before a rate is judged at all; fewer say too little."""
     complaint_warn: float = 0.001
-    """Complaints per delivered message above which the tenant's pace toward that provider
-    is cut (P-COMPLAINT)."""
+    """Complaints per delivered message at one site above which the tenant's pace toward
+    that site is cut (P-COMPLAINT)."""
     complaint_limit: float = 0.003
     """Complaints per delivered message, over all the tenant's traffic, above which its bulk
     sending is suspended until an admin resumes it (P-COMPLAINT)."""
     bounce_warn: float = 0.05
-    """Hard bounces per attempted delivery (delivered + hard-bounced) above which the pace
-    toward that provider is cut (P-BOUNCE)."""
+    """Hard bounces per attempted delivery (delivered + hard-bounced) at one site above which
+    the pace toward that site is cut (P-BOUNCE)."""
     bounce_limit: float = 0.10
     """Hard bounces per attempted delivery, over all the tenant's traffic, above which its
     bulk sending is suspended (P-BOUNCE)."""

@@ -43,7 +43,7 @@ class OutcomeRecording:
         self,
         leases: list[Lease],
         replies: dict[int, Reply],
-        provider: str | None,
+        site: str | None,
         not_before: datetime | None,
     ) -> None:
         """Record the outcome, again and again while the database cannot be reached, for as
@@ -56,7 +56,7 @@ class OutcomeRecording:
         give_up_at = loop.time() + self.settings.lease
         while True:
             try:
-                await self.record(leases, replies, provider, not_before)
+                await self.record(leases, replies, site, not_before)
                 return
             except DATABASE_ERRORS as exc:
                 if loop.time() + _RECORD_RETRY_SECONDS >= give_up_at:
@@ -73,7 +73,7 @@ class OutcomeRecording:
         self,
         leases: list[Lease],
         replies: dict[int, Reply],
-        provider: str | None,
+        site: str | None,
         not_before: datetime | None = None,
     ) -> None:
         now = datetime.now(UTC)
@@ -91,16 +91,16 @@ class OutcomeRecording:
             outcomes[x.id] = outcome
         events = {}
         for lease in leases:
-            event = self._event(lease, outcomes[lease.id], provider or "")
+            event = self._event(lease, outcomes[lease.id], site or "")
             if event is not None:
                 events[lease.id] = event
         if not any(isinstance(o, Bounce) for o in outcomes.values()):
             # the usual case: the attempts, their events and counts in one statement
-            await self._finish(self.queue.recorder(), leases, outcomes, provider, events)
+            await self._finish(self.queue.recorder(), leases, outcomes, site, events)
         else:
             bounced: dict[uuid.UUID, list[Lease]] = defaultdict(list)
             async with self.queue.transaction() as recorder:
-                for lease in await self._finish(recorder, leases, outcomes, provider, events):
+                for lease in await self._finish(recorder, leases, outcomes, site, events):
                     outcome = outcomes[lease.id]
                     if not isinstance(outcome, Bounce):
                         continue
@@ -122,7 +122,7 @@ class OutcomeRecording:
         recorder: Recorder,
         leases: list[Lease],
         outcomes: dict[int, Outcome],
-        provider: str | None,
+        site: str | None,
         events: dict[int, Event],
     ) -> list[Lease]:
         """Record every attempt of a connection and its event in one statement (the events
@@ -133,7 +133,7 @@ class OutcomeRecording:
                     o.reply.host, o.kind)
             for x, o in ((x, outcomes[x.id]) for x in leases)
         ]  # fmt: skip
-        recorded = await recorder.finish(attempts, provider, events)
+        recorded = await recorder.finish(attempts, site, events)
         for lease in leases:
             if lease.id not in recorded:
                 log.warning("lease of delivery %d was lost; outcome not recorded", lease.id)
@@ -141,7 +141,7 @@ class OutcomeRecording:
         return [x for x in leases if x.id in recorded]
 
     @staticmethod
-    def _event(lease: Lease, outcome: Outcome, provider: str) -> Event | None:
+    def _event(lease: Lease, outcome: Outcome, site: str) -> Event | None:
         """The event of an attempt (with the bounce's classification, whose `hard` decides
         P-SUPPRESS), or None: the relay's own DSNs (null sender) are not the tenant's
         sending, and our own pacing (a site's rate or pause) is not the destination's
@@ -156,7 +156,7 @@ class OutcomeRecording:
             detail.update(category=verdict.category.value, hard=verdict.hard,
                           status=outcome.reply.status)  # fmt: skip
         return Event(lease.tenant, outcome.kind, lease.recipient, lease.message_id,
-                     provider, lease.campaign or "", detail)  # fmt: skip
+                     site, lease.campaign or "", detail)  # fmt: skip
 
     async def _bounce(
         self, recorder: Recorder, leases: list[Lease], outcomes: dict[int, Outcome]

@@ -1,13 +1,13 @@
 """Traffic shaping per destination site, shared by every relay process on one database.
 
-A site is the registered domain of a destination's MX hosts (`relay.psl.provider_of`): the
+A site is the registered domain of a destination's MX hosts (`relay.psl.site_of`): the
 domains one operator serves share its limits. Each site has
 - `connections` per process and `messages_per_connection` (enforced in the worker);
 - a rate in messages per minute for all processes together: a token bucket in the `sites`
   table, taken one message at a time with a single UPDATE, so two processes together stay
   within it;
 - an adaptive rate below that ceiling (AIMD, as TCP does it): a deferral that means "slow
-  down" (421, an RFC 3463 4.7.x code, or a provider's rate-limit text classified as
+  down" (421, an RFC 3463 4.7.x code, or a site's rate-limit text classified as
   reputation) halves it, down to `MIN_RATE`; each delivered message adds 2% of the ceiling
   back, so a site recovers gradually once it accepts mail again;
 - a pause: after `site_pause_after` consecutive failed connections the site is paused for
@@ -78,7 +78,7 @@ def site_limits(config: Config, site: str) -> SiteLimits:
     """The limits of `site`: relay.toml's [[sites]], the shipped list, the defaults."""
     delivery = config.delivery
     values: dict[str, float] = {
-        "connections": delivery.connections_per_domain,
+        "connections": delivery.connections_per_site,
         "messages_per_connection": delivery.messages_per_connection,
         "messages_per_minute": delivery.default_site_messages_per_minute,
     }

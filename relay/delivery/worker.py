@@ -42,7 +42,7 @@ from relay.delivery.shaping import SiteLimits, SiteShaper
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback.reports import verp
 from relay.feedback.reputation.standing import Standing
-from relay.psl import provider_of
+from relay.psl import site_of
 from relay.public_address import is_public
 from relay.queue.database import Pool
 from relay.queue.deliveries import DeliveryQueue, Lease, follow_new_mail
@@ -201,7 +201,7 @@ class DeliveryWorker:
             cap = limits.connections * limits.messages_per_connection
             if limits.messages_per_minute:
                 cap = min(cap, max(1, int(limits.messages_per_minute / 60 * LEASE_AHEAD)))
-            # P-COMPLAINT, P-BOUNCE: a tenant over the warning level at a provider gets a
+            # P-COMPLAINT, P-BOUNCE: a tenant over the warning level at a site gets a
             # share of its usual pace there
             site = self._site_of.get(domain, domain)
             cap = max(1, int(cap * self.standing.throttle_factor(tenant, site)))
@@ -211,8 +211,8 @@ class DeliveryWorker:
 
     async def _deliver(self, domain: str, leases: list[Lease]) -> None:
         try:
-            replies, provider, not_before = await self._send(domain, leases)
-            await self.recording.record_while_leased(leases, replies, provider, not_before)
+            replies, site, not_before = await self._send(domain, leases)
+            await self.recording.record_while_leased(leases, replies, site, not_before)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
@@ -242,7 +242,7 @@ class DeliveryWorker:
         except DnsTemporaryError as exc:
             reply = Reply(451, f"4.4.3 DNS lookup for {domain} failed: {exc}")
             return self._all(leases, reply), None, None
-        site = provider_of(hosts[0][0], domain)
+        site = site_of(hosts[0][0], domain)
         self._site_of[domain] = site
         paused = await self.shaper.paused_until(site)
         if paused is not None:

@@ -67,7 +67,7 @@ class Recorder:
         self._conn = conn
 
     async def finish(
-        self, attempts: Sequence[Attempt], provider: str | None, events: Mapping[int, Event]
+        self, attempts: Sequence[Attempt], site: str | None, events: Mapping[int, Event]
     ) -> set[int]:
         """Record the attempts of one connection and their events (by delivery id) in one
         statement, each only while its lease is still held; the ids recorded."""
@@ -80,7 +80,7 @@ class Recorder:
             [a.reply for a in attempts],
             [a.host for a in attempts],
             [a.kind for a in attempts],
-            provider,
+            site,
             list(events),
             *columns(list(events.values())),
         )

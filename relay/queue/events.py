@@ -4,9 +4,9 @@ buckets that P-COMPLAINT and P-BOUNCE act on.
 
 `record` writes the events in the caller's transaction and the database counts them in
 the same statement (a trigger), so the event rows and the counts are committed with the
-change they report. Rates carry tenant, provider (the destination's MX
-operator) and campaign (Feedback-ID or List-Id); metrics carry tenant and provider only,
-never an address.
+change they report. Rates carry tenant, site (the registered domain of the destination's
+MX hosts: its operator) and campaign (Feedback-ID or List-Id); metrics carry tenant and
+site only, never an address.
 """
 
 import json
@@ -39,12 +39,12 @@ Kind = Literal[
 
 FEEDBACK_EVENTS = Counter(
     "relay_feedback_events_total",
-    "Events recorded, by tenant, destination provider (the MX operator, '' when unknown) and "
+    "Events recorded, by tenant, destination site (the MX operator, '' when unknown) and "
     "kind (delivered, deferred, bounced, complained, unsubscribed, suppressed, abuse-report, "
     "throttled, suspended, resumed, canary-held, canary-waiting, canary-released, "
     "canary-declined). "
     "Complaint rate: rate(complained) / rate(delivered) per tenant.",
-    ["tenant", "provider", "kind"],
+    ["tenant", "site", "kind"],
 )
 
 
@@ -54,7 +54,7 @@ class Event:
     kind: Kind
     recipient: str | None = None
     message_id: UUID | None = None
-    provider: str = ""
+    site: str = ""
     campaign: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
 
@@ -70,13 +70,13 @@ async def record(conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[Event
 
 def columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
     """The events as the parallel arrays the `events` inserts take (tenant, kind, recipient,
-    message id, provider, campaign, detail as JSON)."""
+    message id, site, campaign, detail as JSON)."""
     return (
         [e.tenant for e in events],
         [e.kind for e in events],
         [e.recipient for e in events],
         [e.message_id for e in events],
-        [e.provider for e in events],
+        [e.site for e in events],
         [e.campaign for e in events],
         [json.dumps(dict(e.detail)) for e in events],
     )
@@ -85,7 +85,7 @@ def columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
 def counted(events: Iterable[Event]) -> None:
     """Count recorded events in `relay_feedback_events_total`."""
     for e in events:
-        FEEDBACK_EVENTS.labels(e.tenant, e.provider, e.kind).inc()
+        FEEDBACK_EVENTS.labels(e.tenant, e.site, e.kind).inc()
 
 
 class EventLog:

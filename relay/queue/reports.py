@@ -35,7 +35,7 @@ class Delivery:
     id: int
     recipient: str
     message_id: uuid.UUID
-    provider: str
+    site: str
     tenant: str
     campaign: str
 

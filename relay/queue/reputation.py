@@ -1,4 +1,4 @@
-"""The state P-COMPLAINT and P-BOUNCE act on: the hourly rates per tenant and provider,
+"""The state P-COMPLAINT and P-BOUNCE act on: the hourly rates per tenant and site,
 each pair's throttle factor, the suspensions of bulk sending, and the holds they put on
 queued bulk deliveries. A round and an admin's change each run in one transaction
 (`ReputationStore.transaction`), serialised by the single row of `reputation_rounds`."""
@@ -31,7 +31,7 @@ class _Reads:
         self._conn = conn
 
     async def counts(self, window_seconds: float, tenant: str | None) -> list[Row]:
-        """Per tenant and provider: delivered, hard_bounced, complained over the window
+        """Per tenant and site: delivered, hard_bounced, complained over the window
         (buckets that began after the tenant's last resume); one tenant, or all if None."""
         return list(await self._conn.fetch(QUERIES["reputation_counts"], window_seconds, tenant))
 
@@ -58,13 +58,13 @@ class ReputationWork(_Reads):
         await self._conn.execute(QUERIES["reputation_round_lock"])
 
     async def set_throttle(
-        self, tenant: str, provider: str, factor: float, rule: str, reason: str
+        self, tenant: str, site: str, factor: float, rule: str, reason: str
     ) -> None:
         if factor >= 1.0:
-            await self._conn.execute(QUERIES["reputation_throttle_clear"], tenant, provider)
+            await self._conn.execute(QUERIES["reputation_throttle_clear"], tenant, site)
         else:
             await self._conn.execute(
-                QUERIES["reputation_throttle_set"], tenant, provider, factor, rule, reason
+                QUERIES["reputation_throttle_set"], tenant, site, factor, rule, reason
             )
 
     async def suspend(self, tenant: str, rule: str, reason: str, by: str | None) -> datetime | None:

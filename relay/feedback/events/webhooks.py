@@ -8,8 +8,12 @@ What a tenant receives (one request per batch of up to `BATCH_SIZE` events)::
     X-Relay-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
 
     {"tenant": "acme", "events": [{"id": 41, "kind": "delivered", "at": "...Z",
-     "message_id": "...", "recipient": "...", "provider": "...", "campaign": "...",
-     "detail": {...}}, ...]}
+     "message_id": "...", "recipient": "...", "site": "...", "provider": "...",
+     "campaign": "...", "detail": {...}}, ...]}
+
+`site` is the registered domain of the destination's MX hosts; `provider`, its old name,
+is still sent with the same value so that receivers written before the rename keep
+working, and is deprecated (docs/feedback.md).
 
 The signature covers the timestamp, so a receiver that also refuses old timestamps (five
 minutes is usual) refuses replays; this is the scheme Stripe and Postmark use. The secret is
@@ -130,7 +134,9 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "at": at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "message_id": str(row["message_id"]) if row["message_id"] is not None else None,
         "recipient": row["recipient"],
-        "provider": row["provider"],
+        "site": row["site"],
+        # The deprecated old name of `site`: receivers written before the rename read it.
+        "provider": row["site"],
         "campaign": row["campaign"],
         "detail": json.loads(detail) if isinstance(detail, str) else detail,
     }

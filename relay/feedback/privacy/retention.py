@@ -10,7 +10,7 @@
   row goes too, with its deliveries, attempts and policy results;
 - events, and feedback reports that were dealt with (processed, unmatched, malformed),
   older than `retention_events`. Reports still waiting for the processor stay. The hourly
-  `rates` rows are the aggregate that remains: counts per tenant, provider and campaign,
+  `rates` rows are the aggregate that remains: counts per tenant, site and campaign,
   without addresses.
 
 Mail still queued, or held for a suspended tenant or a canary, is never touched. Work is

@@ -345,7 +345,7 @@ class FeedbackProcessor:
             kind,
             recipient,
             delivery.message_id,
-            delivery.provider,
+            delivery.site,
             delivery.campaign,
             detail,
         )

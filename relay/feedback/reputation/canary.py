@@ -26,7 +26,7 @@ campaign's row locked (several relay processes and the admin commands take turns
   held again as 'canary:CAMPAIGN' until `window_ends`, and the tenant gets a
   `canary-held` event. Recipients arriving later join the held rest.
 - canary, at the window's end: the campaign's `rates` since its run started (every
-  provider) are compared with the thresholds: complaints and unsubscribes per delivered
+  site) are compared with the thresholds: complaints and unsubscribes per delivered
   message, hard bounces per finished delivery (delivered or hard-bounced). Clean: the rest
   is released (`canary-released`). Over a threshold, or fewer than half of the canary
   finished (mostly deferred says nothing good): the campaign waits for an admin

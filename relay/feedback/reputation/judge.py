@@ -9,10 +9,10 @@ the last `window` (default 7 days):
   list that mostly bounces is judged too. A rate is judged only once its denominator
   reaches `min_volume` (default 1,000): three complaints among a hundred messages say
   little;
-- per tenant and provider (the MX operator), above the warning level (0.1% complaints, 5%
-  hard bounces) the tenant's pace toward that provider is halved each round, down to
+- per tenant and site (the MX operator), above the warning level (0.1% complaints, 5%
+  hard bounces) the tenant's pace toward that site is halved each round, down to
   `throttle_floor` (1/16); below it, `throttle_recovery` is added back each round up to 1.
-  The delivery worker reads the factor through `Standing.throttle_factor`: the provider's mailbox
+  The delivery worker reads the factor through `Standing.throttle_factor`: the site's mailbox
   owners are the ones complaining, so that is where the sending slows;
 - over the tenant's whole traffic, above the limit (0.3% complaints, 10% hard bounces) its
   bulk sending is suspended: a `tenant_suspensions` row, its queued bulk deliveries held
@@ -160,16 +160,16 @@ class Round:
     """What a round changed."""
 
     factors: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(tenant, provider) -> the new factor, for those that changed."""
+    """(tenant, site) -> the new factor, for those that changed."""
     suspended: list[Suspension] = field(default_factory=list)
     """Suspensions this round opened."""
     held: dict[tuple[str, str], int] = field(default_factory=dict)
     """(tenant, rule) -> queued bulk deliveries this round held."""
 
 
-def reputation_event(tenant: str, kind: str, provider: str = "", **detail: object) -> Event:
+def reputation_event(tenant: str, kind: str, site: str = "", **detail: object) -> Event:
     # events.Kind names the feedback kinds; migration 0008 allows these three as well.
-    return Event(tenant, cast(Kind, kind), provider=provider, detail=detail)
+    return Event(tenant, cast(Kind, kind), site=site, detail=detail)
 
 
 async def evaluate(
@@ -182,12 +182,12 @@ async def evaluate(
         if not await work.claim_round(gap):
             return None
         rows = await work.counts(settings.window, None)
-        per_provider = {(r["tenant"], r["provider"]): Counts.of(r) for r in rows}
+        per_site = {(r["tenant"], r["site"]): Counts.of(r) for r in rows}
         per_tenant: dict[str, Counts] = {}
-        for (tenant, _), counts in per_provider.items():
+        for (tenant, _), counts in per_site.items():
             per_tenant[tenant] = per_tenant.get(tenant, Counts()) + counts
         events: list[Event] = []
-        factors = await _throttle(work, per_provider, settings, events)
+        factors = await _throttle(work, per_site, settings, events)
         opened = await _suspend_over_limit(work, per_tenant, settings)
         held = await _hold_bulk(work)
         for s in opened:
@@ -213,21 +213,21 @@ async def evaluate(
 
 async def _throttle(
     work: ReputationWork,
-    per_provider: Mapping[tuple[str, str], Counts],
+    per_site: Mapping[tuple[str, str], Counts],
     settings: ReputationSection,
     events: list[Event],
 ) -> dict[tuple[str, str], float]:
-    """Step each (tenant, provider) factor; an event for each cut and for a lifted one."""
+    """Step each (tenant, site) factor; an event for each cut and for a lifted one."""
     stored = {
-        (r["tenant"], r["provider"]): (float(r["factor"]), r["rule"], r["reason"])
+        (r["tenant"], r["site"]): (float(r["factor"]), r["rule"], r["reason"])
         for r in await work.throttles(None)
     }
     changed: dict[tuple[str, str], float] = {}
-    for key in sorted(per_provider.keys() | stored.keys()):
-        tenant, provider = key
-        if not provider:  # traffic of no known provider: nothing to slow down
+    for key in sorted(per_site.keys() | stored.keys()):
+        tenant, site = key
+        if not site:  # traffic of no known site: nothing to slow down
             continue
-        over = [m for m in measures(per_provider.get(key, Counts()), settings) if m.above_warning]
+        over = [m for m in measures(per_site.get(key, Counts()), settings) if m.above_warning]
         current, rule, reason = stored.get(key, (1.0, "", ""))
         new = next_factor(current, bool(over), settings)
         if math.isclose(new, current):
@@ -236,13 +236,13 @@ async def _throttle(
         if over:
             rule = over[0].rule
             reason = "; ".join(m.describe(settings.window, "warn") for m in over)
-        await work.set_throttle(tenant, provider, new, rule, reason)
+        await work.set_throttle(tenant, site, new, rule, reason)
         if over or new >= 1.0:
             events.append(
                 reputation_event(
                     tenant,
                     "throttled",
-                    provider,
+                    site,
                     rule=rule,
                     factor=new,
                     reason=reason if over else "below the warning level",
@@ -251,7 +251,7 @@ async def _throttle(
             log.info(
                 "tenant %s: pace toward %s now %g (%s)",
                 tenant,
-                provider,
+                site,
                 new,
                 reason if over else "recovered",
             )

@@ -1,5 +1,5 @@
 """A process's copy of the reputation verdicts (P-COMPLAINT, P-BOUNCE, P-SUSPEND): the pace
-factor of each tenant toward each provider, and the open bulk suspensions.
+factor of each tenant toward each site, and the open bulk suspensions.
 
 The rounds (`relay.feedback.reputation.judge`) write the verdicts to PostgreSQL; every
 process reads them into one `Standing`, which the delivery worker (the pace) and the DATA
@@ -25,10 +25,10 @@ REFRESH_SECONDS = 5.0
 
 THROTTLE_FACTOR = Gauge(
     "relay_tenant_throttle_factor",
-    "Share of its usual pace a tenant may use toward a provider (1: unthrottled); cut while "
+    "Share of its usual pace a tenant may use toward a site (1: unthrottled); cut while "
     "its complaint or hard-bounce rate there is above the warning level (P-COMPLAINT, "
     "P-BOUNCE), recovering gradually once below.",
-    ["tenant", "provider"],
+    ["tenant", "site"],
 )
 SUSPENDED = Gauge(
     "relay_tenant_suspended",
@@ -52,12 +52,12 @@ class Standing:
         self._loaded_at = -math.inf
         self._suspended_gauges: set[tuple[str, str]] = set()
 
-    def throttle_factor(self, tenant: str, provider: str) -> float:
-        """The share of its usual pace `tenant` may use toward `provider` (the registered
+    def throttle_factor(self, tenant: str, site: str) -> float:
+        """The share of its usual pace `tenant` may use toward `site` (the registered
         domain of the MX hosts, as in `rates`): 1.0 unthrottled, down to `throttle_floor`
         while its complaint or hard-bounce rate there is above the warning level. The
-        delivery worker multiplies the tenant's pace toward that provider by it."""
-        return self._factors.get((tenant, provider), 1.0)
+        delivery worker multiplies the tenant's pace toward that site by it."""
+        return self._factors.get((tenant, site), 1.0)
 
     async def suspensions(self, tenant: str) -> tuple[Suspension, ...]:
         """The open suspensions of `tenant` (empty: it sends bulk mail as usual)."""
@@ -76,7 +76,7 @@ class Standing:
         """Read the factors and the open suspensions again (whichever process ran the
         round), and set the gauges from them."""
         rows = await self._store.throttles(None)
-        factors = {(r["tenant"], r["provider"]): float(r["factor"]) for r in rows}
+        factors = {(r["tenant"], r["site"]): float(r["factor"]) for r in rows}
         for key in self._factors.keys() - factors.keys():
             THROTTLE_FACTOR.labels(*key).set(1.0)
         for key, factor in factors.items():

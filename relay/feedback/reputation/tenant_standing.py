@@ -1,6 +1,6 @@
 """What admins do with a tenant's reputation (`relay tenant suspend|resume|status`): suspend
 its bulk sending by hand (P-SUSPEND), lift every suspension and release what they held, and
-read where it stands: its rates per provider since the last resume, its throttles, open
+read where it stands: its rates per site since the last resume, its throttles, open
 suspensions, held deliveries and history."""
 
 import logging
@@ -77,7 +77,7 @@ class Standing:
     """A tenant's reputation as `relay tenant status` shows it."""
 
     tenant: str
-    providers: dict[str, Counts]
+    sites: dict[str, Counts]
     total: Counts
     counted_since: datetime | None
     """The last resume: only buckets that began after it count."""
@@ -90,18 +90,18 @@ class Standing:
 async def standing(pool: Pool, tenant: str, settings: ReputationSection) -> Standing:
     store = ReputationStore(pool)
     rows = await store.counts(settings.window, tenant)
-    providers = {r["provider"]: Counts.of(r) for r in rows}
-    total = sum(providers.values(), Counts())
+    sites = {r["site"]: Counts.of(r) for r in rows}
+    total = sum(sites.values(), Counts())
     history = await store.history(tenant, 10)
     resumed = max((r["resumed_at"] for r in history if r["resumed_at"]), default=None)
     throttles = await store.throttles(tenant)
     held = await store.held(list(HOLDS.values()), tenant)
     return Standing(
         tenant=tenant,
-        providers=providers,
+        sites=sites,
         total=total,
         counted_since=resumed,
-        factors={r["provider"]: float(r["factor"]) for r in throttles},
+        factors={r["site"]: float(r["factor"]) for r in throttles},
         suspensions=await store.open_suspensions(tenant),
         held={r["hold"]: int(r["deliveries"]) for r in held},
         history=history,

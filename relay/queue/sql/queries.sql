@@ -85,15 +85,15 @@ WITH outcome AS (
     SET state = o.state, next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
         attempts = d.attempts + 1, last_reply = o.reply, lease_owner = NULL,
         lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
-        provider = coalesce($8, d.provider)
+        site = coalesce($8, d.site)
     FROM outcome AS o
     WHERE d.id = o.id AND d.lease_token = o.token AND d.state = 'queued'
     RETURNING d.id, o.host, o.kind, o.reply
 ), logged AS (
-    INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
-    SELECT e.t, e.k, e.r, e.m, e.p, e.c, e.d::jsonb
+    INSERT INTO events (tenant, kind, recipient, message_id, site, campaign, detail)
+    SELECT e.t, e.k, e.r, e.m, e.s, e.c, e.d::jsonb
     FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[],
-                $15::text[], $16::text[]) AS e (delivery, t, k, r, m, p, c, d)
+                $15::text[], $16::text[]) AS e (delivery, t, k, r, m, s, c, d)
     WHERE e.delivery IN (SELECT id FROM d)
 )
 INSERT INTO attempts (delivery_id, host, outcome, reply)
@@ -219,10 +219,10 @@ SELECT domain FROM domains WHERE checked_at < now() - make_interval(secs => $1);
 
 -- name: insert_events
 -- A trigger counts them in `rates` (0014_rates_from_events.sql).
-INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
-SELECT t, k, r, m, p, c, d::jsonb
+INSERT INTO events (tenant, kind, recipient, message_id, site, campaign, detail)
+SELECT t, k, r, m, s, c, d::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
-     AS x(t, k, r, m, p, c, d);
+     AS x(t, k, r, m, s, c, d);
 
 -- name: suppression_count
 SELECT count(*) FROM suppressions;

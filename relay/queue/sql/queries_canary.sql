@@ -103,10 +103,10 @@ WITH ended AS (
     FROM messages AS m
     WHERE m.id = d.message_id AND d.hold = ANY($3::text[]) AND m.tenant = $1
       AND m.campaign = $2 AND d.state = 'queued'
-    RETURNING d.recipient, d.message_id, coalesce(d.provider, '') AS provider
+    RETURNING d.recipient, d.message_id, coalesce(d.site, '') AS site
 ), logged AS (
-    INSERT INTO events (tenant, kind, recipient, message_id, provider, campaign, detail)
-    SELECT $1, 'canary-declined', recipient, message_id, provider, $2, $5::jsonb FROM ended
+    INSERT INTO events (tenant, kind, recipient, message_id, site, campaign, detail)
+    SELECT $1, 'canary-declined', recipient, message_id, site, $2, $5::jsonb FROM ended
     RETURNING 1
 )
 SELECT count(*)::int FROM logged;
@@ -139,7 +139,7 @@ WHERE tenant = $1 AND campaign = $2;
 SELECT tenant, campaign FROM campaigns WHERE state = 'canary' AND window_ends <= now();
 
 -- name: canary_rates
--- The campaign's counts since its run started (hourly buckets, every provider).
+-- The campaign's counts since its run started (hourly buckets, every site).
 SELECT coalesce(sum(delivered), 0)::int AS delivered,
        coalesce(sum(deferred), 0)::int AS deferred,
        coalesce(sum(hard_bounced), 0)::int AS hard_bounced,

@@ -18,7 +18,7 @@ SET state = $2, kind = $3, problem = $4, tenant = $5, message_id = $6,
 WHERE id = $1;
 
 -- name: delivery_by_id
-SELECT d.id, d.recipient, d.message_id, coalesce(d.provider, '') AS provider, m.tenant,
+SELECT d.id, d.recipient, d.message_id, coalesce(d.site, '') AS site, m.tenant,
        coalesce(m.campaign, '') AS campaign
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.id = $1;
@@ -26,7 +26,7 @@ WHERE d.id = $1;
 -- name: deliveries_of_message
 -- The deliveries of a message found by its queue id or its Message-ID header, newest first;
 -- $3 narrows to one recipient when the report names it.
-SELECT d.id, d.recipient, d.message_id, coalesce(d.provider, '') AS provider, m.tenant,
+SELECT d.id, d.recipient, d.message_id, coalesce(d.site, '') AS site, m.tenant,
        coalesce(m.campaign, '') AS campaign
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE (m.id = $1 OR ($1 IS NULL AND m.header_message_id = $2))

@@ -14,10 +14,10 @@ RETURNING last_round;
 SELECT last_round FROM reputation_rounds FOR UPDATE;
 
 -- name: reputation_counts
--- Per tenant and provider, what counts over the window of $1 seconds (whole hourly
+-- Per tenant and site, what counts over the window of $1 seconds (whole hourly
 -- buckets): only buckets that began after the tenant's last resume, so an admin's resume
 -- starts its record afresh. $2: one tenant, or NULL for all.
-SELECT r.tenant, r.provider,
+SELECT r.tenant, r.site,
        sum(r.delivered)::bigint AS delivered,
        sum(r.hard_bounced)::bigint AS hard_bounced,
        sum(r.complained)::bigint AS complained,
@@ -30,23 +30,23 @@ LEFT JOIN LATERAL (
 WHERE r.bucket >= date_trunc('hour', now() - make_interval(secs => $1))
   AND (s.resumed_at IS NULL OR r.bucket >= s.resumed_at)
   AND ($2::text IS NULL OR r.tenant = $2)
-GROUP BY r.tenant, r.provider, s.resumed_at
-ORDER BY r.tenant, r.provider;
+GROUP BY r.tenant, r.site, s.resumed_at
+ORDER BY r.tenant, r.site;
 
 -- name: reputation_throttles
-SELECT tenant, provider, factor, rule, reason, updated_at FROM tenant_throttles
+SELECT tenant, site, factor, rule, reason, updated_at FROM tenant_throttles
 WHERE ($1::text IS NULL OR tenant = $1)
-ORDER BY tenant, provider;
+ORDER BY tenant, site;
 
 -- name: reputation_throttle_set
-INSERT INTO tenant_throttles AS t (tenant, provider, factor, rule, reason)
+INSERT INTO tenant_throttles AS t (tenant, site, factor, rule, reason)
 VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (tenant, provider) DO UPDATE
+ON CONFLICT (tenant, site) DO UPDATE
 SET factor = excluded.factor, rule = excluded.rule, reason = excluded.reason,
     updated_at = now();
 
 -- name: reputation_throttle_clear
-DELETE FROM tenant_throttles WHERE tenant = $1 AND provider = $2;
+DELETE FROM tenant_throttles WHERE tenant = $1 AND site = $2;
 
 -- name: reputation_suspend
 -- Opens a suspension unless one of the same tenant and rule is open already.

@@ -34,7 +34,7 @@ LIMIT 1;
 -- Queued deliveries per destination domain and its site (the registered domain of its MX
 -- hosts, known once a delivery was attempted), the $1 domains with most first; the newest
 -- reply says why they wait.
-SELECT d.domain, coalesce(max(d.provider), '') AS site,
+SELECT d.domain, coalesce(max(d.site), '') AS site,
        count(*) FILTER (WHERE d.hold IS NULL AND d.lease_expires_at > now())::bigint
            AS in_flight,
        count(*) FILTER (WHERE d.hold IS NULL AND d.next_attempt_at <= now()
@@ -65,7 +65,7 @@ ORDER BY d.tenant, d.hold;
 
 -- name: status_rates
 -- Per tenant, the hourly buckets from the start of the previous hour on ($1: that start),
--- every provider and campaign together.
+-- every site and campaign together.
 SELECT tenant,
        sum(delivered)::bigint AS delivered, sum(deferred)::bigint AS deferred,
        sum(hard_bounced)::bigint AS hard_bounced, sum(soft_bounced)::bigint AS soft_bounced,
@@ -105,7 +105,7 @@ FROM sites
 ORDER BY site;
 
 -- name: status_throttles
-SELECT tenant, provider, factor, rule, reason, updated_at
+SELECT tenant, site, factor, rule, reason, updated_at
 FROM tenant_throttles
 WHERE factor < 1
-ORDER BY tenant, provider;
+ORDER BY tenant, site;

@@ -25,14 +25,14 @@ WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
 -- name: events_last
 -- The last $3 events up to id $2 (of tenant $1, or all when NULL), oldest first.
 SELECT * FROM (
-    SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
+    SELECT id, tenant, kind, at, message_id, recipient, site, campaign, detail
     FROM events WHERE ($1::text IS NULL OR tenant = $1) AND id <= $2
     ORDER BY id DESC LIMIT $3
 ) AS last ORDER BY id;
 
 -- name: events_window
 -- Events with $2 < id <= $3 (of tenant $1, or all when NULL), in id order.
-SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
+SELECT id, tenant, kind, at, message_id, recipient, site, campaign, detail
 FROM events WHERE ($1::text IS NULL OR tenant = $1) AND id > $2 AND id <= $3
 ORDER BY id LIMIT $4;
 
@@ -57,7 +57,7 @@ WHERE c.next_try_at <= now()
 RETURNING last_event, failures, next_try_at;
 
 -- name: webhook_batch
-SELECT id, tenant, kind, at, message_id, recipient, provider, campaign, detail
+SELECT id, tenant, kind, at, message_id, recipient, site, campaign, detail
 FROM events WHERE tenant = $1 AND id > $2 AND id <= $3
 ORDER BY id LIMIT $4;
 

@@ -1,5 +1,5 @@
--- The whole schema of the relay's queue database as it stands after migration 0015
--- (0015_feedback_authenticity.sql), in one place to read.
+-- The whole schema of the relay's queue database as it stands after migration 0016
+-- (0016_site.sql), in one place to read.
 --
 -- This file is a description, not a way to change or create the schema: nothing in the
 -- relay loads it. The numbered migrations beside it (00NN_*.sql, applied in order by
@@ -62,7 +62,7 @@ CREATE TABLE deliveries (
     lease_expires_at timestamptz,
     last_reply       text,
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    provider         text,                       -- registered domain of the MX hosts (0006)
+    site             text,                       -- registered domain of the MX hosts (0006)
     hold             text,                       -- why it waits though due, or NULL (0007)
     tenant           text NOT NULL               -- the message's, for fair share (0010)
 );
@@ -151,7 +151,7 @@ CREATE TABLE events (
     at          timestamptz NOT NULL DEFAULT now(),
     message_id  uuid,
     recipient   text,
-    provider    text,
+    site        text,
     campaign    text,
     detail      jsonb NOT NULL DEFAULT '{}'
 );
@@ -190,11 +190,11 @@ CREATE TABLE webhook_cursors (
     last_error   text
 );
 
--- Counts per tenant, provider and campaign in hourly buckets: the rates P-COMPLAINT and
+-- Counts per tenant, site and campaign in hourly buckets: the rates P-COMPLAINT and
 -- P-BOUNCE act on, kept after the events are purged.
 CREATE TABLE rates (
     tenant        text NOT NULL,
-    provider      text NOT NULL DEFAULT '',
+    site          text NOT NULL DEFAULT '',
     campaign      text NOT NULL DEFAULT '',
     bucket        timestamptz NOT NULL,
     delivered     integer NOT NULL DEFAULT 0,
@@ -203,17 +203,17 @@ CREATE TABLE rates (
     soft_bounced  integer NOT NULL DEFAULT 0,
     complained    integer NOT NULL DEFAULT 0,
     unsubscribed  integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, provider, campaign, bucket)
+    PRIMARY KEY (tenant, site, campaign, bucket)
 );
 CREATE INDEX rates_bucket ON rates (bucket);
 
 -- The rates are counted from the events as they are inserted, at the end of the inserting
--- statement (0014).
+-- statement (0014, 0016).
 CREATE FUNCTION count_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO rates AS r (tenant, provider, campaign, bucket, delivered, deferred,
+    INSERT INTO rates AS r (tenant, site, campaign, bucket, delivered, deferred,
                             hard_bounced, soft_bounced, complained, unsubscribed)
-    SELECT e.tenant, coalesce(e.provider, ''), coalesce(e.campaign, ''),
+    SELECT e.tenant, coalesce(e.site, ''), coalesce(e.campaign, ''),
            date_trunc('hour', e.at),
            count(*) FILTER (WHERE e.kind = 'delivered'),
            count(*) FILTER (WHERE e.kind = 'deferred'),
@@ -225,7 +225,7 @@ BEGIN
     WHERE e.kind IN ('delivered', 'deferred', 'bounced', 'complained', 'abuse-report',
                      'unsubscribed')
     GROUP BY 1, 2, 3, 4
-    ON CONFLICT (tenant, provider, campaign, bucket) DO UPDATE
+    ON CONFLICT (tenant, site, campaign, bucket) DO UPDATE
     SET delivered = r.delivered + excluded.delivered, deferred = r.deferred + excluded.deferred,
         hard_bounced = r.hard_bounced + excluded.hard_bounced,
         soft_bounced = r.soft_bounced + excluded.soft_bounced,
@@ -253,15 +253,15 @@ CREATE TABLE sites (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- How much of its usual pace a tenant may use toward a provider (1: all of it). No row: 1.
+-- How much of its usual pace a tenant may use toward a site (1: all of it). No row: 1.
 CREATE TABLE tenant_throttles (
     tenant      text NOT NULL,
-    provider    text NOT NULL,
+    site        text NOT NULL,
     factor      double precision NOT NULL CHECK (factor > 0 AND factor <= 1),
     rule        text NOT NULL CHECK (rule IN ('P-COMPLAINT', 'P-BOUNCE')),
     reason      text NOT NULL,              -- the measured rate that cut it last
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, provider)
+    PRIMARY KEY (tenant, site)
 );
 
 -- A tenant's bulk sending suspended, automatically or by an admin; only an admin resumes
