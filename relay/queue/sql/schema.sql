@@ -1,5 +1,5 @@
--- The whole schema of the relay's queue database as it stands after migration 0016
--- (0016_site.sql), in one place to read.
+-- The whole schema of the relay's queue database as it stands after migration 0017
+-- (0017_queue_counts.sql), in one place to read.
 --
 -- This file is a description, not a way to change or create the schema: nothing in the
 -- relay loads it. The numbered migrations beside it (00NN_*.sql, applied in order by
@@ -73,6 +73,59 @@ CREATE INDEX deliveries_message ON deliveries (message_id);
 CREATE INDEX deliveries_held ON deliveries (hold) WHERE hold IS NOT NULL;
 CREATE INDEX deliveries_canary_pending ON deliveries (message_id)
     WHERE hold LIKE 'canary-pending:%';
+CREATE INDEX deliveries_waiting ON deliveries (id) WHERE state = 'queued' AND hold IS NULL;  -- (0017)
+
+-- Waiting and held deliveries, counted by statement triggers as they change (0017); a
+-- reader sums the 16 rows.
+CREATE TABLE queue_counts (
+    slot   smallint PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
+    queued bigint NOT NULL DEFAULT 0,  -- state 'queued' and not held
+    held   bigint NOT NULL DEFAULT 0   -- state 'queued' and held
+);
+INSERT INTO queue_counts (slot) SELECT generate_series(0, 15);
+
+CREATE FUNCTION count_queued(queued bigint, held bigint) RETURNS void LANGUAGE sql AS $$
+    UPDATE queue_counts SET queued = queue_counts.queued + count_queued.queued,
+                            held = queue_counts.held + count_queued.held
+    WHERE slot = pg_backend_pid() % 16 AND (count_queued.queued <> 0 OR count_queued.held <> 0);
+$$;
+
+CREATE FUNCTION count_queued_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count_queued(count(*) FILTER (WHERE state = 'queued' AND hold IS NULL),
+                         count(*) FILTER (WHERE state = 'queued' AND hold IS NOT NULL))
+    FROM new_rows;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION count_queued_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count_queued(-count(*) FILTER (WHERE state = 'queued' AND hold IS NULL),
+                         -count(*) FILTER (WHERE state = 'queued' AND hold IS NOT NULL))
+    FROM old_rows;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION count_queued_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count_queued(
+        (SELECT count(*) FILTER (WHERE state = 'queued' AND hold IS NULL) FROM new_rows)
+        - (SELECT count(*) FILTER (WHERE state = 'queued' AND hold IS NULL) FROM old_rows),
+        (SELECT count(*) FILTER (WHERE state = 'queued' AND hold IS NOT NULL) FROM new_rows)
+        - (SELECT count(*) FILTER (WHERE state = 'queued' AND hold IS NOT NULL) FROM old_rows));
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER deliveries_counted_inserted AFTER INSERT ON deliveries
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION count_queued_inserted();
+CREATE TRIGGER deliveries_counted_deleted AFTER DELETE ON deliveries
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION count_queued_deleted();
+CREATE TRIGGER deliveries_counted_updated AFTER UPDATE ON deliveries
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION count_queued_updated();
+
 
 CREATE TABLE attempts (
     id           bigserial PRIMARY KEY,
