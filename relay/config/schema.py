@@ -231,7 +231,8 @@ class DeliverySection(Strict):
     site_pause_after: int = Field(default=5, ge=1)
     """Consecutive failed connections to a site after which it is paused."""
     site_pause: Seconds = Field(default="5m", gt=0)
-    """How long a failing site is paused; its deliveries are rescheduled, not failed."""
+    """How long a failing site is paused; its deliveries wait, not failed, and fall due
+    spread over half a pause after it ends."""
     lease: Seconds = Field(default=60, ge=1)
     """How long a worker holds a delivery; renewed while it works. A crashed worker's
     deliveries go back to the queue once its lease expires."""

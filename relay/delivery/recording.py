@@ -6,9 +6,10 @@ all in one transaction with the bounce.
 
 import asyncio
 import logging
+import random
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from relay import metrics
 from relay.config.schema import Config
@@ -44,7 +45,6 @@ class OutcomeRecording:
         leases: list[Lease],
         replies: dict[int, Reply],
         site: str | None,
-        not_before: datetime | None,
     ) -> None:
         """Record the outcome, again and again while the database cannot be reached, for as
         long as the leases last: the destination has answered, and an outcome recorded late
@@ -56,7 +56,7 @@ class OutcomeRecording:
         give_up_at = loop.time() + self.settings.lease
         while True:
             try:
-                await self.record(leases, replies, site, not_before)
+                await self.record(leases, replies, site)
                 return
             except DATABASE_ERRORS as exc:
                 if loop.time() + _RECORD_RETRY_SECONDS >= give_up_at:
@@ -69,12 +69,30 @@ class OutcomeRecording:
                 )
                 await asyncio.sleep(_RECORD_RETRY_SECONDS)
 
+    async def postpone(self, leases: list[Lease], reply: Reply, site: str, until: datetime) -> None:
+        """A paused site: its deliveries wait for the pause to end, with no attempt recorded
+        and no attempt counted (none was made, and a pause must not use up a message's
+        retries), each due at its own time over the first half of a pause after it ends, so
+        that a large backlog does not fall due at one instant. A delivery whose lifetime has
+        run out is recorded as usual (it bounces)."""
+        now = datetime.now(UTC)
+        expired = [x for x in leases if x.expires_at <= now]
+        waiting = [x for x in leases if x.expires_at > now]
+        if expired:
+            await self.record(expired, dict.fromkeys((x.id for x in expired), reply), site)
+        if waiting:
+            spread = self.settings.site_pause / 2
+            times = [
+                min(until + timedelta(seconds=random.uniform(0, spread)), x.expires_at)
+                for x in waiting
+            ]
+            await self.queue.postpone(waiting, times, str(reply), site)
+
     async def record(
         self,
         leases: list[Lease],
         replies: dict[int, Reply],
         site: str | None,
-        not_before: datetime | None = None,
     ) -> None:
         now = datetime.now(UTC)
         outcomes: dict[int, Outcome] = {}
@@ -86,8 +104,6 @@ class OutcomeRecording:
                 now=now,
                 policy=self.policy,
             )
-            if isinstance(outcome, Retry) and not_before is not None:  # a paused site
-                outcome = Retry(outcome.reply, max(outcome.at, min(not_before, x.expires_at)))
             outcomes[x.id] = outcome
         events = {}
         for lease in leases:

@@ -11,7 +11,9 @@ domains one operator serves share its limits. Each site has
   reputation) halves it, down to `MIN_RATE`; each delivered message adds 2% of the ceiling
   back, so a site recovers gradually once it accepts mail again;
 - a pause: after `site_pause_after` consecutive failed connections the site is paused for
-  `site_pause`, and its deliveries are rescheduled to the end of the pause, not failed.
+  `site_pause`; its deliveries then wait, not failed and with no attempt recorded, each
+  due at its own time in the first half of a pause after it ends (so a backlog does not
+  fall due at one instant; `OutcomeRecording.postpone`).
 Limits come from `[[sites]]` in relay.toml, then `relay/delivery/data/sites.toml`, then the
 `[delivery]` defaults, most specific first. A site without a rate ceiling (the default for
 sites nobody named) has no bucket and no adaptive rate: nothing to take per message.

@@ -211,8 +211,12 @@ class DeliveryWorker:
 
     async def _deliver(self, domain: str, leases: list[Lease]) -> None:
         try:
-            replies, site, not_before = await self._send(domain, leases)
-            await self.recording.record_while_leased(leases, replies, site, not_before)
+            replies, site, paused = await self._send(domain, leases)
+            if paused is not None and site is not None:
+                reply = Reply(451, f"4.4.5 site {site} is paused after failed connections")
+                await self.recording.postpone(leases, reply, site, paused)
+            else:
+                await self.recording.record_while_leased(leases, replies, site)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
@@ -231,8 +235,8 @@ class DeliveryWorker:
         self, domain: str, leases: list[Lease]
     ) -> tuple[dict[int, Reply], str | None, datetime | None]:
         """A Reply for every lease (from the remote server, or our own for DNS, network or
-        shaping), the destination's site when its MX hosts are known, and the time before
-        which a deferred delivery must not be retried (a paused site)."""
+        shaping), the destination's site when its MX hosts are known, and the end of the
+        site's pause if it is paused (then nothing was tried, and there are no replies)."""
         try:
             hosts = await self._targets(domain)
         except DnsPermanentError as exc:
@@ -246,8 +250,7 @@ class DeliveryWorker:
         self._site_of[domain] = site
         paused = await self.shaper.paused_until(site)
         if paused is not None:
-            reply = Reply(451, f"4.4.5 site {site} is paused after repeated connection failures")
-            return self._all(leases, reply), site, paused
+            return {}, site, paused
         async with self.shaper.slots(site):
             return await self._send_to_site(site, hosts, leases), site, None
 

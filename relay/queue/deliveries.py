@@ -127,6 +127,16 @@ class DeliveryQueue:
     async def renew(self, tokens: Sequence[uuid.UUID], lease_seconds: float) -> None:
         await self._pool.execute(QUERIES["renew_leases"], list(tokens), lease_seconds)
 
+    async def postpone(
+        self, leases: Sequence[Lease], until: Sequence[datetime], reply: str, site: str
+    ) -> None:
+        """Give the leases back with each delivery due at its time in `until`, recording no
+        attempt: a paused site was not tried."""
+        await self._pool.execute(
+            QUERIES["postpone_deliveries"], [x.id for x in leases], [x.token for x in leases],
+            list(until), reply, site,
+        )  # fmt: skip
+
     async def release_all(self) -> None:
         """Give back every lease of this process (a clean stop)."""
         await self._pool.execute(QUERIES["release_leases"], self.owner)

@@ -71,6 +71,15 @@ WHERE lease_token = ANY($1::uuid[]) AND state = 'queued';
 UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE lease_owner = $1 AND state = 'queued';
 
+-- name: postpone_deliveries
+-- A paused site's deliveries wait for the pause to end, each until its own time $3: the
+-- lease given back, no attempt recorded (none was made) and the count of attempts as it was.
+UPDATE deliveries AS d
+SET next_attempt_at = x.at, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    last_reply = $4, site = coalesce($5, d.site), updated_at = now()
+FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[]) AS x (id, token, at)
+WHERE d.id = x.id AND d.lease_token = x.token AND d.state = 'queued';
+
 -- name: finish_attempts
 -- Completes a connection's attempts in one statement, each only while the caller still holds
 -- its lease: a delivery whose lease expired (and was taken by another worker) changes nothing
