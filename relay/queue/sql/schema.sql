@@ -1,5 +1,5 @@
--- The whole schema of the relay's queue database as it stands after migration 0017
--- (0017_queue_counts.sql), in one place to read.
+-- The whole schema of the relay's queue database as it stands after migration 0018
+-- (0018_messages_by_age.sql), in one place to read.
 --
 -- This file is a description, not a way to change or create the schema: nothing in the
 -- relay loads it. The numbered migrations beside it (00NN_*.sql, applied in order by
@@ -36,6 +36,7 @@ CREATE TABLE messages (
     policy            jsonb NOT NULL DEFAULT '[]' -- the audit trail: every verdict (0011)
 );
 CREATE INDEX messages_unpurged ON messages (received_at) WHERE content_purged_at IS NULL;
+CREATE INDEX messages_received ON messages (received_at);  -- the envelope purge (0018)
 
 -- Content is stored with lz4 where the server has it, else uncompressed, never with pglz
 -- (0012). Which one depends on the server, so this stays a block rather than one statement.
