@@ -28,9 +28,9 @@ from relay.policy.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.peers import RelayConfig, RelayProcess, Sink  # noqa: E402
-from tests.smtp_client import submission  # noqa: E402
-from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter  # noqa: E402
+from tests.support.messages import FOOTER_HTML, FOOTER_TEXT, newsletter  # noqa: E402
+from tests.support.peers import RelayConfig, RelayProcess, Sink  # noqa: E402
+from tests.support.smtp_client import submission  # noqa: E402
 
 TENANT = TenantSection(
     name="acme", domains=["acme.example"], networks=["10.0.0.0/8"], verified=True,

@@ -10,7 +10,7 @@ import pytest
 
 from relay.config.load import ConfigError, load_config, read_config
 from relay.config.units import parse_duration, parse_size
-from tests.peers import ACME_HASH, ROOT
+from tests.support.peers import ACME_HASH, ROOT
 
 MINIMAL = """\
 [[listeners]]

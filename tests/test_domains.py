@@ -11,11 +11,11 @@ import pytest
 from relay.config.load import load_config
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.policy.domains import passed, verify_domain
-from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, Sink, db_count, run_cli, running, wait_for
-from tests.rdap_server import RdapServer
-from tests.smtp_client import message, submission
-from tests.test_dkim import _txt
+from tests.support.dkim import txt_record
+from tests.support.dns_server import DnsServer
+from tests.support.peers import ROOT, RelayConfig, Sink, db_count, run_cli, running, wait_for
+from tests.support.rdap_server import RdapServer
+from tests.support.smtp_client import message, submission
 
 SPF_RELAY = ("TXT", 300, '"v=spf1 ip4:192.0.2.0/24 -all"')
 
@@ -33,7 +33,7 @@ def _publish(dns: DnsServer, data_dir: Path, domain: str, dmarc: str | None, spf
     keys = DomainKeys(data_dir / "dkim", domain)
     selector, key = keys.add_next("rsa")
     keys.promote("rsa")
-    dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, _txt(dns_record(key)))
+    dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, txt_record(dns_record(key)))
     dns.add(domain, "TXT", 300, f'"{spf}"')
     if dmarc:
         dns.add(f"_dmarc.{domain}", "TXT", 300, f'"{dmarc}"')

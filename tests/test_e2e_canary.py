@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
-from tests.smtp_client import submission
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import newsletter
+from tests.support.peers import RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
+from tests.support.smtp_client import submission
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port
+from tests.support.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port
 
 pytestmark = pytest.mark.e2e
 

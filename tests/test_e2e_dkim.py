@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from relay.dkim.keys import DomainKeys, dns_record
-from tests.dns_server import DnsServer
-from tests.peers import RelayConfig, Sink, run_cli, running
-from tests.smtp_client import message, submission
-from tests.test_dkim import _txt, _verify_all, dkimpy_dnsfunc
+from tests.support.dkim import dkimpy_dnsfunc, txt_record, verify_all
+from tests.support.dns_server import DnsServer
+from tests.support.peers import RelayConfig, Sink, run_cli, running
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def test_delivered_message_carries_valid_rsa_and_ed25519_signatures(
     for algorithm in ("rsa", "ed25519"):
         selector, key = keys.add_next(algorithm)  # type: ignore[arg-type]
         keys.promote(algorithm)  # type: ignore[arg-type]
-        records[f"{selector}._domainkey.acme.example"] = [("TXT", 300, _txt(dns_record(key)))]
+        records[f"{selector}._domainkey.acme.example"] = [("TXT", 300, txt_record(dns_record(key)))]
     dns = DnsServer(records)  # type: ignore[arg-type]
     try:
         with running(relay_config, tmp_path) as relay:
@@ -37,9 +37,9 @@ def test_delivered_message_carries_valid_rsa_and_ed25519_signatures(
             ((_, _, content),) = sink.wait_count(1)
         assert content.startswith(b"DKIM-Signature: v=1; a=")
         assert content.count(b"d=acme.example;") == 2
-        assert _verify_all(content, dkimpy_dnsfunc(dns.port)) == [True, True]
+        assert verify_all(content, dkimpy_dnsfunc(dns.port)) == [True, True]
         tampered = content.replace(b"Subject: Receipt", b"Subject: Invoice")
-        assert _verify_all(tampered, dkimpy_dnsfunc(dns.port)) == [False, False]
+        assert verify_all(tampered, dkimpy_dnsfunc(dns.port)) == [False, False]
     finally:
         dns.stop()
 
@@ -94,9 +94,9 @@ def test_generate_missing_signs_the_first_message_with_a_key_made_at_start(
     selector = keys.state["rsa"].active
     assert selector is not None
     record = dns_record(keys.load_key(selector))
-    records = {f"{selector}._domainkey.acme.example": [("TXT", 300, _txt(record))]}
+    records = {f"{selector}._domainkey.acme.example": [("TXT", 300, txt_record(record))]}
     dns = DnsServer(records)  # type: ignore[arg-type]
     try:
-        assert _verify_all(content, dkimpy_dnsfunc(dns.port)) == [True]
+        assert verify_all(content, dkimpy_dnsfunc(dns.port)) == [True]
     finally:
         dns.stop()

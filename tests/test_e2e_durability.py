@@ -12,8 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, db_count, db_rows, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import (
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    db_count,
+    db_rows,
+    running,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

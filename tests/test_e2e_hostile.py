@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, free_port, running
-from tests.smtp_client import Raw, message, submission, tls_context
-from tests.smtp_dialogue import secure
+from tests.support.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, free_port, running
+from tests.support.smtp_client import Raw, message, submission, tls_context
+from tests.support.smtp_dialogue import secure
 
 pytestmark = pytest.mark.e2e
 

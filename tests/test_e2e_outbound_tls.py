@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from relay.smtp.tls import ensure_self_signed
-from tests.peers import RelayConfig, Sink, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import RelayConfig, Sink, running, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayProcess, Sink, cli, db_count, wait_for
-from tests.smtp_client import message, submission
-from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter
+from tests.support.messages import FOOTER_HTML, FOOTER_TEXT, newsletter
+from tests.support.peers import RelayProcess, Sink, cli, db_count, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

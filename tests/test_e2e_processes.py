@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_HASH, ACME_PASSWORD, RelayConfig, RelayProcess, Sink, cli, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import (
+    ACME_HASH,
+    ACME_PASSWORD,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

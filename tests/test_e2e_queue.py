@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns_server import DnsServer
-from tests.peers import (
+from tests.support.dns_server import DnsServer
+from tests.support.peers import (
     RelayConfig,
     RelayProcess,
     Sink,
@@ -18,7 +18,7 @@ from tests.peers import (
     running,
     wait_for,
 )
-from tests.smtp_client import message, submission
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """End to end: every refusal the submission listener makes, with its exact reply.
 
 Each test talks to the real relay process over loopback (smtplib, or the byte-exact
-dialogue of `tests.smtp_dialogue` where smtplib would rewrite what is sent) and checks the
+dialogue of `tests.support.smtp_dialogue` where smtplib would rewrite what is sent) and checks the
 reply code, the RFC 3463 enhanced status code and, for the sending policy, the
 `[P-HDR-ALIGN]` tag, as listed in docs/listener.md.
 """
@@ -22,9 +22,9 @@ from relay.dkim.service import DkimSigner
 from relay.queue.store import Enqueuer
 from relay.smtp import replies
 from relay.smtp.handler import SubmissionHandler
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, db_count, running
-from tests.smtp_client import Raw, message, submission
-from tests.smtp_dialogue import Dialogue, auth_plain, secure
+from tests.support.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, db_count, running
+from tests.support.smtp_client import Raw, message, submission
+from tests.support.smtp_dialogue import Dialogue, auth_plain, secure
 
 pytestmark = pytest.mark.e2e
 

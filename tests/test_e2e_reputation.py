@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import (
+from tests.support.feedback import SECRET, arf_report, send_report
+from tests.support.messages import newsletter
+from tests.support.peers import (
     RelayConfig,
     RelayProcess,
     Sink,
@@ -28,9 +30,7 @@ from tests.peers import (
     running,
     wait_for,
 )
-from tests.smtp_client import message, submission
-from tests.test_e2e_feedback import SECRET, _arf, _send_report
-from tests.test_policy_bulk import newsletter
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -100,8 +100,8 @@ def test_complaints_suspend_bulk_until_an_admin_resumes_it(
         (path, rcpts[0], content) for path, rcpts, content in sink.messages
         if rcpts == [recipients[0]]
     )  # fmt: skip
-    code, _ = _send_report(feedback_port, "fbl@inbox.example", "fbl@relay.test",
-                           _arf(return_path, complainant, original))  # fmt: skip
+    code, _ = send_report(feedback_port, "fbl@inbox.example", "fbl@relay.test",
+                           arf_report(return_path, complainant, original))  # fmt: skip
     assert code == 250
     wait_for(lambda: _hold(relay, FAN) == "P-COMPLAINT", 20, "the newsletter held")
     (suspension,) = db_rows(relay.config.dsn, "SELECT rule, reason FROM tenant_suspensions")

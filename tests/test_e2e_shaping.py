@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, db_rows, free_port, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import RelayConfig, RelayProcess, Sink, db_rows, free_port, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

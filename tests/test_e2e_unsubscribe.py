@@ -15,9 +15,9 @@ from aiohttp import web
 
 from relay.config.schema import PolicySection
 from relay.web import oneclick
-from tests.peers import RelayConfig, RelayProcess, Sink, db_rows, running
-from tests.smtp_client import submission
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import newsletter
+from tests.support.peers import RelayConfig, RelayProcess, Sink, db_rows, running
+from tests.support.smtp_client import submission
 
 SECRET = b"s" * 40
 

@@ -13,8 +13,17 @@ import asyncpg
 import pytest
 
 from relay.queue.suppressions import suppression_key
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import (
+    ROOT,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    db_rows,
+    running,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

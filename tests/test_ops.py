@@ -14,12 +14,13 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.peers import (
+from tests.support.messages import newsletter
+from tests.support.ops import ALERTS, DASHBOARD, alert_expressions, dashboard_queries
+from tests.support.peers import (
     ROOT,
     RelayConfig,
     RelayProcess,
@@ -29,14 +30,11 @@ from tests.peers import (
     free_port,
     wait_for,
 )
-from tests.smtp_client import message, submission
-from tests.test_policy_bulk import newsletter
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 UNIT = ROOT / "deploy" / "systemd" / "relay.service"
-DASHBOARD = ROOT / "deploy" / "grafana" / "relay.json"
 TLS_EXPIRY = "relay_tls_certificate_expiry_timestamp_seconds"
 """Written against in the alerts and the dashboard before the relay exports it."""
 _SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
@@ -44,42 +42,6 @@ _METRIC = re.compile(r"\brelay_[a-z0-9_]+\b")
 
 
 # -- the names the deploy files use --------------------------------------------------------
-
-
-def alert_expressions(text: str) -> list[str]:
-    """Every `expr:` of a rules file, one-line or block (`expr: |`), without a YAML parser:
-    a block runs while its lines are indented deeper than the key."""
-    found: list[str] = []
-    lines = text.splitlines()
-    for n, line in enumerate(lines):
-        match = re.match(r"^(\s*)expr:\s*(.*)$", line)
-        if not match:
-            continue
-        indent, value = len(match.group(1)), match.group(2).strip()
-        if value not in ("|", ">", "|-", ">-"):
-            found.append(value)
-            continue
-        block = []
-        for following in lines[n + 1 :]:
-            if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                break
-            block.append(following.strip())
-        found.append(" ".join(b for b in block if b))
-    return found
-
-
-def dashboard_queries(node: Any) -> list[str]:
-    """Every PromQL text of a Grafana dashboard: panel targets' `expr` and the variables'
-    `query` and `definition`."""
-    if isinstance(node, list):
-        return [q for item in node for q in dashboard_queries(item)]
-    if not isinstance(node, dict):
-        return []
-    found = [v for k, v in node.items() if k in ("expr", "definition") and isinstance(v, str)]
-    query = node.get("query")
-    if isinstance(query, str) and "(" in query:
-        found.append(query)
-    return found + [q for v in node.values() for q in dashboard_queries(v)]
 
 
 def used_metrics() -> dict[str, set[str]]:

@@ -14,7 +14,7 @@ import pytest
 from relay.config.schema import FeedbackSection
 from relay.feedback.privacy.retention import Purged, purge_once
 from relay.queue.migrate import migrate
-from tests.peers import ROOT
+from tests.support.peers import ROOT
 
 pytestmark = pytest.mark.queue
 

@@ -17,9 +17,9 @@ from relay.feedback.privacy.unsubscribe import LIFETIME_DAYS, BadToken, Unsubscr
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome
-from tests.peers import RelayConfig, Sink, running
-from tests.smtp_client import submission
-from tests.test_policy_bulk import TENANT, newsletter
+from tests.support.messages import BULK_TENANT, newsletter
+from tests.support.peers import RelayConfig, Sink, running
+from tests.support.smtp_client import submission
 
 SECRET = b"k" * 32
 REQUEST = Unsubscribe("acme", "alice@inbox.example", "<n1@acme.example>")
@@ -59,7 +59,7 @@ def test_tokens_without_a_day_are_still_honoured() -> None:
 
 
 def _unsub(recipients: list[str]) -> tuple[Outcome, str, bool]:
-    relay_mode = TENANT.model_copy(update={"unsubscribe": "relay"})
+    relay_mode = BULK_TENANT.model_copy(update={"unsubscribe": "relay"})
     ctx = PolicyContext(relay_mode, "news@acme.example", recipients,
                         newsletter(unsubscribe=None, post=None))  # fmt: skip
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))

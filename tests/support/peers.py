@@ -26,7 +26,7 @@ import asyncpg
 
 from relay.sink import SinkHandler, make_sink_protocol
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACME_PASSWORD = "acme-secret"
 # argon2id of ACME_PASSWORD, made once with `relay hash-password`.
 ACME_HASH = (
