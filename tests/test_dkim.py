@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dkim
 import pytest
+import tomli_w
 from dkim.canonicalization import CanonicalizationPolicy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ from tests.support.dkim import (
     verify_all,
 )
 from tests.support.dns_server import DnsServer
-from tests.support.peers import ROOT
+from tests.support.peers import ROOT, demo_document, merged
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +147,14 @@ def test_rotate_promotes_only_a_published_key(tmp_path: Path) -> None:
     and retires the previous key."""
     dns = DnsServer({})
     config = tmp_path / "relay.toml"
-    config.write_text(
-        (ROOT / "relay.toml")
-        .read_text()
-        .replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
-        .replace("nameservers = []", f'nameservers = ["127.0.0.1:{dns.port}"]')
+    document = merged(
+        demo_document(),
+        {
+            "relay": {"data_dir": str(tmp_path / "data")},
+            "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        },
     )
+    config.write_text(tomli_w.dumps(document))
 
     def relay(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

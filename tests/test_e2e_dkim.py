@@ -10,7 +10,7 @@ import pytest
 from relay.dkim.keys import DomainKeys, dns_record
 from tests.support.dkim import dkimpy_dnsfunc, txt_record, verify_all
 from tests.support.dns_server import DnsServer
-from tests.support.peers import RelayConfig, Sink, run_cli, running
+from tests.support.peers import RelayConfig, Replace, Sink, run_cli, running
 from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +50,7 @@ def test_mail_from_a_domain_without_an_active_key_is_refused(
     """P-DKIM: every message leaves signed, so with no key for acme.example (and neither
     `[dkim] generate_missing` nor `allow_unsigned`) the message is refused at DATA with the
     rule's ID, nothing reaches the destination, and the admin commands name the domain."""
-    relay_config.dkim = ""
+    relay_config.overrides = {"dkim": Replace({})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             with pytest.raises(smtplib.SMTPDataError) as refused:
@@ -72,7 +72,7 @@ def test_allow_unsigned_lets_mail_without_a_key_leave_unsigned(
     relay_config: RelayConfig, sink: Sink, tmp_path: Path
 ) -> None:
     """`[dkim] allow_unsigned = true` is the deployment's explicit choice to send unsigned."""
-    relay_config.dkim = "allow_unsigned = true"
+    relay_config.overrides = {"dkim": Replace({"allow_unsigned": True})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.send_message(message())
@@ -85,7 +85,7 @@ def test_generate_missing_signs_the_first_message_with_a_key_made_at_start(
 ) -> None:
     """The demo's `[dkim] generate_missing`: the relay makes and activates a key for each
     tenant domain without one, and the first message verifies against that key's record."""
-    relay_config.dkim = "generate_missing = true"
+    relay_config.overrides = {"dkim": Replace({"generate_missing": True})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.send_message(message())

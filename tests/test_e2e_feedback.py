@@ -38,6 +38,8 @@ from tests.support.dns_server import DnsServer
 from tests.support.feedback import SECRET, arf_report, dsn_report, send_report
 from tests.support.peers import (
     ROOT,
+    Amend,
+    Append,
     RelayConfig,
     RelayProcess,
     Sink,
@@ -61,19 +63,19 @@ def feedback_relay(
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     port = free_port()
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
-    text = relay_config.render().replace(
-        "verified = true\n",
-        'verified = true\nreturn_path_domain = "bounce.acme.example"\n',
-        1,
-    )
-    text += (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nabuse_address = "abuse@relay.test"\n'
-        "process_every = 0.2\n"
-        '[[feedback.providers]]\nname = "loopback"\nnetworks = ["127.0.0.0/8"]\n'
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "policy": {"unsubscribe_secret_file": str(secret_file)},
+        "tenants": Amend(acme={"return_path_domain": "bounce.acme.example"}),
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {
+            "fbl_addresses": ["fbl@relay.test"],
+            "abuse_address": "abuse@relay.test",
+            "process_every": 0.2,
+            "providers": [{"name": "loopback", "networks": ["127.0.0.0/8"]}],
+        },
+    }
     with running(relay_config, tmp_path) as relay:
         yield relay, port
 
@@ -233,13 +235,15 @@ def test_webhook_gets_signed_events_again_after_a_500(
     receiver = _Receiver()
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text("webhook-secret-of-acme-0123456789")
-    text = relay_config.render().replace(
-        "verified = true\n",
-        f'verified = true\nwebhook_url = "{receiver.url}"\nwebhook_secret_file = "{secret_file}"\n'
-        "webhook_private = true\n",
-        1,
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "tenants": Amend(
+            acme={
+                "webhook_url": receiver.url,
+                "webhook_secret_file": str(secret_file),
+                "webhook_private": True,
+            }
+        )
+    }
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.sendmail("app@acme.example", [KEEP], message(to=KEEP).as_bytes(policy=SMTP))
@@ -294,18 +298,21 @@ def vouched_relay(
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     port = free_port()
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
-    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
-    text = relay_config.render().replace(
-        "verified = true\n", 'verified = true\nreturn_path_domain = "bounce.acme.example"\n', 1
-    )
-    text += (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n'
-        '[[feedback.providers]]\nname = "inbox"\nnetworks = ["192.0.2.0/24"]\n'
-        f'dkim_domains = ["{PROVIDER_DOMAIN}"]\n'
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "policy": {"unsubscribe_secret_file": str(secret_file)},
+        "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        "tenants": Amend(acme={"return_path_domain": "bounce.acme.example"}),
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {
+            "fbl_addresses": ["fbl@relay.test"],
+            "process_every": 0.2,
+            "providers": [
+                {"name": "inbox", "networks": ["192.0.2.0/24"], "dkim_domains": [PROVIDER_DOMAIN]}
+            ],
+        },
+    }
     try:
         with running(relay_config, tmp_path) as relay:
             yield relay, port, pem

@@ -18,7 +18,7 @@ from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome
 from tests.support.messages import BULK_TENANT, newsletter
-from tests.support.peers import RelayConfig, Sink, running
+from tests.support.peers import Amend, RelayConfig, Sink, running
 from tests.support.smtp_client import submission
 
 SECRET = b"k" * 32
@@ -82,16 +82,10 @@ def test_relay_adds_a_signed_uri_that_dkim_covers(
     relay_config: RelayConfig, sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RELAY_UNSUBSCRIBE_SECRET", SECRET.decode())
-    text = (
-        relay_config.render()
-        .replace(
-            "verified = true\n",
-            'verified = true\nunsubscribe = "relay"\nrequire_consent = false\n',
-            1,
-        )
-        .replace("[policy]\n", '[policy]\nunsubscribe_url = "https://relay.test/u"\n', 1)
-    )
-    (tmp_path / "relay.toml").write_text(text)  # the process started below reads this
+    relay_config.overrides = {
+        "tenants": Amend(acme={"unsubscribe": "relay", "require_consent": False}),
+        "policy": {"unsubscribe_url": "https://relay.test/u"},
+    }
     with running(relay_config, tmp_path) as relay:
         raw = newsletter(unsubscribe=None, post=None).replace(
             b"To: alice@inbox.example", b"To: alice@inbox.example\r\nList-Id: <news.acme.example>"

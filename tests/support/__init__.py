@@ -3,8 +3,9 @@
 Real peers on loopback, nothing mocked:
 
 - `peers`: the relay as a child process (`python -m relay serve` with a generated
-  relay.toml, `RelayConfig`), an SMTP sink that captures deliveries, `relay` commands run
-  against a test relay's configuration, queries on its database, free ports, waiting.
+  relay.toml: `RelayConfig` builds it as a dict, which tests vary as data through
+  `overrides`), an SMTP sink that captures deliveries, `relay` commands run against a test
+  relay's configuration, queries on its database, free ports, waiting.
 - `smtp_client`: smtplib sessions to the submission listeners, a test message, and `Raw`,
   a plain-socket SMTP dialogue for what smtplib would rewrite.
 - `smtp_dialogue`: byte-exact dialogues upgraded to TLS after STARTTLS, with AUTH PLAIN.
