@@ -28,9 +28,9 @@ from relay.policy.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.peers import RelayConfig, RelayProcess, Sink  # noqa: E402
-from tests.smtp_client import submission  # noqa: E402
-from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter  # noqa: E402
+from tests.support.messages import FOOTER_HTML, FOOTER_TEXT, newsletter  # noqa: E402
+from tests.support.peers import Amend, RelayConfig, RelayProcess, Sink  # noqa: E402
+from tests.support.smtp_client import submission  # noqa: E402
 
 TENANT = TenantSection(
     name="acme", domains=["acme.example"], networks=["10.0.0.0/8"], verified=True,
@@ -83,21 +83,14 @@ def _cpu_seconds(pid: int) -> float:
 def relay_cpu_ms(raw: bytes, messages: int) -> float:
     sink = Sink()
     with tempfile.TemporaryDirectory() as tmp:
+        limits = {"max_message_size": "1MiB", "submissions_per_minute": 99999}
         config = RelayConfig(
-            dsn="", data_dir=Path(tmp) / "data", routes={"inbox.example": sink.port}
+            dsn="",
+            data_dir=Path(tmp) / "data",
+            routes={"inbox.example": sink.port},
+            overrides={"tenants": Amend(acme={"limits": limits, "require_consent": False})},
         )
         relay = RelayProcess(config, Path(tmp))
-        text = config.render()
-        for old, new in (
-            ('max_message_size = "64KiB"', 'max_message_size = "1MiB"'),
-            (
-                "recipients_per_message = 5",
-                "recipients_per_message = 5\nsubmissions_per_minute = 99999",
-            ),
-            ("verified = true", "verified = true\nrequire_consent = false"),
-        ):
-            text = text.replace(old, new)
-        relay.write_config(text)
         relay.start()
         try:
             assert relay.proc is not None

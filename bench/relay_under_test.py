@@ -129,7 +129,7 @@ class RelayServer:
         """Write and check the config; make the DKIM key and activate it through DNS."""
         sys.path.insert(0, str(ROOT))
         from relay.dkim.keys import DomainKeys, dns_record
-        from tests.dns_server import DnsServer
+        from tests.support.dns_server import DnsServer
 
         (self.root / "run").mkdir(mode=0o700, exist_ok=True)
         with DnsServer() as dns:

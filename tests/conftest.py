@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from relay.queue.migrate import migrate
-from tests.peers import RelayConfig, RelayProcess, Sink
+from tests.support.peers import RelayConfig, RelayProcess, Sink
 
 
 def _with_database(dsn: str, name: str) -> str:

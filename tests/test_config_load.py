@@ -7,16 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from relay.config.load import ConfigError, load_config, read_config
 from relay.config.units import parse_duration, parse_size
-from tests.peers import ACME_HASH, ROOT
+from tests.support.peers import ACME_HASH, ROOT, Amend, demo_document, merged
 
+# Text, not dicts, where a test's expected message names a line: the line is where the
+# text puts the key, so the file is written out as the reader sees it.
 MINIMAL = """\
 [[listeners]]
 name = "submission"
 address = "127.0.0.1:2587"
 """
+LISTENER = {"name": "submission", "address": "127.0.0.1:2587"}
+"""MINIMAL's one listener, for files built as data when no message names a line."""
 
 
 def _errors(tmp_path: Path, text: str) -> str:
@@ -128,17 +133,15 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str)
 
 
 def test_duplicate_logins_are_refused(tmp_path: Path) -> None:
-    tenant = """
-[[tenants]]
-name = "{name}"
-domains = ["{name}.example"]
-[[tenants.credentials]]
-username = "same"
-password_hash = "{hash}"
-"""
-    text = (
-        MINIMAL + tenant.format(name="a", hash=ACME_HASH) + tenant.format(name="b", hash=ACME_HASH)
-    )
+    tenants = [
+        {
+            "name": name,
+            "domains": [f"{name}.example"],
+            "credentials": [{"username": "same", "password_hash": ACME_HASH}],
+        }
+        for name in ("a", "b")
+    ]
+    text = tomli_w.dumps({"listeners": [LISTENER], "tenants": tenants})
     assert "usernames must be unique, repeated: same" in _errors(tmp_path, text)
 
 
@@ -181,7 +184,7 @@ def test_hash_password_makes_an_argon2_hash_that_verifies() -> None:
 def test_migrate_command_applies_once(database: str, tmp_path: Path) -> None:
     """`relay migrate` applies the schema to a fresh database, then has nothing to do."""
     config = tmp_path / "relay.toml"
-    config.write_text(f'[queue]\ndsn = "{database}"\n' + MINIMAL)
+    config.write_text(tomli_w.dumps({"queue": {"dsn": database}, "listeners": [LISTENER]}))
 
     def migrate() -> str:
         return subprocess.run(
@@ -194,15 +197,18 @@ def test_migrate_command_applies_once(database: str, tmp_path: Path) -> None:
 
 
 def test_relay_unsubscribe_needs_an_endpoint(tmp_path: Path) -> None:
-    text = (
-        MINIMAL
-        + '[[tenants]]\nname = "a"\ndomains = ["a.example"]\nnetworks = ["10.0.0.0/8"]\n'
-        + 'unsubscribe = "relay"\n'
-    )
+    tenant = {
+        "name": "a",
+        "domains": ["a.example"],
+        "networks": ["10.0.0.0/8"],
+        "unsubscribe": "relay",
+    }
+    text = tomli_w.dumps({"listeners": [LISTENER], "tenants": [tenant]})
     assert 'use unsubscribe = "relay": set [policy] unsubscribe_url' in _errors(tmp_path, text)
 
 
 def _tenant(name: str, domains: str, networks: str = '["192.0.2.0/24"]') -> str:
+    """A tenant as text (after MINIMAL): the first case below names the line of a domain."""
     return f"[[tenants]]\nname = '{name}'\ndomains = {domains}\nnetworks = {networks}\n"
 
 
@@ -238,12 +244,11 @@ def test_unsafe_configs_are_refused_naming_the_key(tmp_path: Path, case: str) ->
 
 def test_the_demo_password_is_refused_off_loopback(tmp_path: Path) -> None:
     """The shipped demo credentials are fine on 127.0.0.1 and refused elsewhere."""
-    demo = (ROOT / "relay.toml").read_text()
     path = tmp_path / "relay.toml"
-    path.write_text(demo)
+    path.write_text((ROOT / "relay.toml").read_text())
     load_config(path)
-    exposed = demo.replace('address = "127.0.0.1:2587"', 'address = "0.0.0.0:2587"')
-    message = _errors(tmp_path, exposed)
+    exposed = merged(demo_document(), {"listeners": Amend(submission={"address": "0.0.0.0:2587"})})
+    message = _errors(tmp_path, tomli_w.dumps(exposed))
     assert "tenants[0].credentials[0].password_hash: the demo password" in message
     assert "(submission)" in message
 

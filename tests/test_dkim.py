@@ -5,13 +5,12 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
 import dkim
-import dns.resolver
 import pytest
+import tomli_w
 from dkim.canonicalization import CanonicalizationPolicy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,10 +18,16 @@ from hypothesis import strategies as st
 from relay.dkim import sign as dkim_sign
 from relay.dkim.keys import DomainKeys, dns_record, generate, load_signing_keys
 from relay.dkim.sign import SigningKey, relaxed_body, relaxed_body_hash, sign
-from tests.dns_server import DnsServer
-from tests.peers import ROOT
-
-DOMAIN = "acme.example"
+from tests.support.dkim import (
+    DOMAIN,
+    SIGNING_CASES,
+    dkimpy_dnsfunc,
+    receipt,
+    txt_record,
+    verify_all,
+)
+from tests.support.dns_server import DnsServer
+from tests.support.peers import ROOT, demo_document, merged
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,8 @@ def keys() -> list[SigningKey]:
 @pytest.fixture(scope="module")
 def dns_server(keys: list[SigningKey]) -> Iterator[DnsServer]:
     records = {
-        f"{k.selector}._domainkey.{DOMAIN}": [("TXT", 300, _txt(dns_record(k.key)))] for k in keys
+        f"{k.selector}._domainkey.{DOMAIN}": [("TXT", 300, txt_record(dns_record(k.key)))]
+        for k in keys
     }
     server = DnsServer(records)
     try:
@@ -45,96 +51,18 @@ def dns_server(keys: list[SigningKey]) -> Iterator[DnsServer]:
         server.stop()
 
 
-def _txt(record: str) -> str:
-    """Zone-file text of a TXT record: strings of at most 255 octets."""
-    return " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
-
-
-def dkimpy_dnsfunc(port: int) -> Callable[..., bytes | None]:
-    """dkimpy's DNS hook, answered by real queries to the loopback DNS server on `port`."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = port
-
-    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
-        try:
-            answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
-        return b"".join(b"".join(r.strings) for r in answer)
-
-    return lookup
-
-
 @pytest.fixture(scope="module")
 def dnsfunc(dns_server: DnsServer) -> Callable[..., bytes | None]:
     return dkimpy_dnsfunc(dns_server.port)
 
 
-def _verify_all(message: bytes, dnsfunc: Callable[..., bytes | None]) -> list[bool]:
-    d = dkim.DKIM(message)
-    count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
-    results = []
-    for i in range(count):
-        try:
-            results.append(bool(d.verify(idx=i, dnsfunc=dnsfunc)))
-        except dkim.ValidationError:  # dkimpy raises on a body hash mismatch
-            results.append(False)
-    return results
-
-
-def _base(body: str = "Hello.\n", **headers: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = f"Shop <news@{DOMAIN}>"
-    msg["To"] = "alice@inbox.example"
-    msg["Subject"] = "Your receipt"
-    msg["Date"] = "Mon, 23 Nov 2026 22:00:00 +0000"
-    msg["Message-ID"] = f"<1@{DOMAIN}>"
-    for name, value in headers.items():
-        del msg[name.replace("_", "-")]
-        msg[name.replace("_", "-")] = value
-    msg.set_content(body)
-    return msg
-
-
-def _attachment() -> EmailMessage:
-    msg = _base("See the attached invoice.\n")
-    msg.add_attachment(bytes(range(256)) * 40, maintype="application", subtype="pdf")
-    return msg
-
-
-CASES: dict[str, bytes] = {
-    "dot-leading lines": _base(".hidden\n..two dots\n.\n").as_bytes(policy=SMTP),
-    "trailing whitespace": _base("spaces   \ntabs\t\t\nmixed \t \n").as_bytes(policy=SMTP),
-    "empty body": (
-        f"From: news@{DOMAIN}\r\nTo: a@inbox.example\r\nSubject: empty\r\n"
-        f"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\nMessage-ID: <2@{DOMAIN}>\r\n\r\n"
-    ).encode(),
-    "utf-8 body": _base("Grüße aus Köln — ✓\n").as_bytes(policy=SMTP),
-    "attachment": _attachment().as_bytes(policy=SMTP),
-    "long folded header": _base(
-        Subject="A subject " + "that goes on and on " * 12,
-        List_Unsubscribe="<https://acme.example/u/" + "x" * 120 + ">",
-        List_Unsubscribe_Post="List-Unsubscribe=One-Click",
-    ).as_bytes(policy=SMTP),
-    "8-bit text": (
-        f"From: news@{DOMAIN}\r\nTo: a@inbox.example\r\nSubject: 8bit\r\n"
-        f"Date: Mon, 23 Nov 2026 22:00:00 +0000\r\nMessage-ID: <3@{DOMAIN}>\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=latin-1\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n"
-    ).encode()
-    + "Caf\xe9 cr\xe8me br\xfbl\xe9e\r\n".encode("latin-1"),
-    "bare LF line endings": _base("one\ntwo\n").as_bytes(),
-}
-
-
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", SIGNING_CASES)
 def test_signatures_verify(
     case: str, keys: list[SigningKey], dnsfunc: Callable[..., bytes | None]
 ) -> None:
     """RFC 6376 and RFC 8463: both the RSA-2048 and the Ed25519 signature verify."""
-    signed = sign(CASES[case], keys, expire_after=86400)
-    assert _verify_all(signed, dnsfunc) == [True, True]
+    signed = sign(SIGNING_CASES[case], keys, expire_after=86400)
+    assert verify_all(signed, dnsfunc) == [True, True]
     assert b"\r\n" in signed and b"\n" not in signed.replace(b"\r\n", b"")
 
 
@@ -158,9 +86,9 @@ def test_altered_message_fails(
     tamper: Callable[[bytes], bytes], keys: list[SigningKey], dnsfunc: Callable[..., bytes | None]
 ) -> None:
     """Any change after signing, including an added From or Cc (over-signing), breaks it."""
-    signed = sign(_base().as_bytes(policy=SMTP), keys)
-    assert _verify_all(signed, dnsfunc) == [True, True]
-    assert _verify_all(tamper(signed), dnsfunc) == [False, False]
+    signed = sign(receipt().as_bytes(policy=SMTP), keys)
+    assert verify_all(signed, dnsfunc) == [True, True]
+    assert verify_all(tamper(signed), dnsfunc) == [False, False]
 
 
 def test_relaxed_body_matches_dkimpy() -> None:
@@ -188,7 +116,7 @@ def test_the_body_hash_in_pieces_is_the_hash_of_the_whole(body: bytes, chunk: in
 
 def test_signature_tags(keys: list[SigningKey]) -> None:
     """relaxed/relaxed, t= and x=, no l=; the named headers are over-signed (N+1)."""
-    signed = sign(_base().as_bytes(policy=SMTP), keys[:1], expire_after=3600, now=1_800_000_000)
+    signed = sign(receipt().as_bytes(policy=SMTP), keys[:1], expire_after=3600, now=1_800_000_000)
     header = dkim.DKIM(signed).headers[0][1]
     tags = dict(
         (k.strip(), v.strip())
@@ -219,12 +147,14 @@ def test_rotate_promotes_only_a_published_key(tmp_path: Path) -> None:
     and retires the previous key."""
     dns = DnsServer({})
     config = tmp_path / "relay.toml"
-    config.write_text(
-        (ROOT / "relay.toml")
-        .read_text()
-        .replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
-        .replace("nameservers = []", f'nameservers = ["127.0.0.1:{dns.port}"]')
+    document = merged(
+        demo_document(),
+        {
+            "relay": {"data_dir": str(tmp_path / "data")},
+            "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        },
     )
+    config.write_text(tomli_w.dumps(document))
 
     def relay(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -244,7 +174,7 @@ def test_rotate_promotes_only_a_published_key(tmp_path: Path) -> None:
             refused = relay("rotate", "demo.example")
             assert refused.returncode == 1 and f"s{round_} is not published" in refused.stderr
             key = DomainKeys(root, "demo.example").load_key(f"s{round_}")
-            dns.add(f"s{round_}._domainkey.demo.example", "TXT", 300, _txt(dns_record(key)))
+            dns.add(f"s{round_}._domainkey.demo.example", "TXT", 300, txt_record(dns_record(key)))
             rotated = relay("rotate", "demo.example")
             assert rotated.returncode == 0, rotated.stderr
             assert f"s{round_} now signs" in rotated.stdout

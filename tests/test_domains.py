@@ -7,15 +7,26 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from relay.config.load import load_config
 from relay.dkim.keys import DomainKeys, dns_record
 from relay.policy.domains import passed, verify_domain
-from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, Sink, db_count, run_cli, running, wait_for
-from tests.rdap_server import RdapServer
-from tests.smtp_client import message, submission
-from tests.test_dkim import _txt
+from tests.support.dkim import txt_record
+from tests.support.dns_server import DnsServer
+from tests.support.peers import (
+    Amend,
+    RelayConfig,
+    Sink,
+    db_count,
+    demo_document,
+    merged,
+    run_cli,
+    running,
+    wait_for,
+)
+from tests.support.rdap_server import RdapServer
+from tests.support.smtp_client import message, submission
 
 SPF_RELAY = ("TXT", 300, '"v=spf1 ip4:192.0.2.0/24 -all"')
 
@@ -33,23 +44,26 @@ def _publish(dns: DnsServer, data_dir: Path, domain: str, dmarc: str | None, spf
     keys = DomainKeys(data_dir / "dkim", domain)
     selector, key = keys.add_next("rsa")
     keys.promote("rsa")
-    dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, _txt(dns_record(key)))
+    dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, txt_record(dns_record(key)))
     dns.add(domain, "TXT", 300, f'"{spf}"')
     if dmarc:
         dns.add(f"_dmarc.{domain}", "TXT", 300, f'"{dmarc}"')
 
 
-def _config(tmp_path: Path, dns: DnsServer, domains: list[str]) -> Path:
+def _config(tmp_path: Path, dns: DnsServer, domains: list[str], **tenant: object) -> Path:
+    """The demo relay.toml with its data in `tmp_path`, `dns` as its resolver, the test SPF
+    mechanism, and `domains` (and `tenant`'s other keys) for its one tenant."""
     path = tmp_path / "relay.toml"
-    path.write_text(
-        (ROOT / "relay.toml")
-        .read_text()
-        .replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
-        .replace("nameservers = []", f'nameservers = ["127.0.0.1:{dns.port}"]')
-        .replace('spf_mechanism = "include:_spf.relay.localhost"',
-                 'spf_mechanism = "include:_spf.relay.test"')
-        .replace('domains = ["demo.example"]', f"domains = {domains!r}".replace("'", '"'))
-    )  # fmt: skip
+    document = merged(
+        demo_document(),
+        {
+            "relay": {"data_dir": str(tmp_path / "data")},
+            "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+            "policy": {"spf_mechanism": "include:_spf.relay.test"},
+            "tenants": Amend(demo={"domains": domains, **tenant}),
+        },
+    )
+    path.write_text(tomli_w.dumps(document))
     return path
 
 
@@ -98,7 +112,7 @@ def test_only_verified_domains_send(
     """With require_verified_domains, a From domain that has not passed `relay domain
     verify` is refused with [P-DNSAUTH]; once verified (and reloaded) it sends."""
     relay_config.require_verified_domains = True
-    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
+    relay_config.overrides = {"delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]}}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             code, reply = client.mail("app@acme.example")
@@ -129,8 +143,10 @@ def test_a_proxied_registrant_does_not_send(
     bootstrap = tmp_path / "rdap-dns.json"
     bootstrap.write_text(json.dumps(rdap_server.bootstrap()))
     relay_config.require_verified_domains = True
-    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
-    relay_config.extra_policy = f'rdap_bootstrap_file = "{bootstrap}"'
+    relay_config.overrides = {
+        "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        "policy": {"rdap_bootstrap_file": str(bootstrap)},
+    }
     _publish(dns, relay_config.data_dir, "acme.example", "v=DMARC1; p=reject",
              "v=spf1 include:_spf.relay.test -all")  # fmt: skip
     with rdap_server, running(relay_config, tmp_path) as relay:
@@ -170,10 +186,7 @@ def test_return_path_domain_needs_the_relay_as_mx_and_in_spf(
     MX must be the relay, so bounces come back, and its SPF must authorise the relay."""
     _publish(dns, tmp_path / "data", "shop.example", "v=DMARC1; p=reject",
              "v=spf1 include:_spf.relay.test -all")  # fmt: skip
-    path = _config(tmp_path, dns, ["shop.example"])
-    path.write_text(path.read_text().replace(
-        'return_path_domain = ""', 'return_path_domain = "bounce.shop.example"'
-    ))  # fmt: skip
+    path = _config(tmp_path, dns, ["shop.example"], return_path_domain="bounce.shop.example")
     config = load_config(path)
     findings = asyncio.run(verify_domain("shop.example", config))
     return_path = [f for f in findings if f.check == "return-path"]

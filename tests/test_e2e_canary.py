@@ -10,21 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
-from tests.smtp_client import submission
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import newsletter
+from tests.support.peers import (
+    Amend,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    db_rows,
+    running,
+    wait_for,
+)
+from tests.support.smtp_client import submission
 
 pytestmark = pytest.mark.e2e
 
 SPRING = "<spring.acme.example>"
-CANARY = """
-[canary]
-enabled = true
-min_size = 100
-settle = "2s"
-window = "6s"
-check_every = "0.25s"
-"""
+CANARY = {
+    "enabled": True,
+    "min_size": 100,
+    "settle": "2s",
+    "window": "6s",
+    "check_every": "0.25s",
+}
 
 
 def _recipients(sink: Sink) -> int:
@@ -39,10 +47,12 @@ def _metrics(relay: RelayProcess) -> str:
 def test_a_campaign_goes_out_as_a_canary_then_whole(
     relay_config: RelayConfig, sink: Sink, tmp_path: Path
 ) -> None:
-    text = relay_config.render()
-    text = text.replace("verified = true\n", "verified = true\nrequire_consent = false\n", 1)
-    text = text.replace("recipients_per_message = 5\n", "recipients_per_message = 100\n", 1)
-    (tmp_path / "relay.toml").write_text(text + CANARY)
+    relay_config.overrides = {
+        "tenants": Amend(
+            acme={"require_consent": False, "limits": {"recipients_per_message": 100}}
+        ),
+        "canary": CANARY,
+    }
     with running(relay_config, tmp_path) as relay:
         with submission(relay_config.submission_port) as client:
             for batch in range(3):

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from relay.delivery.reuse import IDLE_SECONDS
-from tests.peers import ACME_PASSWORD, RelayProcess, Sink, db_rows, wait_for
-from tests.smtp_client import message, submission, tls_context
+from tests.support.peers import ACME_PASSWORD, RelayProcess, Sink, db_rows, wait_for
+from tests.support.smtp_client import message, submission, tls_context
 
 pytestmark = pytest.mark.e2e
 

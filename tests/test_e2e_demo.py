@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port
+from tests.support.peers import ROOT, RelayConfig, RelayProcess, Sink, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +20,7 @@ def test_demo_config_delivers_the_readme_message_on_embedded_postgres(
     reaches the sink, and SIGTERM stops the embedded PostgreSQL too."""
     ports = {"2587": free_port(), "2465": free_port(), "9587": free_port(), "2526": sink.port,
              "2525": free_port()}  # fmt: skip
+    # The shipped file as text with only its ports changed: the demo as a newcomer runs it.
     text = (ROOT / "relay.toml").read_text()
     for old, new in ports.items():
         assert f':{old}"' in text or f"= {old}" in text

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from relay.dkim.keys import DomainKeys, dns_record
-from tests.dns_server import DnsServer
-from tests.peers import RelayConfig, Sink, run_cli, running
-from tests.smtp_client import message, submission
-from tests.test_dkim import _txt, _verify_all, dkimpy_dnsfunc
+from tests.support.dkim import dkimpy_dnsfunc, txt_record, verify_all
+from tests.support.dns_server import DnsServer
+from tests.support.peers import RelayConfig, Replace, Sink, run_cli, running
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def test_delivered_message_carries_valid_rsa_and_ed25519_signatures(
     for algorithm in ("rsa", "ed25519"):
         selector, key = keys.add_next(algorithm)  # type: ignore[arg-type]
         keys.promote(algorithm)  # type: ignore[arg-type]
-        records[f"{selector}._domainkey.acme.example"] = [("TXT", 300, _txt(dns_record(key)))]
+        records[f"{selector}._domainkey.acme.example"] = [("TXT", 300, txt_record(dns_record(key)))]
     dns = DnsServer(records)  # type: ignore[arg-type]
     try:
         with running(relay_config, tmp_path) as relay:
@@ -37,9 +37,9 @@ def test_delivered_message_carries_valid_rsa_and_ed25519_signatures(
             ((_, _, content),) = sink.wait_count(1)
         assert content.startswith(b"DKIM-Signature: v=1; a=")
         assert content.count(b"d=acme.example;") == 2
-        assert _verify_all(content, dkimpy_dnsfunc(dns.port)) == [True, True]
+        assert verify_all(content, dkimpy_dnsfunc(dns.port)) == [True, True]
         tampered = content.replace(b"Subject: Receipt", b"Subject: Invoice")
-        assert _verify_all(tampered, dkimpy_dnsfunc(dns.port)) == [False, False]
+        assert verify_all(tampered, dkimpy_dnsfunc(dns.port)) == [False, False]
     finally:
         dns.stop()
 
@@ -50,7 +50,7 @@ def test_mail_from_a_domain_without_an_active_key_is_refused(
     """P-DKIM: every message leaves signed, so with no key for acme.example (and neither
     `[dkim] generate_missing` nor `allow_unsigned`) the message is refused at DATA with the
     rule's ID, nothing reaches the destination, and the admin commands name the domain."""
-    relay_config.dkim = ""
+    relay_config.overrides = {"dkim": Replace({})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             with pytest.raises(smtplib.SMTPDataError) as refused:
@@ -72,7 +72,7 @@ def test_allow_unsigned_lets_mail_without_a_key_leave_unsigned(
     relay_config: RelayConfig, sink: Sink, tmp_path: Path
 ) -> None:
     """`[dkim] allow_unsigned = true` is the deployment's explicit choice to send unsigned."""
-    relay_config.dkim = "allow_unsigned = true"
+    relay_config.overrides = {"dkim": Replace({"allow_unsigned": True})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.send_message(message())
@@ -85,7 +85,7 @@ def test_generate_missing_signs_the_first_message_with_a_key_made_at_start(
 ) -> None:
     """The demo's `[dkim] generate_missing`: the relay makes and activates a key for each
     tenant domain without one, and the first message verifies against that key's record."""
-    relay_config.dkim = "generate_missing = true"
+    relay_config.overrides = {"dkim": Replace({"generate_missing": True})}
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.send_message(message())
@@ -94,9 +94,9 @@ def test_generate_missing_signs_the_first_message_with_a_key_made_at_start(
     selector = keys.state["rsa"].active
     assert selector is not None
     record = dns_record(keys.load_key(selector))
-    records = {f"{selector}._domainkey.acme.example": [("TXT", 300, _txt(record))]}
+    records = {f"{selector}._domainkey.acme.example": [("TXT", 300, txt_record(record))]}
     dns = DnsServer(records)  # type: ignore[arg-type]
     try:
-        assert _verify_all(content, dkimpy_dnsfunc(dns.port)) == [True]
+        assert verify_all(content, dkimpy_dnsfunc(dns.port)) == [True]
     finally:
         dns.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers import (
+from tests.support.peers import (
     ACME_PASSWORD,
     RelayConfig,
     RelayProcess,
@@ -25,7 +25,7 @@ from tests.peers import (
     running,
     wait_for,
 )
-from tests.smtp_client import message, submission
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 

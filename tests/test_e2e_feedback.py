@@ -33,14 +33,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.dkim.keys import dns_record
 from relay.feedback.reports import verp
-from tests.dns_server import DnsServer
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, db_rows, free_port, running, wait_for
-from tests.smtp_client import message, submission
-from tests.test_dkim import _txt
+from tests.support.dkim import txt_record
+from tests.support.dns_server import DnsServer
+from tests.support.feedback import SECRET, arf_report, dsn_report, send_report
+from tests.support.peers import (
+    ROOT,
+    Amend,
+    Append,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    db_rows,
+    free_port,
+    running,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "s3cret-for-return-paths-and-tokens-0123456789"
 GONE, LATER, MOAN, KEEP = (f"{n}@inbox.example" for n in ("gone", "later", "moan", "keep"))
 
 
@@ -52,19 +63,19 @@ def feedback_relay(
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     port = free_port()
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
-    text = relay_config.render().replace(
-        "verified = true\n",
-        'verified = true\nreturn_path_domain = "bounce.acme.example"\n',
-        1,
-    )
-    text += (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nabuse_address = "abuse@relay.test"\n'
-        "process_every = 0.2\n"
-        '[[feedback.providers]]\nname = "loopback"\nnetworks = ["127.0.0.0/8"]\n'
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "policy": {"unsubscribe_secret_file": str(secret_file)},
+        "tenants": Amend(acme={"return_path_domain": "bounce.acme.example"}),
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {
+            "fbl_addresses": ["fbl@relay.test"],
+            "abuse_address": "abuse@relay.test",
+            "process_every": 0.2,
+            "providers": [{"name": "loopback", "networks": ["127.0.0.0/8"]}],
+        },
+    }
     with running(relay_config, tmp_path) as relay:
         yield relay, port
 
@@ -72,70 +83,6 @@ def feedback_relay(
 def _suppressions(relay: RelayProcess) -> dict[str, str]:
     rows = db_rows(relay.config.dsn, "SELECT address, reason FROM suppressions")
     return {r["address"]: r["reason"] for r in rows}
-
-
-def _report(headers: str, report_type: str, parts: list[tuple[str, bytes]]) -> bytes:
-    """A multipart/report (RFC 6522) written out by hand, as providers' MTAs send them."""
-    boundary = "=_report_boundary_42"
-    lines = [
-        headers.replace("\n", "\r\n").encode(),
-        b"MIME-Version: 1.0\r\n",
-        f'Content-Type: multipart/report; report-type={report_type}; boundary="{boundary}"'
-        "\r\n\r\n".encode(),
-    ]
-    for content_type, body in parts:
-        lines.append(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
-        lines.append(body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n")
-    lines.append(f"--{boundary}--\r\n".encode())
-    return b"".join(lines)
-
-
-def _dsn(return_path: str, recipient: str, original: bytes) -> bytes:
-    """An RFC 3464 DSN as a provider's MTA writes one, days after accepting the message."""
-    status = (
-        "Reporting-MTA: dns; mx.inbox.example\n\n"
-        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 mailbox disabled after the message was accepted\n"
-    )
-    return _report(
-        "From: Mail Delivery Subsystem <mailer-daemon@mx.inbox.example>\n"
-        f"To: {return_path}\nSubject: Undelivered Mail Returned to Sender\n",
-        "delivery-status",
-        [
-            ("text/plain", b"Your message could not be delivered to its recipient's mailbox."),
-            ("message/delivery-status", status.encode()),
-            ("text/rfc822-headers", original.split(b"\r\n\r\n", 1)[0]),
-        ],
-    )
-
-
-def _arf(return_path: str, complainant: str, original: bytes) -> bytes:
-    """An ARF report (RFC 5965) as a provider's feedback loop sends one."""
-    fields = (
-        "Feedback-Type: abuse\nUser-Agent: InboxFBL/1.0\nVersion: 1\n"
-        f"Original-Mail-From: <{return_path}>\nOriginal-Rcpt-To: <{complainant}>\n"
-        "Arrival-Date: Mon, 30 Nov 2026 05:00:00 +0000\nSource-IP: 192.0.2.1\n"
-    )
-    return _report(
-        "From: Feedback Loop <fbl@inbox.example>\nTo: fbl@relay.test\n"
-        "Subject: Complaint about a message from your network\n",
-        "feedback-report",
-        [
-            ("text/plain", b"This is an email abuse report for a message from your IP."),
-            ("message/feedback-report", fields.encode()),
-            ("message/rfc822", original),
-        ],
-    )
-
-
-def _send_report(port: int, mail_from: str, rcpt: str, raw: bytes) -> tuple[int, bytes]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
-        client.ehlo("mx.inbox.example")
-        client.mail(mail_from)
-        code, reply = client.rcpt(rcpt)
-        if code != 250:
-            return code, reply
-        return client.data(raw)
 
 
 def test_bounces_and_complaints_suppress(
@@ -159,10 +106,10 @@ def test_bounces_and_complaints_suppress(
     wait_for(lambda: _suppressions(relay).get(GONE) == "hard-bounce", 15, "synchronous bounce")
 
     later_path, later_content = delivered[LATER]
-    assert _send_report(port, "", later_path, _dsn(later_path, LATER, later_content))[0] == 250
+    assert send_report(port, "", later_path, dsn_report(later_path, LATER, later_content))[0] == 250
     moan_path, moan_content = delivered[MOAN]
-    code, _ = _send_report(port, "fbl@inbox.example", "fbl@relay.test",
-                           _arf(moan_path, MOAN, moan_content))  # fmt: skip
+    code, _ = send_report(port, "fbl@inbox.example", "fbl@relay.test",
+                           arf_report(moan_path, MOAN, moan_content))  # fmt: skip
     assert code == 250
     wait_for(lambda: len(_suppressions(relay)) == 3, 15, "three suppressions")
     assert _suppressions(relay) == {GONE: "hard-bounce", LATER: "hard-bounce", MOAN: "complaint"}
@@ -194,12 +141,12 @@ def test_feedback_listener_is_no_relay_and_keeps_what_it_cannot_read(
     feedback_relay: tuple[RelayProcess, int],
 ) -> None:
     relay, port = feedback_relay
-    code, reply = _send_report(port, "spammer@example.net", "victim@elsewhere.example", b"x")
+    code, reply = send_report(port, "spammer@example.net", "victim@elsewhere.example", b"x")
     assert code == 550 and reply.startswith(b"5.7.1 Relaying denied")
-    code, reply = _send_report(port, "", "b-forged@bounce.acme.example", b"x")
+    code, reply = send_report(port, "", "b-forged@bounce.acme.example", b"x")
     assert code == 550 and reply.startswith(b"5.1.1")
     garbage = b"Subject: feedback-report\r\nContent-Type: multipart/report\r\n\r\n\xff\xfe--"
-    assert _send_report(port, "", "fbl@relay.test", garbage)[0] == 250
+    assert send_report(port, "", "fbl@relay.test", garbage)[0] == 250
     wait_for(
         lambda: bool(db_rows(relay.config.dsn,
                              "SELECT 1 FROM feedback_reports WHERE state = 'malformed'")),
@@ -243,7 +190,7 @@ def test_forwarded_abuse_report_suppresses_the_reporter(
     forward.set_content("I never signed up for this. The message is attached.\n")
     forward.add_attachment(email.message_from_bytes(content, policy=email.policy.SMTP))
     raw = forward.as_bytes(policy=email.policy.SMTP)
-    assert _send_report(port, KEEP, "abuse@relay.test", raw)[0] == 250
+    assert send_report(port, KEEP, "abuse@relay.test", raw)[0] == 250
     wait_for(lambda: _suppressions(relay).get(KEEP) == "abuse-report", 15, "abuse report")
     listing = subprocess.run(
         [sys.executable, "-m", "relay", "abuse", "ls", "--config", str(relay.path)],
@@ -288,13 +235,15 @@ def test_webhook_gets_signed_events_again_after_a_500(
     receiver = _Receiver()
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text("webhook-secret-of-acme-0123456789")
-    text = relay_config.render().replace(
-        "verified = true\n",
-        f'verified = true\nwebhook_url = "{receiver.url}"\nwebhook_secret_file = "{secret_file}"\n'
-        "webhook_private = true\n",
-        1,
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "tenants": Amend(
+            acme={
+                "webhook_url": receiver.url,
+                "webhook_secret_file": str(secret_file),
+                "webhook_private": True,
+            }
+        )
+    }
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:
             client.sendmail("app@acme.example", [KEEP], message(to=KEEP).as_bytes(policy=SMTP))
@@ -344,22 +293,26 @@ def vouched_relay(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    dns = DnsServer({f"fbl._domainkey.{PROVIDER_DOMAIN}": [("TXT", 300, _txt(dns_record(key)))]})  # type: ignore[arg-type]
+    record = txt_record(dns_record(key))  # type: ignore[arg-type]
+    dns = DnsServer({f"fbl._domainkey.{PROVIDER_DOMAIN}": [("TXT", 300, record)]})
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     port = free_port()
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
-    relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]'
-    text = relay_config.render().replace(
-        "verified = true\n", 'verified = true\nreturn_path_domain = "bounce.acme.example"\n', 1
-    )
-    text += (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n'
-        '[[feedback.providers]]\nname = "inbox"\nnetworks = ["192.0.2.0/24"]\n'
-        f'dkim_domains = ["{PROVIDER_DOMAIN}"]\n'
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "policy": {"unsubscribe_secret_file": str(secret_file)},
+        "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        "tenants": Amend(acme={"return_path_domain": "bounce.acme.example"}),
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {
+            "fbl_addresses": ["fbl@relay.test"],
+            "process_every": 0.2,
+            "providers": [
+                {"name": "inbox", "networks": ["192.0.2.0/24"], "dkim_domains": [PROVIDER_DOMAIN]}
+            ],
+        },
+    }
     try:
         with running(relay_config, tmp_path) as relay:
             yield relay, port, pem
@@ -401,25 +354,25 @@ def test_forged_and_replayed_reports_change_nothing(
         )
     delivered = {rcpts[0]: (mail_from, content) for mail_from, rcpts, content in sink.wait_count(2)}
     moan_path, moan_content = delivered[MOAN]
-    complaint = _arf(moan_path, MOAN, moan_content)
+    complaint = arf_report(moan_path, MOAN, moan_content)
 
     for _ in range(5):  # anyone can write an ARF report naming a delivered message
-        assert _send_report(port, "fbl@inbox.example", "fbl@relay.test", complaint)[0] == 250
+        assert send_report(port, "fbl@inbox.example", "fbl@relay.test", complaint)[0] == 250
     wait_for(lambda: _report_states(relay) == ["unverified"] * 5, 15, "five unverified reports")
     assert _rates(relay) == (0, 0) and MOAN not in _suppressions(relay)
 
     signed = _signed(complaint, pem)
     for _ in range(3):
-        assert _send_report(port, "fbl@inbox.example", "fbl@relay.test", signed)[0] == 250
+        assert send_report(port, "fbl@inbox.example", "fbl@relay.test", signed)[0] == 250
     wait_for(lambda: len(_report_states(relay)) == 8 and "new" not in _report_states(relay),
              15, "the signed reports")  # fmt: skip
     assert _report_states(relay)[5:] == ["processed", "duplicate", "duplicate"]
     assert _suppressions(relay).get(MOAN) == "complaint" and _rates(relay) == (1, 0)
 
     later_path, later_content = delivered[LATER]
-    bounce = _dsn(later_path, LATER, later_content)
+    bounce = dsn_report(later_path, LATER, later_content)
     for _ in range(3):
-        assert _send_report(port, "", later_path, bounce)[0] == 250
+        assert send_report(port, "", later_path, bounce)[0] == 250
     wait_for(lambda: len(_report_states(relay)) == 11 and "new" not in _report_states(relay),
              15, "the bounces")  # fmt: skip
     assert _report_states(relay)[8:] == ["processed", "duplicate", "duplicate"]

@@ -14,9 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, free_port, running
-from tests.smtp_client import Raw, message, submission, tls_context
-from tests.smtp_dialogue import secure
+from tests.support.peers import (
+    ACME_PASSWORD,
+    Amend,
+    Append,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    free_port,
+    running,
+)
+from tests.support.smtp_client import Raw, message, submission, tls_context
+from tests.support.smtp_dialogue import secure
 
 pytestmark = pytest.mark.e2e
 
@@ -48,10 +57,8 @@ def nested(depth: int) -> bytes:
 @pytest.fixture
 def roomy(relay_config: RelayConfig, tmp_path: Path) -> "RelayProcess":
     """A relay whose tenant may send messages of a few MB."""
+    relay_config.overrides = {"tenants": Amend(acme={"limits": {"max_message_size": "8MiB"}})}
     relay = RelayProcess(relay_config, tmp_path)
-    relay.write_config(
-        relay_config.render().replace('max_message_size = "64KiB"', 'max_message_size = "8MiB"')
-    )
     relay.start()
     yield relay
     relay.stop()
@@ -193,7 +200,7 @@ def test_a_lockout_behind_the_proxy_locks_only_the_guessing_client(
     """With the proxy in `[http] trusted_proxies`, failed logins count against the client it
     names: five from 198.51.100.7 lock that client (429), and the tenant, from another
     client, still reads its records (404 for an unknown address, not 429)."""
-    relay_config.extra_http = 'trusted_proxies = ["127.0.0.0/8"]'
+    relay_config.overrides = {"http": {"trusted_proxies": ["127.0.0.0/8"]}}
     with running(relay_config, tmp_path) as relay:
         for _ in range(5):
             assert _consent_api(relay, "guess", "198.51.100.7") == 401
@@ -219,13 +226,14 @@ def test_anonymous_feedback_clients_cannot_take_the_tenants_slots(
     idle connections there are refused past it while tenants still get `220`; and one
     client address may send `reports_per_client` reports an hour."""
     port = free_port()
-    relay_config.extra_smtp = "max_connections = 20\nmax_connections_per_client = 50"
-    text = relay_config.render() + (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nreports_per_client = 2\n'
-    )
+    relay_config.overrides = {
+        "smtp": {"max_connections": 20, "max_connections_per_client": 50},
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {"fbl_addresses": ["fbl@relay.test"], "reports_per_client": 2},
+    }
     relay = RelayProcess(relay_config, tmp_path)
-    relay.write_config(text)
     relay.start()
     idle: list[Raw] = []
     try:
@@ -262,7 +270,7 @@ def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(
 ) -> None:
     """On the implicit-TLS listener a connection that never starts its handshake holds its
     descriptor `tls_handshake_timeout` (1 s here), not asyncio's 60 s."""
-    relay_config.extra_smtp = 'tls_handshake_timeout = "1s"'
+    relay_config.overrides = {"smtp": {"tls_handshake_timeout": "1s"}}
     with running(relay_config, tmp_path) as relay:
         silent = socket.create_connection(("127.0.0.1", relay.config.smtps_port), timeout=10)
         try:
@@ -279,10 +287,11 @@ def test_tls_handshakes_in_progress_count_toward_the_caps(
     """A connection to the implicit-TLS listener holds a slot from TCP accept: silent ones
     use up the listener's cap (3 here), the next is closed before any handshake, the
     STARTTLS listener still answers, and a slot comes back when a handshake times out."""
+    relay_config.overrides = {
+        "listeners": Amend(submissions={"max_connections": 3}),
+        "smtp": {"tls_handshake_timeout": "2s"},
+    }
     relay = RelayProcess(relay_config, tmp_path)
-    relay.write_config(relay_config.render().replace(
-        'tls = "implicit"\n', 'tls = "implicit"\nmax_connections = 3\n', 1,
-    ).replace("[smtp]\n", '[smtp]\ntls_handshake_timeout = "2s"\n', 1))  # fmt: skip
     relay.start()
     port = relay.config.smtps_port
     silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
@@ -309,11 +318,11 @@ def test_message_data_in_flight_is_bounded_per_process(
     """`[smtp] data_in_flight` (2 MiB here): while one client holds 1.5 MiB of an unfinished
     DATA, a second message of 1 MiB gets `452 4.3.1` after its data, and so does a MAIL
     whose SIZE does not fit; once the first is queued the second goes through."""
-    relay_config.extra_smtp = 'data_in_flight = "2MiB"\nmax_message_size = "2MiB"'
+    relay_config.overrides = {
+        "smtp": {"data_in_flight": "2MiB", "max_message_size": "2MiB"},
+        "tenants": Amend(acme={"limits": {"max_message_size": "2MiB"}}),
+    }
     relay = RelayProcess(relay_config, tmp_path)
-    relay.write_config(
-        relay_config.render().replace('max_message_size = "64KiB"', 'max_message_size = "2MiB"')
-    )
     relay.start()
     line = b"x" * 998 + b"\r\n"
     scan = message(sender="scanner@printer.example").as_bytes(policy=email.policy.SMTP)

@@ -4,13 +4,14 @@ import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from relay.smtp.tls import ensure_self_signed
-from tests.peers import RelayConfig, Sink, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import RelayConfig, Sink, running, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +29,15 @@ def tls_sink(tmp_path: Path) -> Iterator[Sink]:
         server.stop()
 
 
-def _relay_config(database: str, tmp_path: Path, port: int, extra: str = "") -> RelayConfig:
+def _relay_config(
+    database: str, tmp_path: Path, port: int, delivery: dict[str, Any] | None = None
+) -> RelayConfig:
+    """A relay routing inbox.example to `port`, with `delivery`'s keys in `[delivery]`."""
     return RelayConfig(
         dsn=database,
         data_dir=tmp_path / "data",
         routes={"inbox.example": port},
-        extra_delivery=extra,
+        overrides={"delivery": delivery or {}},
     )
 
 
@@ -64,7 +68,7 @@ def test_opportunistic_tls_falls_back_to_plaintext(
 
 def test_required_tls_defers_when_not_offered(database: str, tmp_path: Path, sink: Sink) -> None:
     """`tls = "required"`: no STARTTLS, no delivery; the attempt is deferred, not bounced."""
-    config = _relay_config(database, tmp_path, sink.port, 'tls = "required"')
+    config = _relay_config(database, tmp_path, sink.port, {"tls": "required"})
     with running(config, tmp_path) as relay:
         _send(relay.config.submission_port)
 

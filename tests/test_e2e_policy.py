@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayProcess, Sink, cli, db_count, wait_for
-from tests.smtp_client import message, submission
-from tests.test_policy_bulk import FOOTER_HTML, FOOTER_TEXT, newsletter
+from tests.support.messages import FOOTER_HTML, FOOTER_TEXT, newsletter
+from tests.support.peers import Amend, RelayProcess, Sink, cli, db_count, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -126,11 +126,8 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
     with submission(relay.config.submission_port) as client:
         client.send_message(message(subject="queued before"))
     wait_for(lambda: db_count(relay.config.dsn, "attempts") >= 1, 15, "first attempt")
-    text = relay.config.render().replace(
-        '[[tenants]]\nname = "acme"\n',
-        '[[tenants]]\nname = "acme"\nsuspended = "complaint rate over 0.3%"\n',
-    )
-    relay.write_config(text)
+    relay.config.overrides = {"tenants": Amend(acme={"suspended": "complaint rate over 0.3%"})}
+    relay.write_config()
     relay.signal(1)
     wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
     with submission(relay.config.submission_port) as client:
@@ -141,6 +138,7 @@ def test_suspended_tenant_is_refused_and_its_queue_held(relay: RelayProcess, sin
     )
     time.sleep(3)  # retries are due after 1-2 s: a held message must not go out
     assert sink.messages == [] and db_count(relay.config.dsn, "messages") == 1
+    relay.config.overrides = {}
     relay.write_config()
     relay.signal(1)
     ((_, _, content),) = sink.wait_count(1, timeout=20)

@@ -15,30 +15,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import ACME_HASH, ACME_PASSWORD, RelayConfig, RelayProcess, Sink, cli, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import (
+    ACME_HASH,
+    ACME_PASSWORD,
+    Append,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
-BETA = f"""
-[[tenants]]
-name = "beta"
-domains = ["beta.example"]
-
-[[tenants.credentials]]
-username = "beta"
-password_hash = "{ACME_HASH}"
-"""
-
-
-def _render(config: RelayConfig) -> str:
-    return config.render().replace('log_level = "info"', 'log_level = "info"\nprocesses = 2', 1)
+BETA = {
+    "name": "beta",
+    "domains": ["beta.example"],
+    "credentials": [{"username": "beta", "password_hash": ACME_HASH}],
+}
 
 
 @pytest.fixture
 def relay2(relay_config: RelayConfig, tmp_path: Path) -> Iterator[RelayProcess]:
+    relay_config.overrides = {"relay": {"processes": 2}}
     process = RelayProcess(relay_config, tmp_path)
-    process.write_config(_render(relay_config))
     process.start()
     try:
         yield process
@@ -130,7 +131,8 @@ def test_processes_share_the_port(relay2: RelayProcess, sink: Sink) -> None:
     assert "smtp-worker-1 relay.accept: accepted" in relay.log()
 
     # SIGHUP: the primary reloads and passes it on; every new connection knows beta.
-    relay.write_config(_render(relay.config) + BETA)
+    relay.config.overrides["tenants"] = Append(BETA)
+    relay.write_config()
     relay.signal(signal.SIGHUP)
     wait_for(lambda: relay.log().count("configuration reloaded") == 2, 10, "both reloads")
     _send_many(relay, 20, ("beta", ACME_PASSWORD), "app@beta.example")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns_server import DnsServer
-from tests.peers import (
+from tests.support.dns_server import DnsServer
+from tests.support.peers import (
+    Amend,
+    Append,
     RelayConfig,
     RelayProcess,
     Sink,
@@ -18,7 +20,7 @@ from tests.peers import (
     running,
     wait_for,
 )
-from tests.smtp_client import message, submission
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -78,9 +80,13 @@ def test_mx_lookup_delivery_and_null_mx(
         }
     )
     try:
-        relay_config.extra_delivery = (
-            f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}\nprivate_mx = true'
-        )
+        relay_config.overrides = {
+            "delivery": {
+                "nameservers": [f"127.0.0.1:{dns.port}"],
+                "port": sink.port,
+                "private_mx": True,
+            }
+        }
         with running(relay_config, tmp_path) as relay:
             _send(relay, to="bob@mx-test.example")
             ((_, rcpts, _),) = sink.wait_count(1)
@@ -105,7 +111,9 @@ def test_an_mx_at_a_private_address_bounces(
         }
     )
     try:
-        relay_config.extra_delivery = f'nameservers = ["127.0.0.1:{dns.port}"]\nport = {sink.port}'
+        relay_config.overrides = {
+            "delivery": {"nameservers": [f"127.0.0.1:{dns.port}"], "port": sink.port}
+        }
         with running(relay_config, tmp_path) as relay:
             _send(relay, to="eve@inside.example")
             ((_, rcpts, dsn),) = sink.wait_count(1)
@@ -153,12 +161,11 @@ def test_sighup_reloads_tenants_without_dropping_sessions(relay: RelayProcess, s
     refused and the running configuration stays."""
     open_session = submission(relay.config.submission_port)
     try:
-        relay.config.extra_tenants = """
-[[tenants]]
-name = "beta"
-domains = ["beta.example"]
-networks = ["127.0.0.4/32"]
-"""
+        relay.config.overrides = {
+            "tenants": Append(
+                {"name": "beta", "domains": ["beta.example"], "networks": ["127.0.0.4/32"]}
+            )
+        }
         relay.write_config()
         relay.signal(1)  # SIGHUP
         wait_for(lambda: "configuration reloaded" in relay.log(), 10, "reload")
@@ -168,7 +175,8 @@ networks = ["127.0.0.4/32"]
                 ["alice@inbox.example"],
                 message(sender="x@beta.example").as_bytes(policy=email.policy.SMTP),
             )
-        relay.write_config(relay.config.render().replace("[smtp]", "[smtp]\nbogus_key = 1"))
+        relay.config.overrides["smtp"] = {"bogus_key": 1}  # unknown: the reload must fail
+        relay.write_config()
         relay.signal(1)
         wait_for(lambda: "reload refused" in relay.log(), 10, "refused reload")
         assert "smtp.bogus_key" in relay.log()
@@ -183,8 +191,10 @@ def test_serve_reads_old_key_names_and_logs_them(
 ) -> None:
     """A relay.toml of the previous release still runs: `relay serve` logs each old key
     name with its new one at start and on reload, and the value under the old name holds."""
-    relay_config.extra_delivery = "messages_per_minute = 6000"
-    relay_config.extra_tenants = "[tenants.limits]\nmessages_per_minute = 1\n"  # printer
+    relay_config.overrides = {
+        "delivery": {"messages_per_minute": 6000},
+        "tenants": Amend(printer={"limits": {"messages_per_minute": 1}}),
+    }
     renamed = (
         "delivery.messages_per_minute is now delivery.default_site_messages_per_minute",
         "tenants[1].limits.messages_per_minute is now tenants[1].limits.submissions_per_minute",
@@ -238,7 +248,7 @@ def test_queue_lifetime_expiry_bounces_with_4_4_7(
 ) -> None:
     """Postfix's maximal_queue_lifetime: mail still deferred when its lifetime runs out
     bounces, and the DSN says 4.4.7 (RFC 3463: delivery time expired) with the last reply."""
-    relay_config.extra_delivery = 'queue_lifetime = "2s"'
+    relay_config.overrides = {"delivery": {"queue_lifetime": "2s"}}
     relay_config.routes = {"acme.example": sink.port, "slow.example": free_port()}
     with running(relay_config, tmp_path) as relay:
         _send(relay, to="bob@slow.example")  # nothing listens there: connection refused

@@ -1,7 +1,7 @@
 """End to end: every refusal the submission listener makes, with its exact reply.
 
 Each test talks to the real relay process over loopback (smtplib, or the byte-exact
-dialogue of `tests.smtp_dialogue` where smtplib would rewrite what is sent) and checks the
+dialogue of `tests.support.smtp_dialogue` where smtplib would rewrite what is sent) and checks the
 reply code, the RFC 3463 enhanced status code and, for the sending policy, the
 `[P-HDR-ALIGN]` tag, as listed in docs/listener.md.
 """
@@ -22,9 +22,9 @@ from relay.dkim.service import DkimSigner
 from relay.queue.store import Enqueuer
 from relay.smtp import replies
 from relay.smtp.handler import SubmissionHandler
-from tests.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, db_count, running
-from tests.smtp_client import Raw, message, submission
-from tests.smtp_dialogue import Dialogue, auth_plain, secure
+from tests.support.peers import ACME_PASSWORD, RelayConfig, RelayProcess, Sink, db_count, running
+from tests.support.smtp_client import Raw, message, submission
+from tests.support.smtp_dialogue import Dialogue, auth_plain, secure
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +113,7 @@ def test_lockout_locks_the_guessing_address_not_the_account(
     `454 4.7.0` (RFC 4954 6, temporary failure) even for the right password, and for any
     other account from it. From another address the account's owner logs in as always: a
     lockout cannot be used to lock a tenant out."""
-    relay_config.extra_smtp = "auth_max_failures = 3"
+    relay_config.overrides = {"smtp": {"auth_max_failures": 3}}
     with running(relay_config, tmp_path) as relay:
         port = relay.config.submission_port
         first = secure(port, login=False)
@@ -143,7 +143,7 @@ def test_guessing_one_account_from_many_addresses_throttles_only_those_addresses
 ) -> None:
     """`auth_account_failures` (4 here) failures of one username from four addresses:
     those addresses may no longer try it, while an address without failures logs in."""
-    relay_config.extra_smtp = "auth_account_failures = 4"
+    relay_config.overrides = {"smtp": {"auth_account_failures": 4}}
     with running(relay_config, tmp_path) as relay:
         port = relay.config.submission_port
         for n in range(4, 8):
@@ -415,7 +415,7 @@ def test_listen_backlog_follows_max_connections(relay_config: RelayConfig, tmp_p
     if ss is None:
         pytest.skip("needs ss from iproute2 (apt-get install iproute2)")
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
-    relay_config.extra_smtp = "max_connections = 700"
+    relay_config.overrides = {"smtp": {"max_connections": 700}}
     with running(relay_config, tmp_path) as relay:
         port = relay.config.submission_port
         listening = subprocess.run(
@@ -429,7 +429,7 @@ def test_connection_limits(relay_config: RelayConfig, tmp_path: Path) -> None:
     """Limits per client address and per process answer `421 4.7.0` as the greeting
     (RFC 5321 3.1: 421 instead of 220 when the service is not available; RFC 3463 4.7.0),
     like Postfix's smtpd_client_connection_count_limit; a closed session frees its slot."""
-    relay_config.extra_smtp = "max_connections_per_client = 2\nmax_connections = 3"
+    relay_config.overrides = {"smtp": {"max_connections_per_client": 2, "max_connections": 3}}
     opened: list[Dialogue] = []
     with running(relay_config, tmp_path) as relay:
         port = relay.config.submission_port
@@ -466,7 +466,7 @@ def test_connection_limits(relay_config: RelayConfig, tmp_path: Path) -> None:
 def test_too_many_errors_close_the_session(relay_config: RelayConfig, tmp_path: Path) -> None:
     """After `max_errors` (3 here) error replies the relay says `421 4.7.0` and closes
     (RFC 5321 3.8 / 4.2.5: 421 and closing; like Postfix's smtpd_hard_error_limit)."""
-    relay_config.extra_smtp = "max_errors = 3"
+    relay_config.overrides = {"smtp": {"max_errors": 3}}
     with running(relay_config, tmp_path) as relay:
         dialogue = Dialogue(relay.config.submission_port)
         try:
@@ -486,7 +486,7 @@ def test_a_delivered_message_resets_the_error_count(
 ) -> None:
     """The limit counts errors made without delivering mail (Postfix's wording): a client
     whose refused recipients are interleaved with accepted messages is not cut off."""
-    relay_config.extra_smtp = "max_errors = 3"
+    relay_config.overrides = {"smtp": {"max_errors": 3}}
     with running(relay_config, tmp_path) as relay:
         dialogue = secure(relay.config.submission_port)
         try:
@@ -508,7 +508,7 @@ def test_trickling_data_is_cut_off(
     """The whole DATA transfer is bounded (`data_timeout`, 1 s here), not just the gap
     between bytes: a client trickling a byte every 0.2 s gets `421 4.4.2` (RFC 3463
     "bad connection") and is disconnected (RFC 5321 4.5.3.2.6); nothing is queued."""
-    relay_config.extra_smtp = 'data_timeout = "1s"'
+    relay_config.overrides = {"smtp": {"data_timeout": "1s"}}
     with running(relay_config, tmp_path) as relay:
         dialogue = secure(relay.config.submission_port)
         try:
@@ -546,7 +546,7 @@ def test_data_timeout_does_not_shorten_the_idle_time_after_data(
     """`data_timeout` bounds the DATA transfer only: once the data is in, the session is
     back under `command_timeout` (5 min by default, RFC 5321 4.5.3.2.7), so a client idle
     for longer than the data timeout (plus its 5 s grace) after a 250 can go on."""
-    relay_config.extra_smtp = 'data_timeout = "1s"'
+    relay_config.overrides = {"smtp": {"data_timeout": "1s"}}
     with running(relay_config, tmp_path) as relay:
         dialogue = secure(relay.config.submission_port)
         try:

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import (
+from tests.support.feedback import SECRET, arf_report, send_report
+from tests.support.messages import newsletter
+from tests.support.peers import (
+    Amend,
+    Append,
     RelayConfig,
     RelayProcess,
     Sink,
@@ -28,9 +32,7 @@ from tests.peers import (
     running,
     wait_for,
 )
-from tests.smtp_client import message, submission
-from tests.test_e2e_feedback import SECRET, _arf, _send_report
-from tests.test_policy_bulk import newsletter
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -47,19 +49,21 @@ def reputation_relay(
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     port = free_port()
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"'
-    text = relay_config.render().replace(
-        "verified = true\n",
-        'verified = true\nreturn_path_domain = "bounce.acme.example"\nrequire_consent = false\n',
-        1,
-    )
-    text += (
-        f'[[listeners]]\nname = "feedback"\naddress = "127.0.0.1:{port}"\nrole = "feedback"\n\n'
-        '[feedback]\nfbl_addresses = ["fbl@relay.test"]\nprocess_every = 0.2\n'
-        '[[feedback.providers]]\nname = "loopback"\nnetworks = ["127.0.0.0/8"]\n\n'
-        '[reputation]\nmin_volume = 20\ncheck_every = "0.3s"\n'
-    )
-    (tmp_path / "relay.toml").write_text(text)
+    relay_config.overrides = {
+        "policy": {"unsubscribe_secret_file": str(secret_file)},
+        "tenants": Amend(
+            acme={"return_path_domain": "bounce.acme.example", "require_consent": False}
+        ),
+        "listeners": Append(
+            {"name": "feedback", "address": f"127.0.0.1:{port}", "role": "feedback"}
+        ),
+        "feedback": {
+            "fbl_addresses": ["fbl@relay.test"],
+            "process_every": 0.2,
+            "providers": [{"name": "loopback", "networks": ["127.0.0.0/8"]}],
+        },
+        "reputation": {"min_volume": 20, "check_every": "0.3s"},
+    }
     with running(relay_config, tmp_path) as relay:
         yield relay, port
 
@@ -100,8 +104,8 @@ def test_complaints_suspend_bulk_until_an_admin_resumes_it(
         (path, rcpts[0], content) for path, rcpts, content in sink.messages
         if rcpts == [recipients[0]]
     )  # fmt: skip
-    code, _ = _send_report(feedback_port, "fbl@inbox.example", "fbl@relay.test",
-                           _arf(return_path, complainant, original))  # fmt: skip
+    code, _ = send_report(feedback_port, "fbl@inbox.example", "fbl@relay.test",
+                           arf_report(return_path, complainant, original))  # fmt: skip
     assert code == 250
     wait_for(lambda: _hold(relay, FAN) == "P-COMPLAINT", 20, "the newsletter held")
     (suspension,) = db_rows(relay.config.dsn, "SELECT rule, reason FROM tenant_suspensions")

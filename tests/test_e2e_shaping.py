@@ -10,18 +10,20 @@ import time
 from collections.abc import Iterator
 from email.policy import SMTP
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.peers import RelayConfig, RelayProcess, Sink, db_rows, free_port, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import RelayConfig, RelayProcess, Sink, db_rows, free_port, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
 
-def _start(config: RelayConfig, directory: Path, extra: str = "") -> RelayProcess:
+def _start(config: RelayConfig, directory: Path, site: dict[str, Any]) -> RelayProcess:
+    """A relay of `config` with `site` as its one `[[sites]]` table, its files in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "relay.toml").write_text(config.render() + extra)
+    config.overrides["sites"] = [site]
     return RelayProcess(config, directory).start()
 
 
@@ -56,10 +58,7 @@ def test_rate_drops_on_421_and_recovers(
     """AIMD: two "421 4.7.0" answers halve the site's rate twice; delivered mail adds 2% of
     the ceiling per message back, up to the ceiling."""
     sink.handler.script = ["421 4.7.0 Try again later, closing connection"] * 2
-    relay = _start(
-        relay_config, tmp_path,
-        '\n[[sites]]\nname = "inbox.example"\nmessages_per_minute = 6000\n',
-    )  # fmt: skip
+    relay = _start(relay_config, tmp_path, {"name": "inbox.example", "messages_per_minute": 6000})
     try:
         # one at a time: two messages leased together share a connection, which the first
         # 421 closes, so the second would be deferred as a lost connection instead
@@ -83,10 +82,10 @@ def test_a_slow_site_does_not_delay_a_fast_one(
     message would fill them all; the slow site's bounded share leaves room for the fast."""
     sink.handler.delay = 2.0  # inbox.example: slow
     relay_config.routes["fast.example"] = other_sink.port
-    relay_config.extra_delivery = "concurrency = 5"
+    relay_config.overrides = {"delivery": {"concurrency": 5}}
     relay = _start(
         relay_config, tmp_path,
-        '\n[[sites]]\nname = "inbox.example"\nconnections = 1\nmessages_per_connection = 1\n',
+        {"name": "inbox.example", "connections": 1, "messages_per_connection": 1},
     )  # fmt: skip
     try:
         _send(relay, ["alice@inbox.example"], 20)
@@ -106,10 +105,7 @@ def test_one_tenants_backlog_does_not_starve_another(
 ) -> None:
     """Tenant acme has 20,000 messages queued for inbox.example (a site limited to 600 a
     minute); tenant printer's message to the same site still goes out at once."""
-    relay = _start(
-        relay_config, tmp_path,
-        '\n[[sites]]\nname = "inbox.example"\nmessages_per_minute = 600\n',
-    )  # fmt: skip
+    relay = _start(relay_config, tmp_path, {"name": "inbox.example", "messages_per_minute": 600})
     try:
         db_rows(
             relay_config.dsn,
@@ -149,7 +145,7 @@ def test_two_processes_share_a_sites_rate_and_deliver_once(
 ) -> None:
     """Two relay processes on one database: a backlog of 300 is delivered once each, and
     together they keep the site's 1,200 a minute (20 a second, plus a 2-second burst)."""
-    sites = '\n[[sites]]\nname = "inbox.example"\nmessages_per_minute = 1200\n'
+    sites = {"name": "inbox.example", "messages_per_minute": 1200}
     first = _start(relay_config, tmp_path / "one", sites)
     second_config = RelayConfig(
         dsn=relay_config.dsn, data_dir=tmp_path / "two" / "data", routes=relay_config.routes,

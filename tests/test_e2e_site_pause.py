@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import RelayConfig, Sink, db_rows, free_port, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import RelayConfig, Sink, db_rows, free_port, running, wait_for
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ def test_a_paused_site_is_not_tried_and_falls_due_spread_out(
         dsn=database,
         data_dir=tmp_path / "data",
         routes={"inbox.example": free_port()},  # nothing listens there: connections fail
-        extra_delivery='site_pause_after = 1\nsite_pause = "60s"',
+        overrides={"delivery": {"site_pause_after": 1, "site_pause": "60s"}},
     )
     with running(config, tmp_path):
         with submission(config.submission_port) as client:

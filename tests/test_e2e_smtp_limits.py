@@ -12,8 +12,8 @@ import email.policy
 
 import pytest
 
-from tests.peers import RelayProcess, Sink, wait_for
-from tests.smtp_client import Raw, message, submission
+from tests.support.peers import RelayProcess, Sink, wait_for
+from tests.support.smtp_client import Raw, message, submission
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from relay.smtp import replies
-from tests.peers import RelayConfig, RelayProcess, Sink, running
-from tests.smtp_dialogue import Dialogue, secure
+from tests.support.peers import RelayConfig, RelayProcess, Sink, running
+from tests.support.smtp_dialogue import Dialogue, secure
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,9 @@ from aiohttp import web
 
 from relay.config.schema import PolicySection
 from relay.web import oneclick
-from tests.peers import RelayConfig, RelayProcess, Sink, db_rows, running
-from tests.smtp_client import submission
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import newsletter
+from tests.support.peers import Amend, RelayConfig, RelayProcess, Sink, db_rows, running
+from tests.support.smtp_client import submission
 
 SECRET = b"s" * 40
 
@@ -48,16 +48,13 @@ def test_one_click_unsubscribe_over_http(
 ) -> None:
     secret_file = tmp_path / "unsubscribe.key"
     secret_file.write_bytes(SECRET)
-    relay_config.extra_policy = (
-        f'unsubscribe_url = "https://relay.test/u"\nunsubscribe_secret_file = "{secret_file}"\n'
-    )
-    (tmp_path / "relay.toml").write_text(
-        relay_config.render().replace(
-            "verified = true\n",
-            'verified = true\nunsubscribe = "relay"\nrequire_consent = false\n',
-            1,
-        )
-    )
+    relay_config.overrides = {
+        "policy": {
+            "unsubscribe_url": "https://relay.test/u",
+            "unsubscribe_secret_file": str(secret_file),
+        },
+        "tenants": Amend(acme={"unsubscribe": "relay", "require_consent": False}),
+    }
     dsn = relay_config.dsn
     with running(relay_config, tmp_path) as relay:
         with submission(relay.config.submission_port) as client:

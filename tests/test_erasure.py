@@ -13,8 +13,17 @@ import asyncpg
 import pytest
 
 from relay.queue.suppressions import suppression_key
-from tests.peers import ROOT, RelayConfig, RelayProcess, Sink, cli, db_rows, running, wait_for
-from tests.smtp_client import message, submission
+from tests.support.peers import (
+    ROOT,
+    RelayConfig,
+    RelayProcess,
+    Sink,
+    cli,
+    db_rows,
+    running,
+    wait_for,
+)
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +99,7 @@ def test_erase_leaves_no_trace_and_keeps_the_address_suppressed(
 ) -> None:
     secret_file = tmp_path / "secret.key"
     secret_file.write_bytes(SECRET)
-    relay_config.extra_policy = f'unsubscribe_secret_file = "{secret_file}"\n'
+    relay_config.overrides = {"policy": {"unsubscribe_secret_file": str(secret_file)}}
     dsn = relay_config.dsn
     with running(relay_config, tmp_path) as relay:
         # mail to Alice alone, which must survive; mail to Bob (and Carol) that is delivered

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.feedback.reports.arf import ArfResult, ForwardedReport, parse_arf, parse_forwarded
-from tests.mutate import mutate
+from tests.support.mutate import mutate
 
 SAMPLES = Path(__file__).parent / "samples" / "feedback"
 ARF_SAMPLES = sorted(

@@ -13,7 +13,7 @@ import pytest
 
 from relay.delivery.dsn import RecipientStatus, build_dsn
 from relay.feedback.reports.bounce import BounceReport, ParseResult, parse_bounce
-from tests.mutate import mutate
+from tests.support.mutate import mutate
 
 SAMPLES = Path(__file__).parent / "samples" / "feedback"
 BOUNCE_SAMPLES = sorted(

@@ -21,8 +21,8 @@ from relay.feedback.reports.bounce import parse_bounce
 from relay.mail.address import AddressError, parse_path
 from relay.mail.wire import DataScan, problem_in
 from relay.policy import mime
-from tests.mutate import mutate
-from tests.peers import RelayProcess
+from tests.support.mutate import mutate
+from tests.support.peers import RelayProcess
 
 SAMPLES = Path(__file__).parent / "samples" / "feedback"
 REPORTS = [p.read_bytes() for p in sorted(SAMPLES.glob("*.eml"))]

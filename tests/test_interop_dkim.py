@@ -4,7 +4,7 @@ OpenDKIM (`opendkim-testmsg`, C, from opendkim-tools) checks RSA-2048 and Ed2551
 Mail::DKIM (libmail-dkim-perl; Debian 12's version predates Ed25519) checks RSA. Both ask
 a real DNS server on loopback for the keys: Mail::DKIM is told its address, and OpenDKIM,
 which only uses the system resolver, runs in a private mount and network namespace where
-that server answers on 127.0.0.1:53 (tests/dns_namespace.py).
+that server answers on 127.0.0.1:53 (tests/support/dns_namespace.py).
 """
 
 import json
@@ -19,16 +19,16 @@ import pytest
 
 from relay.dkim.keys import dns_record, generate
 from relay.dkim.sign import SigningKey, sign
-from tests.dns_server import DnsServer
-from tests.peers import ROOT
-from tests.test_dkim import CASES, _txt
+from tests.support.dkim import SIGNING_CASES, txt_record
+from tests.support.dns_server import DnsServer
+from tests.support.peers import ROOT
 
 pytestmark = pytest.mark.interop
 DOMAIN = "acme.example"
 RSA = SigningKey(DOMAIN, "rsa1", generate("rsa"))
 ED25519 = SigningKey(DOMAIN, "ed1", generate("ed25519"))
 RECORDS = {
-    f"{k.selector}._domainkey.{DOMAIN}": [("TXT", 300, _txt(dns_record(k.key)))]
+    f"{k.selector}._domainkey.{DOMAIN}": [("TXT", 300, txt_record(dns_record(k.key)))]
     for k in (RSA, ED25519)
 }
 
@@ -40,7 +40,7 @@ def _need(command: str, package: str) -> None:
 
 def _opendkim(message: bytes, records: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        ["unshare", "--mount", "--net", sys.executable, "-m", "tests.dns_namespace",
+        ["unshare", "--mount", "--net", sys.executable, "-m", "tests.support.dns_namespace",
          str(records), "opendkim-testmsg"],
         input=message, capture_output=True, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
@@ -66,16 +66,16 @@ def dns() -> Iterator[DnsServer]:
 
 
 @pytest.mark.parametrize("key", [RSA, ED25519], ids=["rsa-sha256", "ed25519-sha256"])
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", SIGNING_CASES)
 def test_opendkim_verifies(case: str, key: SigningKey, records_file: Path) -> None:
-    signed = sign(CASES[case], [key])
+    signed = sign(SIGNING_CASES[case], [key])
     result = _opendkim(signed, records_file)
     assert result.returncode == 0, result.stderr.decode()
 
 
 @pytest.mark.parametrize("key", [RSA, ED25519], ids=["rsa-sha256", "ed25519-sha256"])
 def test_opendkim_rejects_altered_messages(key: SigningKey, records_file: Path) -> None:
-    signed = sign(CASES["utf-8 body"], [key])
+    signed = sign(SIGNING_CASES["utf-8 body"], [key])
     header = _opendkim(
         signed.replace(b"Subject: Your receipt", b"Subject: Your reciept"), records_file
     )
@@ -92,17 +92,17 @@ def _mail_dkim(message: bytes, dns: DnsServer) -> list[str]:
     return result.stdout.decode().split("\n")[:-1]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", SIGNING_CASES)
 def test_mail_dkim_verifies_rsa(case: str, dns: DnsServer) -> None:
     _need("perl", "perl")
     if subprocess.run(["perl", "-MMail::DKIM", "-e1"], check=False).returncode != 0:
         pytest.skip("Mail::DKIM not found: install it with `apt-get install libmail-dkim-perl`")
-    assert _mail_dkim(sign(CASES[case], [RSA]), dns) == ["rsa-sha256 pass"]
+    assert _mail_dkim(sign(SIGNING_CASES[case], [RSA]), dns) == ["rsa-sha256 pass"]
 
 
 def test_mail_dkim_rejects_altered_messages(dns: DnsServer) -> None:
     if subprocess.run(["perl", "-MMail::DKIM", "-e1"], check=False).returncode != 0:
         pytest.skip("Mail::DKIM not found: install it with `apt-get install libmail-dkim-perl`")
-    signed = sign(CASES["attachment"], [RSA])
+    signed = sign(SIGNING_CASES["attachment"], [RSA])
     assert _mail_dkim(signed.replace(b"Subject:", b"Subject: FW:", 1), dns) == ["rsa-sha256 fail"]
     assert _mail_dkim(signed[:-3] + b"X" + signed[-2:], dns) == ["rsa-sha256 fail"]

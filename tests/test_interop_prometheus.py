@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.peers import ROOT, RelayProcess, Sink, free_port, wait_for
-from tests.smtp_client import message, submission
-from tests.test_ops import ALERTS, DASHBOARD, dashboard_queries
+from tests.support.ops import ALERTS, DASHBOARD, dashboard_queries
+from tests.support.peers import ROOT, RelayProcess, Sink, free_port, wait_for
+from tests.support.smtp_client import message, submission
 
 INSTALL = "`apt-get install prometheus`"
 needs_promtool = pytest.mark.skipif(

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.peers import ACME_PASSWORD, RelayProcess, Sink
+from tests.support.peers import ACME_PASSWORD, RelayProcess, Sink
 
 pytestmark = [
     pytest.mark.interop,

@@ -3,7 +3,8 @@
 The listener (`relay/smtp/`) is started by `relay/serve/` and imported by nothing below it
 (the other packages, and the modules at the package root such as `accept.py`); the values
 every layer needs (addresses, the wire form, MIME helpers) live in `relay/mail/`;
-`relay/queue/` is the only door to PostgreSQL.
+`relay/queue/` is the only door to PostgreSQL. In the tests, what several modules share
+lives in `tests/support/` and no test module imports another.
 """
 
 import ast
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "relay"
+TESTS = ROOT / "tests"
 BELOW_THE_LISTENER = ("mail", "policy", "dkim", "delivery", "feedback", "queue", "config", "web")
 
 
@@ -79,3 +81,25 @@ def test_only_the_queue_talks_to_postgresql() -> None:
         if path.relative_to(PACKAGE).parts[0] != "queue" and runs_sql(path)
     }
     assert found == set()
+
+
+def imports_a_test_module(source: str) -> list[str]:
+    """The test modules a file of tests/ imports: `tests.test_x`, or `test_x` as pytest's
+    default import mode would also let it be found."""
+    return sorted(
+        m for m in imported_modules(source, "tests") if m.removeprefix("tests.").startswith("test_")
+    )
+
+
+def test_no_test_module_imports_another() -> None:
+    """Importing a test module runs its module-level setup and hands over names private to
+    it; what is shared belongs in tests/support/, where it is written to be shared."""
+    forms = "from tests.test_a import x\nimport test_b\nfrom . import test_c\n"
+    assert imports_a_test_module(forms) == [
+        "test_b", "tests.test_a", "tests.test_a.x", "tests.test_c"
+    ]  # fmt: skip
+    offenders = {
+        path.name: imports_a_test_module(path.read_text("utf-8"))
+        for path in sorted(TESTS.glob("test_*.py"))
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}

@@ -25,7 +25,7 @@ from relay.delivery.mx import (
     NoSuchDomain,
     NullMx,
 )
-from tests.dns_server import DnsServer
+from tests.support.dns_server import DnsServer
 
 
 @pytest.fixture

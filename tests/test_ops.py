@@ -14,29 +14,31 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.peers import (
+from tests.support.messages import newsletter
+from tests.support.ops import ALERTS, DASHBOARD, alert_expressions, dashboard_queries
+from tests.support.peers import (
     ROOT,
+    Amend,
+    Append,
     RelayConfig,
     RelayProcess,
     Sink,
     cli,
     db_rows,
     free_port,
+    merged,
     wait_for,
 )
-from tests.smtp_client import message, submission
-from tests.test_policy_bulk import newsletter
+from tests.support.smtp_client import message, submission
 
 pytestmark = pytest.mark.e2e
 
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 UNIT = ROOT / "deploy" / "systemd" / "relay.service"
-DASHBOARD = ROOT / "deploy" / "grafana" / "relay.json"
 TLS_EXPIRY = "relay_tls_certificate_expiry_timestamp_seconds"
 """Written against in the alerts and the dashboard before the relay exports it."""
 _SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
@@ -44,42 +46,6 @@ _METRIC = re.compile(r"\brelay_[a-z0-9_]+\b")
 
 
 # -- the names the deploy files use --------------------------------------------------------
-
-
-def alert_expressions(text: str) -> list[str]:
-    """Every `expr:` of a rules file, one-line or block (`expr: |`), without a YAML parser:
-    a block runs while its lines are indented deeper than the key."""
-    found: list[str] = []
-    lines = text.splitlines()
-    for n, line in enumerate(lines):
-        match = re.match(r"^(\s*)expr:\s*(.*)$", line)
-        if not match:
-            continue
-        indent, value = len(match.group(1)), match.group(2).strip()
-        if value not in ("|", ">", "|-", ">-"):
-            found.append(value)
-            continue
-        block = []
-        for following in lines[n + 1 :]:
-            if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                break
-            block.append(following.strip())
-        found.append(" ".join(b for b in block if b))
-    return found
-
-
-def dashboard_queries(node: Any) -> list[str]:
-    """Every PromQL text of a Grafana dashboard: panel targets' `expr` and the variables'
-    `query` and `definition`."""
-    if isinstance(node, list):
-        return [q for item in node for q in dashboard_queries(item)]
-    if not isinstance(node, dict):
-        return []
-    found = [v for k, v in node.items() if k in ("expr", "definition") and isinstance(v, str)]
-    query = node.get("query")
-    if isinstance(query, str) and "(" in query:
-        found.append(query)
-    return found + [q for v in node.values() for q in dashboard_queries(v)]
 
 
 def used_metrics() -> dict[str, set[str]]:
@@ -178,34 +144,25 @@ def held_relay(relay_config: RelayConfig, sink: Sink, tmp_path: Path) -> Iterato
     """A relay whose mail stays queued: the sink answers 451 to DATA and a retry waits an
     hour; inbox.example is a site with a ceiling (so 4.7.0 deferrals throttle it), and
     canaries collect a campaign for an hour before deciding."""
-    text = _once(relay_config.render(), 'retry_initial = "1s"', 'retry_initial = "1h"')
-    text = _once(text, 'retry_max = "2s"', 'retry_max = "2h"')
-    text = _once(text, "verified = true\n", "verified = true\nrequire_consent = false\n")
-    text += """
-[[sites]]
-name = "inbox.example"
-messages_per_minute = 600
-
-[canary]
-enabled = true
-min_size = 100
-settle = "1h"
-max_collect = "2h"
-check_every = "0.25s"
-"""
+    relay_config.overrides = {
+        "delivery": {"retry_initial": "1h", "retry_max": "2h"},
+        "tenants": Amend(acme={"require_consent": False}),
+        "sites": [{"name": "inbox.example", "messages_per_minute": 600}],
+        "canary": {
+            "enabled": True,
+            "min_size": 100,
+            "settle": "1h",
+            "max_collect": "2h",
+            "check_every": "0.25s",
+        },
+    }
     sink.handler.script = ["451 4.7.0 later"] * 50
     relay = RelayProcess(relay_config, tmp_path)
-    relay.write_config(text)
     relay.start()
     try:
         yield relay
     finally:
         relay.stop()
-
-
-def _once(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, old
-    return text.replace(old, new)
 
 
 def _status(relay: RelayProcess, *args: str, config: Path | None = None) -> tuple[int, str]:
@@ -314,13 +271,12 @@ def test_status_names_what_does_not_answer(held_relay: RelayProcess, tmp_path: P
     """A listener in the configuration that nothing serves is named, a database that does
     not answer too, and the exit code is 1; what can still be shown is."""
     spare = free_port()
-    text = _once(
-        held_relay.path.read_text(),
-        "[smtp]",
-        f'[[listeners]]\nname = "spare"\naddress = "127.0.0.1:{spare}"\n\n[smtp]',
+    document = merged(
+        held_relay.config.document(),
+        {"listeners": Append({"name": "spare", "address": f"127.0.0.1:{spare}"})},
     )
     config = tmp_path / "status.toml"
-    config.write_text(text)
+    config.write_text(tomli_w.dumps(document))
     code, output = _status(held_relay, "--json", "--timeout", "2", config=config)
     assert code == 1
     status = json.loads(output)
@@ -335,7 +291,7 @@ def test_status_names_what_does_not_answer(held_relay: RelayProcess, tmp_path: P
     ), output
 
     nowhere = f"postgresql://relay@127.0.0.1:{free_port()}/relay"
-    config.write_text(_once(text, f'dsn = "{held_relay.config.dsn}"', f'dsn = "{nowhere}"'))
+    config.write_text(tomli_w.dumps(merged(document, {"queue": {"dsn": nowhere}})))
     code, output = _status(held_relay, "--json", "--timeout", "2", config=config)
     assert code == 1
     status = json.loads(output)

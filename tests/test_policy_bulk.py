@@ -1,69 +1,17 @@
 """P-UNSUB, P-IDENTITY, P-CONSENT-NOTE, P-NO-SERVICE-CONTACT on bulk mail, table-driven."""
 
 import asyncio
-from email.message import EmailMessage
-from email.policy import SMTP
 
 import pytest
 
-from relay.config.schema import Identity, TenantSection
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome
-
-TENANT = TenantSection(
-    name="acme",
-    domains=["acme.example"],
-    networks=["10.0.0.0/8"],
-    stream="bulk",
-    verified=True,
-    require_consent=False,
-    identity=Identity(
-        name="Acme Widgets GmbH",
-        street="Hauptstraße 5",
-        postal_code="10115",
-        city="Berlin",
-        country="DE",
-        contact_email="hello@acme.example",
-    ),
-)
-FOOTER_HTML = (
-    "<p>Acme Widgets GmbH &middot; Hauptstra&szlig;e 5,<br>10115 Berlin, Germany &middot; "
-    '<a href="mailto:hello@acme.example">hello@acme.example</a></p>'
-    "<p>You receive this because you subscribed at acme.example/news.</p>"
-    '<p><a href="https://acme.example/u/abc">Unsubscribe</a></p>'
-)
-FOOTER_TEXT = (
-    "Acme Widgets GmbH, Hauptstraße 5, 10115 Berlin, Germany, hello@acme.example\n"
-    "You receive this because you subscribed at acme.example/news.\n"
-    "Unsubscribe: https://acme.example/u/abc\n"
-)
-
-
-def newsletter(
-    html: str = FOOTER_HTML,
-    text: str = FOOTER_TEXT,
-    unsubscribe: str | None = "<https://acme.example/u/abc>, <mailto:u@acme.example>",
-    post: str | None = "List-Unsubscribe=One-Click",
-    cte: str = "quoted-printable",
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Acme News <news@acme.example>"
-    msg["To"] = "alice@inbox.example"
-    msg["Subject"] = "Our November news"
-    msg["Date"] = "Mon, 23 Nov 2026 22:00:00 +0000"
-    msg["Message-ID"] = "<n1@acme.example>"
-    if unsubscribe:
-        msg["List-Unsubscribe"] = unsubscribe
-    if post:
-        msg["List-Unsubscribe-Post"] = post
-    msg.set_content("News of the month.\n\n" + text, cte=cte)
-    msg.add_alternative(f"<html><body><h1>News</h1>{html}</body></html>", subtype="html", cte=cte)
-    return msg.as_bytes(policy=SMTP)
+from tests.support.messages import BULK_TENANT, FOOTER_HTML, FOOTER_TEXT, newsletter
 
 
 def _verdicts(raw: bytes, **ctx_args: object) -> dict[str, tuple[Outcome, str]]:
-    ctx = PolicyContext(TENANT, "news@acme.example", ["alice@inbox.example"], raw, **ctx_args)  # type: ignore[arg-type]
+    ctx = PolicyContext(BULK_TENANT, "news@acme.example", ["alice@inbox.example"], raw, **ctx_args)  # type: ignore[arg-type]
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
     return {v.rule: (v.outcome, v.reason) for v in verdicts}
 
@@ -132,7 +80,7 @@ def test_consent_in_another_language_and_own_statement() -> None:
 
 
 def test_transactional_mail_is_exempt() -> None:
-    transactional = TENANT.model_copy(update={"stream": "transactional"})
+    transactional = BULK_TENANT.model_copy(update={"stream": "transactional"})
     raw = newsletter(unsubscribe=None, post=None, html="<p>Receipt</p>", text="Receipt\n")
     ctx = PolicyContext(transactional, "a@acme.example", ["b@x.example"], raw)
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
@@ -142,7 +90,7 @@ def test_transactional_mail_is_exempt() -> None:
 
 
 def test_bulk_tenant_without_identity_is_refused() -> None:
-    no_identity = TENANT.model_copy(update={"identity": None})
+    no_identity = BULK_TENANT.model_copy(update={"identity": None})
     ctx = PolicyContext(no_identity, "a@acme.example", ["b@x.example"], newsletter())
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
     identity = next(v for v in verdicts if v.rule == "P-IDENTITY")

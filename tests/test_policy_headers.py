@@ -11,7 +11,7 @@ from relay.config.schema import TenantSection
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline, refusal
 from relay.policy.verdict import Outcome
-from tests.peers import ROOT
+from tests.support.peers import ROOT
 
 TENANT = TenantSection(name="acme", domains=["acme.example"], networks=["10.0.0.0/8"])
 BULK_TENANT = TENANT.model_copy(update={"stream": "bulk", "verified": True})
@@ -270,7 +270,7 @@ def test_header_block_and_text_parts_are_the_standard_parsers(raw: bytes) -> Non
 
     from relay.policy.context import parse_headers
     from relay.policy.mime import text_parts
-    from tests.test_policy_mime import stdlib_text_parts
+    from tests.support.messages import stdlib_text_parts
 
     theirs = BytesParser(policy=default).parsebytes(raw)
     if b"\r\n\r\n" in raw or b"\n\n" not in raw:  # the listener's wire form is CRLF

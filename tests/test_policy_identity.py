@@ -9,7 +9,7 @@ from relay.config.schema import Identity, TenantSection
 from relay.policy.checks.identity import SenderIdentity, country_names
 from relay.policy.context import PolicyContext
 from relay.policy.verdict import Outcome
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import newsletter
 
 TENANT = TenantSection(
     name="kaffee",

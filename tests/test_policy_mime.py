@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from relay.policy import mime
 from relay.policy.context import parse_headers
 from relay.policy.mime import text_parts
+from tests.support.messages import stdlib_text_parts
 
 TEXT = st.text(
     alphabet=st.characters(
@@ -60,16 +61,6 @@ def messages(draw: st.DrawFn, depth: int = 0) -> EmailMessage:
             child = wrapper
         container.attach(child)
     return container
-
-
-def stdlib_text_parts(raw: bytes) -> list[tuple[str, str]]:
-    found = []
-    for part in BytesParser(policy=default).parsebytes(raw).walk():
-        if part.is_multipart() or part.get_content_disposition() == "attachment":
-            continue
-        if part.get_content_type() in ("text/plain", "text/html"):
-            found.append((part.get_content_subtype(), part.get_content()))
-    return found
 
 
 def _same(text: str) -> str:

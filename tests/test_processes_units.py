@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.config.load import ConfigError, load_config
 from relay.serve.processes import MergedMetrics, snapshot
 
+# Text, not a dict: the error messages checked below name the line of `processes`.
 LISTENER = """
 [[listeners]]
 name = "submission"

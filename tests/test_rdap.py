@@ -15,7 +15,7 @@ from relay.config.schema import PolicySection
 from relay.policy import rdap
 from relay.policy.domains import check_whois
 from relay.psl import registered_domain
-from tests.rdap_server import RdapServer, sample
+from tests.support.rdap_server import RdapServer, sample
 
 KINDS = {
     "proxy-domainsbyproxy": ("proxy", "domains by proxy"),

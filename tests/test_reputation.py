@@ -24,8 +24,7 @@ from relay.policy.lookups import DatabaseLookups
 from relay.policy.pipeline import Pipeline, refusal
 from relay.policy.verdict import Outcome
 from relay.queue.store import NewMessage, insert_messages
-from tests.test_policy_bulk import TENANT as BULK_TENANT
-from tests.test_policy_bulk import newsletter
+from tests.support.messages import BULK_TENANT, newsletter
 
 pytestmark = pytest.mark.queue
 

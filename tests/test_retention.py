@@ -10,11 +10,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import tomli_w
 
 from relay.config.schema import FeedbackSection
 from relay.feedback.privacy.retention import Purged, purge_once
 from relay.queue.migrate import migrate
-from tests.peers import ROOT
+from tests.support.peers import ROOT
 
 pytestmark = pytest.mark.queue
 
@@ -142,11 +143,12 @@ def test_queue_show_reads_a_purged_message(database: str, tmp_path: Path) -> Non
 
     mid = asyncio.run(setup())
     config = tmp_path / "relay.toml"
-    config.write_text(
-        f'[relay]\nhostname = "relay.test"\ndata_dir = "{tmp_path / "data"}"\n\n'
-        f'[queue]\ndsn = "{database}"\n\n'
-        '[[listeners]]\nname = "submission"\naddress = "127.0.0.1:2587"\n'
-    )
+    document = {
+        "relay": {"hostname": "relay.test", "data_dir": str(tmp_path / "data")},
+        "queue": {"dsn": database},
+        "listeners": [{"name": "submission", "address": "127.0.0.1:2587"}],
+    }
+    config.write_text(tomli_w.dumps(document))
     shown = subprocess.run(
         [sys.executable, "-m", "relay", "queue", "show", str(mid)[:8], "--config", str(config)],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,

@@ -17,9 +17,9 @@ from relay.feedback.privacy.unsubscribe import LIFETIME_DAYS, BadToken, Unsubscr
 from relay.policy.context import PolicyContext
 from relay.policy.pipeline import Pipeline
 from relay.policy.verdict import Outcome
-from tests.peers import RelayConfig, Sink, running
-from tests.smtp_client import submission
-from tests.test_policy_bulk import TENANT, newsletter
+from tests.support.messages import BULK_TENANT, newsletter
+from tests.support.peers import Amend, RelayConfig, Sink, running
+from tests.support.smtp_client import submission
 
 SECRET = b"k" * 32
 REQUEST = Unsubscribe("acme", "alice@inbox.example", "<n1@acme.example>")
@@ -59,7 +59,7 @@ def test_tokens_without_a_day_are_still_honoured() -> None:
 
 
 def _unsub(recipients: list[str]) -> tuple[Outcome, str, bool]:
-    relay_mode = TENANT.model_copy(update={"unsubscribe": "relay"})
+    relay_mode = BULK_TENANT.model_copy(update={"unsubscribe": "relay"})
     ctx = PolicyContext(relay_mode, "news@acme.example", recipients,
                         newsletter(unsubscribe=None, post=None))  # fmt: skip
     verdicts = asyncio.run(Pipeline().run("data", ctx, stop_at_refusal=False))
@@ -82,16 +82,10 @@ def test_relay_adds_a_signed_uri_that_dkim_covers(
     relay_config: RelayConfig, sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RELAY_UNSUBSCRIBE_SECRET", SECRET.decode())
-    text = (
-        relay_config.render()
-        .replace(
-            "verified = true\n",
-            'verified = true\nunsubscribe = "relay"\nrequire_consent = false\n',
-            1,
-        )
-        .replace("[policy]\n", '[policy]\nunsubscribe_url = "https://relay.test/u"\n', 1)
-    )
-    (tmp_path / "relay.toml").write_text(text)  # the process started below reads this
+    relay_config.overrides = {
+        "tenants": Amend(acme={"unsubscribe": "relay", "require_consent": False}),
+        "policy": {"unsubscribe_url": "https://relay.test/u"},
+    }
     with running(relay_config, tmp_path) as relay:
         raw = newsletter(unsubscribe=None, post=None).replace(
             b"To: alice@inbox.example", b"To: alice@inbox.example\r\nList-Id: <news.acme.example>"

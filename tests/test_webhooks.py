@@ -44,7 +44,7 @@ from relay.feedback.events.webhooks import (
 from relay.public_address import PublicResolver
 from relay.queue.events import Event, record
 from relay.queue.migrate import migrate
-from tests.peers import ROOT, RelayConfig
+from tests.support.peers import ROOT, RelayConfig
 
 pytestmark = pytest.mark.queue
 

@@ -8,8 +8,8 @@ line), so these helpers speak SMTP over a plain socket, wrap it in TLS after the
 import base64
 import time
 
-from tests.peers import ACME_PASSWORD
-from tests.smtp_client import Raw, tls_context
+from tests.support.peers import ACME_PASSWORD
+from tests.support.smtp_client import Raw, tls_context
 
 PLAIN_ACME = base64.b64encode(b"\0acme\0" + ACME_PASSWORD.encode()).decode()
 

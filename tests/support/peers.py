@@ -7,6 +7,7 @@ real PostgreSQL (embedded through pgserver, or the server named by RELAY_TEST_DS
 
 import asyncio
 import contextlib
+import copy
 import os
 import random
 import signal
@@ -16,23 +17,32 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import tomli_w
 
 from relay.sink import SinkHandler, make_sink_protocol
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACME_PASSWORD = "acme-secret"
 # argon2id of ACME_PASSWORD, made once with `relay hash-password`.
 ACME_HASH = (
     "$argon2id$v=19$m=65536,t=3,p=4$zXMQViShmucajOzh0PjSaQ$"
     "OEu7CFB2X4r6fefSe4qV1ENxKJx9Wf4npIjlr4AvIUY"
 )
+
+
+def demo_document() -> dict[str, Any]:
+    """The repository's relay.toml, the demo a newcomer starts, as data: for tests that run
+    the shipped configuration with a few values changed (`merged`)."""
+    return tomllib.loads((ROOT / "relay.toml").read_text())
 
 
 def db_rows(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -131,105 +141,150 @@ class Sink:
         self.loop.close()
 
 
+class Append:
+    """Tables to add after those of an array of tables in the base configuration
+    (`[[tenants]]`, `[[listeners]]`, `[[routes]]`)."""
+
+    def __init__(self, *tables: Mapping[str, Any]) -> None:
+        self.tables = [dict(t) for t in tables]
+
+
+class Amend:
+    """Changes to tables of an array of tables, found by their `name` key: each change is
+    merged into the table of that name, which must be there (a test that amends a tenant
+    the base configuration no longer has should fail, not pass on a config it never saw)."""
+
+    def __init__(
+        self, by_name: Mapping[str, Mapping[str, Any]] | None = None, /, **more: Mapping[str, Any]
+    ) -> None:
+        self.by_name = {**(by_name or {}), **more}
+
+
+@dataclass(frozen=True)
+class Replace:
+    """A value that takes the place of the base configuration's, table or array of tables
+    included, instead of being merged into it."""
+
+    value: Any
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` deep-merged in: tables merge key by key, other values replace
+    the base's. An array of tables changes only through `Append`, `Amend` or `Replace`: a
+    plain list there would drop the base's tables without saying so."""
+    result = copy.deepcopy(dict(base))
+    for key, change in overrides.items():
+        current = result.get(key)
+        if isinstance(change, Replace):
+            result[key] = copy.deepcopy(change.value)
+        elif isinstance(change, Append):
+            result[key] = [*(current or []), *copy.deepcopy(change.tables)]
+        elif isinstance(change, Amend):
+            tables = list(current or [])
+            for name, fields in change.by_name.items():
+                found = [i for i, table in enumerate(tables) if table.get("name") == name]
+                if len(found) != 1:
+                    raise KeyError(f"{key}: {len(found)} tables named {name!r}, not one")
+                tables[found[0]] = merged(tables[found[0]], fields)
+            result[key] = tables
+        elif isinstance(change, Mapping) and isinstance(current, Mapping | None):
+            result[key] = merged(current or {}, change)  # a new table may hold markers too
+        elif _is_tables(current):
+            raise TypeError(f"{key}: say Append, Amend or Replace for an array of tables")
+        else:
+            result[key] = copy.deepcopy(change)
+    return result
+
+
 @dataclass
 class RelayConfig:
-    """What a test may vary in the generated relay.toml."""
+    """What a test may vary in the generated relay.toml: the routes and a few settings every
+    test names, and `overrides`, merged into the base document (`merged`)."""
 
     dsn: str
     data_dir: Path
     routes: dict[str, int] = field(default_factory=dict)
-    extra_smtp: str = ""
-    extra_delivery: str = ""
-    extra_tenants: str = ""
-    extra_policy: str = ""
-    dkim: str = "generate_missing = true"
-    extra_http: str = ""
     bare_newlines: str = "reject"
     require_verified_domains: bool = False
     submission_port: int = field(default_factory=free_port)
     smtps_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def base(self) -> dict[str, Any]:
+        """The configuration before `overrides`: two listeners, a quick retry schedule, the
+        tenant acme (verified, with an identity and a password) and printer (by network)."""
+        document: dict[str, Any] = {
+            "relay": {
+                "hostname": "relay.test",
+                "data_dir": str(self.data_dir),
+                "log_level": "info",
+            },
+            "queue": {"dsn": self.dsn},
+            "listeners": [
+                {
+                    "name": "submission",
+                    "address": f"127.0.0.1:{self.submission_port}",
+                    "tls": "starttls",
+                    "bare_newlines": self.bare_newlines,
+                },
+                {
+                    "name": "submissions",
+                    "address": f"127.0.0.1:{self.smtps_port}",
+                    "tls": "implicit",
+                },
+            ],
+            "smtp": {"auth_failure_delay": "0.3s"},
+            "delivery": {
+                "lease": "5s",
+                "retry_initial": "1s",
+                "retry_max": "2s",
+                "connect_timeout": "5s",
+                "command_timeout": "10s",
+            },
+            "dkim": {"generate_missing": True},
+            "policy": {
+                "require_verified_domains": self.require_verified_domains,
+                "spf_mechanism": "include:_spf.relay.test",
+                "service_contacts": ["abuse@relay.test"],
+            },
+            "http": {"address": f"127.0.0.1:{self.http_port}"},
+            "tenants": [
+                {
+                    "name": "acme",
+                    "domains": ["acme.example"],
+                    "verified": True,
+                    "identity": {
+                        "name": "Acme Widgets GmbH",
+                        "street": "Hauptstraße 5",
+                        "postal_code": "10115",
+                        "city": "Berlin",
+                        "country": "DE",
+                        "contact_email": "hello@acme.example",
+                    },
+                    "credentials": [{"username": "acme", "password_hash": ACME_HASH}],
+                    "limits": {"recipients_per_message": 5, "max_message_size": "64KiB"},
+                },
+                {"name": "printer", "domains": ["printer.example"], "networks": ["127.0.0.2/32"]},
+            ],
+        }
+        if self.routes:
+            document["routes"] = [
+                {"domain": domain, "host": "127.0.0.1", "port": port}
+                for domain, port in self.routes.items()
+            ]
+        return document
+
+    def document(self) -> dict[str, Any]:
+        """The configuration as the relay will read it: `base()` with `overrides` merged in."""
+        return merged(self.base(), self.overrides)
 
     def render(self) -> str:
-        routes = "".join(
-            f'[[routes]]\ndomain = "{d}"\nhost = "127.0.0.1"\nport = {p}\n\n'
-            for d, p in self.routes.items()
-        )
-        return f"""
-[relay]
-hostname = "relay.test"
-data_dir = "{self.data_dir}"
-log_level = "info"
-
-[queue]
-dsn = "{self.dsn}"
-
-[[listeners]]
-name = "submission"
-address = "127.0.0.1:{self.submission_port}"
-tls = "starttls"
-bare_newlines = "{self.bare_newlines}"
-
-[[listeners]]
-name = "submissions"
-address = "127.0.0.1:{self.smtps_port}"
-tls = "implicit"
-
-[smtp]
-auth_failure_delay = "0.3s"
-{self.extra_smtp}
-
-[delivery]
-lease = "5s"
-retry_initial = "1s"
-retry_max = "2s"
-connect_timeout = "5s"
-command_timeout = "10s"
-{self.extra_delivery}
-
-[dkim]
-{self.dkim}
-
-[policy]
-require_verified_domains = {"true" if self.require_verified_domains else "false"}
-spf_mechanism = "include:_spf.relay.test"
-service_contacts = ["abuse@relay.test"]
-{self.extra_policy}
-
-[http]
-address = "127.0.0.1:{self.http_port}"
-{self.extra_http}
-
-[[tenants]]
-name = "acme"
-domains = ["acme.example"]
-verified = true
-
-[tenants.identity]
-name = "Acme Widgets GmbH"
-street = "Hauptstraße 5"
-postal_code = "10115"
-city = "Berlin"
-country = "DE"
-contact_email = "hello@acme.example"
-
-[[tenants.credentials]]
-username = "acme"
-password_hash = "{ACME_HASH}"
-
-[tenants.limits]
-recipients_per_message = 5
-max_message_size = "64KiB"
-
-[[tenants]]
-name = "printer"
-domains = ["printer.example"]
-networks = ["127.0.0.2/32"]
-
-{self.extra_tenants}
-
-{routes}
-"""
+        return tomli_w.dumps(self.document())
 
 
 class RelayProcess:
@@ -242,6 +297,8 @@ class RelayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, text: str | None = None) -> None:
+        """Write the configuration the relay reads at start and on SIGHUP: `config` rendered,
+        or `text` as it is, for a file no dict can make (one the TOML parser refuses)."""
         self.path.write_text(self.config.render() if text is None else text)
 
     def start(self, wait: bool = True) -> "RelayProcess":

@@ -5,7 +5,7 @@ port 53) with no option to name another server. Under `unshare --mount --net` (r
 runs a private loopback with the test DNS server on 127.0.0.1:53 and a resolv.conf bound
 over the real one, so the command asks our server and nothing leaves the namespace.
 
-    unshare --mount --net python -m tests.dns_namespace RECORDS.json CMD [ARG...]
+    unshare --mount --net python -m tests.support.dns_namespace RECORDS.json CMD [ARG...]
 
 RECORDS.json maps owner names to lists of [rdtype, ttl, text], as `DnsServer` takes them.
 The command's standard input, output and exit code pass through.
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.dns_server import DnsServer
+from tests.support.dns_server import DnsServer
 
 
 def main() -> int:

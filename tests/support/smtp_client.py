@@ -6,7 +6,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from tests.peers import ACME_PASSWORD
+from tests.support.peers import ACME_PASSWORD
 
 
 def tls_context() -> ssl.SSLContext:

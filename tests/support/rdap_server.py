@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-SAMPLES = Path(__file__).parent / "samples" / "rdap"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "rdap"
 RDAP = "application/rdap+json"
 
 
