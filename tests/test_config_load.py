@@ -181,10 +181,10 @@ def test_hash_password_makes_an_argon2_hash_that_verifies() -> None:
 
 
 @pytest.mark.queue
-def test_migrate_command_applies_once(database: str, tmp_path: Path) -> None:
+def test_migrate_command_applies_once(empty_database: str, tmp_path: Path) -> None:
     """`relay migrate` applies the schema to a fresh database, then has nothing to do."""
     config = tmp_path / "relay.toml"
-    config.write_text(tomli_w.dumps({"queue": {"dsn": database}, "listeners": [LISTENER]}))
+    config.write_text(tomli_w.dumps({"queue": {"dsn": empty_database}, "listeners": [LISTENER]}))
 
     def migrate() -> str:
         return subprocess.run(
