@@ -37,9 +37,10 @@ def _pg_bin() -> Path:
 
 def render_config(
     data_dir: Path, port: int, http_port: int, sink_port: int, dns_port: int, dsn: str,
-    data_timeout: float,
+    data_timeout: float, extra: str = "",
 ) -> str:  # fmt: skip
-    """relay.toml for the bench; every key is checked by `relay check-config`."""
+    """relay.toml for the bench, with `extra` tables at its end; every key is checked by
+    `relay check-config`."""
     return f"""\
 [relay]
 hostname = "relay.bench.localhost"
@@ -93,7 +94,7 @@ max_message_size = "25MiB"
 domain = "{SINK_DOMAIN}"
 host = "127.0.0.1"
 port = {sink_port}
-"""
+{extra}"""
 
 
 class RelayServer:
@@ -102,8 +103,18 @@ class RelayServer:
     name = "relay"
 
     def __init__(
-        self, root: Path, port: int, sink_port: int, dsn: str = "", data_timeout: float = 5.0
+        self,
+        root: Path,
+        port: int,
+        sink_port: int,
+        dsn: str = "",
+        data_timeout: float = 5.0,
+        extra: str = "",
+        domains: tuple[str, ...] = (DOMAIN,),
     ) -> None:
+        self.extra = extra
+        self.domains = domains
+        """The sending domains to give DKIM keys (their tenants are in `extra`)."""
         self.root = root
         self.port = port
         self.sink_port = sink_port
@@ -135,20 +146,21 @@ class RelayServer:
         with DnsServer() as dns:
             self.config.write_text(
                 render_config(self.data_dir, self.port, self.http_port, self.sink_port,
-                              dns.port, self.dsn, self.data_timeout)
+                              dns.port, self.dsn, self.data_timeout, self.extra)
             )  # fmt: skip
             subprocess.run(
                 [sys.executable, "-m", "relay", "check-config", str(self.config)],
                 check=True, capture_output=True, cwd=ROOT, env=self.env,
             )  # fmt: skip
-            self._relay("dkim", "keygen", DOMAIN)
-            keys = DomainKeys(self.data_dir / "dkim", DOMAIN)
-            selector = keys.state["rsa"].next
-            assert selector is not None
-            record = dns_record(keys.load_key(selector))
-            chunks = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
-            dns.add(f"{selector}._domainkey.{DOMAIN}", "TXT", 300, chunks)
-            self._relay("dkim", "rotate", DOMAIN)
+            for domain in self.domains:
+                self._relay("dkim", "keygen", domain)
+                keys = DomainKeys(self.data_dir / "dkim", domain)
+                selector = keys.state["rsa"].next
+                assert selector is not None
+                record = dns_record(keys.load_key(selector))
+                chunks = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
+                dns.add(f"{selector}._domainkey.{domain}", "TXT", 300, chunks)
+                self._relay("dkim", "rotate", domain)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:

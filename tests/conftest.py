@@ -43,6 +43,12 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import pgserver
 
     server = pgserver.get_server(base / "data", cleanup_mode="stop")
+    # A server that lives for one run needs no flush to disk: its data survives every crash a
+    # test makes (the relay's kill -9, the server's own restart), since the kernel keeps what
+    # was written, and only a crash of the machine would lose it. The relay still commits
+    # with synchronous_commit on, so each 250 still waits for its WAL write.
+    server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET full_page_writes = off;")
+    server.psql("SELECT pg_reload_conf();")
     try:
         yield server.get_uri("postgres")
     finally:

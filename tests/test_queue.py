@@ -152,7 +152,9 @@ async def _lease(
     pool: asyncpg.Pool, owner: str, seconds: float, limit: int
 ) -> tuple[uuid.UUID, list[int]]:
     token = uuid.uuid4()
-    rows = await pool.fetch(QUERIES["lease_due"], owner, token, seconds, limit, ["acme"], [], 100)
+    rows = await pool.fetch(
+        QUERIES["lease_due"], owner, token, seconds, limit, ["acme"], [], 100, 1000
+    )
     return token, [r["id"] for r in rows]
 
 
@@ -202,11 +204,11 @@ async def test_suspended_tenants_mail_is_held(pool: asyncpg.Pool) -> None:
     await asyncio.gather(enqueuer.enqueue(held), enqueuer.enqueue(_message(1, ("a@x.example",))))
     committer.cancel()
     token = uuid.uuid4()
-    rows = await pool.fetch(QUERIES["lease_due"], "w1", token, 30, 10, ["acme"], [], 100)
+    rows = await pool.fetch(QUERIES["lease_due"], "w1", token, 30, 10, ["acme"], [], 100, 1000)
     assert [r["tenant"] for r in rows] == ["acme"]
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'queued'") == 2
     released = await pool.fetch(
-        QUERIES["lease_due"], "w2", uuid.uuid4(), 30, 10, ["frozen"], [], 100
+        QUERIES["lease_due"], "w2", uuid.uuid4(), 30, 10, ["frozen"], [], 100, 1000
     )
     assert [r["tenant"] for r in released] == ["frozen"]
 
@@ -224,12 +226,20 @@ async def test_tenants_take_turns_and_busy_domains_wait(pool: asyncpg.Pool) -> N
     await enqueuer.enqueue(other_domain)
     committer.cancel()
     rows = await pool.fetch(
-        QUERIES["lease_due"], "w1", uuid.uuid4(), 30, 10, ["acme", "beta"], [], 100
+        QUERIES["lease_due"], "w1", uuid.uuid4(), 30, 10, ["acme", "beta"], [], 100, 1000
     )
     tenants = [r["tenant"] for r in rows]
     assert len(rows) == 10 and tenants.count("beta") == 2, tenants
     rows = await pool.fetch(
-        QUERIES["lease_due"], "w2", uuid.uuid4(), 30, 10, ["acme", "beta"], ["acme/x.example"], 100
+        QUERIES["lease_due"],
+        "w2",
+        uuid.uuid4(),
+        30,
+        10,
+        ["acme", "beta"],
+        ["acme/x.example"],
+        100,
+        1000,
     )
     assert rows == []  # every due delivery left is acme's to the saturated domain
 

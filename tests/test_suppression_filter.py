@@ -105,3 +105,31 @@ async def test_a_list_larger_than_the_first_read_is_read_again(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.queue
+@pytest.mark.asyncio
+async def test_the_list_is_read_again_only_once_entries_were_removed(
+    pool: asyncpg.Pool, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list that only grows is followed from its notifications and never read again;
+    once an entry is removed, the next read (at most every _RELOAD_SECONDS) lets it go."""
+    monkeypatch.setattr("relay.policy.suppression_filter._CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("relay.policy.suppression_filter._RELOAD_SECONDS", 0.2)
+    await _suppress(pool, "acme", "gone@inbox.example")
+    known = SuppressionFilter(database)
+    task = asyncio.create_task(known.run())
+    try:
+        await _until(lambda: known.ready, "the first read")
+        first = known._current
+        await _suppress(pool, "acme", "added@inbox.example")
+        await asyncio.sleep(1.0)  # five reload periods
+        assert known._current is first  # additions came by NOTIFY; nothing read again
+        assert not known.surely_absent("acme", ["added@inbox.example"])
+        await pool.execute("DELETE FROM suppressions WHERE address = 'gone@inbox.example'")
+        await _until(lambda: known._current is not first, "the read after a removal")
+        assert known.surely_absent("acme", ["gone@inbox.example"])
+        assert not known.surely_absent("acme", ["added@inbox.example"])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -106,6 +106,8 @@ async def read_snapshot(reader: StatusReader, config: Config, top: int) -> Snaps
     return Snapshot(
         at=raw["now"],
         top=top,
+        waiting=raw["waiting"],
+        sample_percent=raw["sample_percent"],
         queue={
             s: {k: counted.get(s, empty)[k] for k in ("deliveries", "messages")}
             for s in QUEUE_STATES

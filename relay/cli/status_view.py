@@ -45,6 +45,11 @@ class Snapshot:
     at: datetime
     top: int
     """At most this many destination domains are listed."""
+    waiting: int
+    """Deliveries waiting (held or not), from the counts PostgreSQL keeps."""
+    sample_percent: float | None
+    """The share of the deliveries table the queue's sections were estimated from, past
+    relay.queue.status.COUNTED_UP_TO waiting; None when they were counted."""
     queue: dict[str, Row]
     oldest: Row | None
     destinations: list[Row]
@@ -174,6 +179,9 @@ def render(status: Status) -> str:
 def _queue(snap: Snapshot) -> list[str]:
     """The queue's sections: by state, the oldest message, by destination, the holds."""
     lines = ["", "queue"]
+    if snap.sample_percent is not None:
+        lines = ["", f"queue: {snap.waiting} deliveries waiting; the figures below are "
+                 f"estimated from a sample of {snap.sample_percent:.2g}% of the table"]  # fmt: skip
     lines += table(
         ("STATE", "DELIVERIES", "MESSAGES"),
         [(s.replace("-", " "), n["deliveries"], n["messages"]) for s, n in snap.queue.items()],

@@ -69,19 +69,20 @@ class OutcomeRecording:
                 )
                 await asyncio.sleep(_RECORD_RETRY_SECONDS)
 
-    async def postpone(self, leases: list[Lease], reply: Reply, site: str, until: datetime) -> None:
-        """A paused site: its deliveries wait for the pause to end, with no attempt recorded
-        and no attempt counted (none was made, and a pause must not use up a message's
-        retries), each due at its own time over the first half of a pause after it ends, so
-        that a large backlog does not fall due at one instant. A delivery whose lifetime has
-        run out is recorded as usual (it bounces)."""
+    async def postpone(
+        self, leases: list[Lease], reply: Reply, site: str, until: datetime, spread: float
+    ) -> None:
+        """Deliveries not tried (a paused site, or a site's rate used up) wait, with no
+        attempt recorded and none counted (none was made, and a pause must not use up a
+        message's retries), each due at its own time within `spread` seconds after
+        `until`, so that a large backlog does not fall due at one instant. A delivery whose
+        lifetime has run out is recorded as usual (it bounces)."""
         now = datetime.now(UTC)
         expired = [x for x in leases if x.expires_at <= now]
         waiting = [x for x in leases if x.expires_at > now]
         if expired:
             await self.record(expired, dict.fromkeys((x.id for x in expired), reply), site)
         if waiting:
-            spread = self.settings.site_pause / 2
             times = [
                 min(until + timedelta(seconds=random.uniform(0, spread)), x.expires_at)
                 for x in waiting

@@ -113,6 +113,13 @@ class SiteShaper:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._known: set[str] = set()  # sites whose row exists
         self._paused: dict[str, tuple[float, datetime | None]] = {}  # site -> (seen, until)
+        self._rates: dict[str, float] = {}  # site -> its adaptive rate as last seen here
+
+    def rate(self, site: str) -> float:
+        """The site's rate in messages per minute as this process last saw it (its
+        ceiling before then); 0 for a site without a ceiling."""
+        ceiling = self.limits(site).messages_per_minute
+        return min(ceiling, self._rates.get(site, ceiling)) if ceiling else 0.0
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -168,6 +175,7 @@ class SiteShaper:
                 log.warning("cannot take a token for site %s: %r", site, exc)
                 return False
             SITE_RATE.labels(site).set(taken.rate)
+            self._rates[site] = taken.rate
             if taken.granted:
                 return True
             wait = max(0.05, (1 - taken.tokens) / (taken.rate / 60))
@@ -203,5 +211,6 @@ class SiteShaper:
         rate = adapted.rate
         if limited:
             SITE_RATE.labels(site).set(rate)
+            self._rates[site] = rate
             if slow:
                 log.info("site %s asked to slow down: rate now %.1f/min", site, rate)

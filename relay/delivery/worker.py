@@ -15,35 +15,34 @@ matches the lease token.
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import aiosmtplib
 
 from relay import metrics
 from relay.config.schema import Config, split_host_port
+from relay.delivery.backlog import BacklogScheduler
 from relay.delivery.mx import (
     DnsPermanentError,
     DnsTemporaryError,
     MxResolver,
-    NoMailHost,
     NullMx,
 )
 from relay.delivery.outcome import Reply
 from relay.delivery.recording import OutcomeRecording
 from relay.delivery.reuse import IdleConnections, Target
-from relay.delivery.shaping import SiteLimits, SiteShaper
+from relay.delivery.shaping import MAX_WAIT, SiteLimits, SiteShaper
+from relay.delivery.targets import MailHosts
 from relay.delivery.transaction import Connection, Envelope, TlsPolicy, unreachable
 from relay.feedback.reports import verp
 from relay.feedback.reputation.standing import Standing
 from relay.psl import site_of
-from relay.public_address import is_public
 from relay.queue.database import Pool
 from relay.queue.deliveries import DeliveryQueue, Lease, follow_new_mail
 from relay.queue.errors import DATABASE_ERRORS
@@ -59,8 +58,11 @@ cost more than the message. Below saturation, gathering cut the CPU per message 
 PostgreSQL and the relay and shortened the time from the final dot to the 250; a longer
 wait gained no more and slowed a saturated run's deliveries (see bench/README.md)."""
 LEASE_AHEAD = 5.0  # seconds of a site's rate leased ahead per tenant
-LEASE_BATCH = 100  # most deliveries of one tenant leased at a time, so the dispatcher sees
-# a backlog's domain saturate before it has taken all the capacity
+LEASE_BATCH = 100  # most deliveries of one tenant's lane leased at a time, so the dispatcher
+# sees a backlog's domain saturate before it has taken all the capacity
+_RATE_USED_UP = Reply(451, "4.4.5 the site's rate is used up; rescheduled")
+"""Our own reply for a delivery the site's rate could not take within MAX_WAIT: it waits
+(postponed), with no attempt recorded."""
 
 
 class DeliveryWorker:
@@ -88,18 +90,20 @@ class DeliveryWorker:
         self._site_of: dict[str, str] = {}  # destination domain -> site, as last resolved
         self.shaper = SiteShaper(SiteStore(pool), config)
         self.recording = OutcomeRecording(self.queue, config)
+        self.backlog = BacklogScheduler(self.queue)
         self.idle = IdleConnections()
-        self.reload(config)
         self.resolver = MxResolver(
             [split_host_port(ns) for ns in config.delivery.nameservers],
             timeout=config.delivery.connect_timeout,
         )
+        self.reload(config)
 
     def reload(self, config: Config) -> None:
         """Take new routes and delivery settings (SIGHUP)."""
         self.config = config
         self.settings = config.delivery
-        self.routes = {r.domain: (r.host, r.port) for r in config.routes}
+        routes = {r.domain: (r.host, r.port) for r in config.routes}
+        self.hosts = MailHosts(self.resolver, routes, self.settings.port, self.settings.private_mx)
         self.tls = TlsPolicy(self.settings.tls, self.settings.verify_certificates)
         self.active_tenants = [t.name for t in config.tenants if not t.suspended]
         self.shaper.reload(config)
@@ -137,6 +141,7 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.idle.close()
+        await self.backlog.close()
         try:
             async with asyncio.timeout(5):
                 await self.queue.release_all()
@@ -194,17 +199,22 @@ class DeliveryWorker:
         soon (its connections' worth, and at most LEASE_AHEAD seconds of its rate): the
         dispatcher leases no more of them. So a slow or rate-limited site keeps a short
         ready queue and never takes the capacity other sites need, and one tenant's backlog
-        leaves room for another tenant's mail to the same site."""
+        leaves room for another tenant's mail to the same site. A pair full at its site's
+        rate has the rest of its due backlog scheduled at that rate (relay.delivery.backlog),
+        so leases do not read it again meanwhile."""
         full = []
         for (tenant, domain), count in self._pair_in_flight.items():
+            site = self._site_of.get(domain, domain)
             limits = self._limits(domain)
-            cap = limits.connections * limits.messages_per_connection
-            if limits.messages_per_minute:
-                cap = min(cap, max(1, int(limits.messages_per_minute / 60 * LEASE_AHEAD)))
             # P-COMPLAINT, P-BOUNCE: a tenant over the warning level at a site gets a
             # share of its usual pace there
-            site = self._site_of.get(domain, domain)
-            cap = max(1, int(cap * self.standing.throttle_factor(tenant, site)))
+            factor = self.standing.throttle_factor(tenant, site)
+            cap = max(1, int(limits.connections * limits.messages_per_connection * factor))
+            rate = self.shaper.rate(site) * factor
+            if rate and rate / 60 * LEASE_AHEAD < cap:
+                cap = max(1, int(rate / 60 * LEASE_AHEAD))
+                if count >= cap:
+                    self.backlog.rate_limited((tenant, domain), rate, cap, LEASE_AHEAD)
             if count >= cap:
                 full.append(f"{tenant}/{domain}")
         return full
@@ -214,9 +224,20 @@ class DeliveryWorker:
             replies, site, paused = await self._send(domain, leases)
             if paused is not None and site is not None:
                 reply = Reply(451, f"4.4.5 site {site} is paused after failed connections")
-                await self.recording.postpone(leases, reply, site, paused)
-            else:
-                await self.recording.record_while_leased(leases, replies, site)
+                spread = self.settings.site_pause / 2
+                await self.recording.postpone(leases, reply, site, paused, spread)
+                for pair in {(x.tenant, x.domain) for x in leases}:
+                    self.backlog.paused(pair, paused, spread, str(reply))
+                return
+            # not sent for the site's rate: not an attempt, none recorded
+            waiting = [x for x in leases if replies[x.id] is _RATE_USED_UP]
+            if waiting and site is not None:
+                await self.recording.postpone(
+                    waiting, _RATE_USED_UP, site, datetime.now(UTC), MAX_WAIT
+                )
+            tried = [x for x in leases if replies[x.id] is not _RATE_USED_UP]
+            if tried:
+                await self.recording.record_while_leased(tried, replies, site)
         except Exception:
             log.exception("delivery to %s failed unexpectedly; leases will expire", domain)
         finally:
@@ -238,7 +259,7 @@ class DeliveryWorker:
         shaping), the destination's site when its MX hosts are known, and the end of the
         site's pause if it is paused (then nothing was tried, and there are no replies)."""
         try:
-            hosts = await self._targets(domain)
+            hosts = await self.hosts.targets(domain)
         except DnsPermanentError as exc:
             status = "5.1.10" if isinstance(exc, NullMx) else "5.1.2"
             reply = Reply(550, f"{status} {domain}: {exc or type(exc).__name__}")
@@ -291,41 +312,8 @@ class DeliveryWorker:
                 await connection.close()
         await self.shaper.record(site, list(replies.values()), connected=True)
         # not sent: over the site's rate, or erased meanwhile (its rows are gone too)
-        waiting = Reply(451, f"4.4.5 rate limit of site {site}, rescheduled")
-        replies.update({x.id: waiting for x in leases if x.id not in replies})
+        replies.update({x.id: _RATE_USED_UP for x in leases if x.id not in replies})
         return replies
-
-    async def _targets(self, domain: str) -> list[tuple[str, str, int]]:
-        """(host name, address, port) to try in order: the route, or MX hosts (RFC 5321 5.1)."""
-        if domain in self.routes:
-            host, port = self.routes[domain]
-            return [(host, address, port) for address in await self._addresses(host)]
-        targets = []
-        refused: list[str] = []
-        for mx in await self.resolver.mx_hosts(domain):
-            try:
-                addresses = await self.resolver.addresses(mx.name)
-            except (DnsPermanentError, DnsTemporaryError) as exc:
-                log.info("MX %s of %s has no usable address: %r", mx.name, domain, exc)
-                continue
-            if not self.settings.private_mx:  # relay.public_address: no probing inside
-                refused += [a for a in addresses if not is_public(a)]
-                addresses = [a for a in addresses if is_public(a)]
-            targets += [(mx.name, a, self.settings.port) for a in addresses]
-        if not targets and refused:
-            raise NoMailHost(
-                f"the MX hosts of {domain} resolve only to non-public addresses "
-                f"({', '.join(sorted(set(refused))[:3])})"
-            )
-        if not targets:
-            raise DnsTemporaryError(f"no address for any MX host of {domain}")
-        return targets
-
-    async def _addresses(self, host: str) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            return await self.resolver.addresses(host)
 
     async def _connect(
         self, targets: list[tuple[str, str, int]]

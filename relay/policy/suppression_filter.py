@@ -22,8 +22,10 @@ never hold less, so:
   Turkish locale does not), and a recipient that is not ASCII is always looked up.
 
 Memory: `_BITS_PER_ENTRY` bits per entry, with room for twice the list's size when read
-(2.5 MB per million suppressed addresses, per process); the list is read again when additions have
-filled that room, and every `_RELOAD_SECONDS` to let removed entries go.
+(2.5 MB per million suppressed addresses, per process). The list is read again only when
+additions have filled that room, or, at most every `_RELOAD_SECONDS`, when entries were
+removed since it was read (a trigger, migration 0021, says so): entries removed meanwhile
+cost only a look-up, and a list that only grows is never read twice.
 """
 
 import asyncio
@@ -84,6 +86,8 @@ class SuppressionFilter:
         self._current: BloomFilter | None = None
         """None: not in step with the database; every look-up goes there."""
         self._loading: BloomFilter | None = None
+        self._removed = False
+        """Whether entries were removed from the list since the filter was read."""
 
     @property
     def ready(self) -> bool:
@@ -108,6 +112,9 @@ class SuppressionFilter:
                 bloom.add(key)
         if self._current is not None:
             metrics.SUPPRESSION_FILTER_ENTRIES.set(self._current.count)
+
+    def _notified_removal(self) -> None:
+        self._removed = True
 
     def _out_of_step(self, why: str | None) -> None:
         if self._current is not None and why:
@@ -139,7 +146,7 @@ class SuppressionFilter:
                     "every RCPT asks the database"
                 )
                 return False
-            await feed.listen(self._notified)
+            await feed.listen(self._notified, self._notified_removal)
             await self._load(feed)
             loop = asyncio.get_running_loop()
             loaded_at = loop.time()
@@ -150,7 +157,7 @@ class SuppressionFilter:
                 if current is None or current.count > current.capacity:
                     await self._load(feed)  # full: a bigger one, as false positives grow
                     loaded_at = loop.time()
-                elif loop.time() - loaded_at > _RELOAD_SECONDS:
+                elif self._removed and loop.time() - loaded_at > _RELOAD_SECONDS:
                     await self._load(feed)  # let removed entries go
                     loaded_at = loop.time()
             return True
@@ -164,6 +171,7 @@ class SuppressionFilter:
         started = asyncio.get_running_loop().time()
         bloom = BloomFilter(2 * await feed.count())
         self._loading = bloom
+        self._removed = False  # what is removed from now on is not in the read, or is noticed
         try:
             async for tenant, address in feed.entries():
                 bloom.add(entry_key(tenant, address))

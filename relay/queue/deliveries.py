@@ -26,6 +26,12 @@ CHANNEL = "relay_queue"
 """Notified when messages are queued (`notify_queue`): wakes the dispatchers."""
 _PING_SECONDS = 5.0
 _RETRY_SECONDS = 2.0
+LANE_HEAD = 1000
+"""Most rows a lease reads from the head of one lane of one tenant: the lease's cost stays
+bounded when the head is a destination that cannot take more (until it is deferred)."""
+DEFER_BATCH = 5000
+"""Most deliveries one deferral statement moves: a backlog of a million moves in steps that
+each hold their row locks briefly."""
 
 
 @dataclass(frozen=True)
@@ -113,16 +119,38 @@ class DeliveryQueue:
         tenants: Sequence[str],
         saturated: Sequence[str],
         per_tenant: int,
+        head: int = LANE_HEAD,
     ) -> list[Lease]:
-        """Up to `capacity` due deliveries of `tenants`, taken in turns between them, at
-        most `per_tenant` each, leaving out the `tenant/domain` pairs in `saturated`; one
-        token for the batch."""
+        """Up to `capacity` due deliveries of `tenants`, taken in turns between them and
+        their lanes (never answered, retried), at most `per_tenant` of each lane, leaving
+        out the `tenant/domain` pairs in `saturated`, reading at most `head` rows of a
+        lane; one token for the batch."""
         token = uuid.uuid4()
         rows = await self._pool.fetch(
             QUERIES["lease_due"], self.owner, token, lease_seconds, capacity,
-            list(tenants), list(saturated), per_tenant,
+            list(tenants), list(saturated), per_tenant, head,
         )  # fmt: skip
         return [Lease(token=token, **dict(r)) for r in rows]
+
+    async def defer(
+        self,
+        destination: tuple[str, str],
+        start: datetime,
+        seconds: float,
+        *,
+        reply: str | None = None,
+        keep: int = 0,
+        limit: int = DEFER_BATCH,
+    ) -> int:
+        """Move up to `limit` due deliveries of a (tenant, domain) past its first `keep` to
+        later times: one every `seconds` from `start`, or, with a `reply` (why they wait,
+        kept as their last reply), at random within `seconds` after it. No attempt is
+        recorded. The number moved."""
+        tenant, domain = destination
+        moved: int = await self._pool.fetchval(
+            QUERIES["defer_destination"], tenant, domain, start, seconds, limit, reply, keep
+        )
+        return moved
 
     async def renew(self, tokens: Sequence[uuid.UUID], lease_seconds: float) -> None:
         await self._pool.execute(QUERIES["renew_leases"], list(tokens), lease_seconds)

@@ -15,6 +15,7 @@ from relay.queue.events import Event, record
 from relay.queue.sql import QUERIES
 
 CHANNEL = "relay_suppressions"
+REMOVED_CHANNEL = "relay_suppressions_removed"
 APPLICATION = "relay suppression filter"
 """The feed's connection's application_name, as pg_stat_activity shows it."""
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -120,14 +121,18 @@ class SuppressionFeed:
         lowered = await self._conn.fetchval("SELECT lower($1::text)", _ASCII_UPPER)
         return bool(lowered == _ASCII_UPPER.lower())
 
-    async def listen(self, on_entry: Callable[[str, str], None]) -> None:
-        """Call `on_entry(tenant, address)` for every entry added from now on."""
+    async def listen(
+        self, on_entry: Callable[[str, str], None], on_removed: Callable[[], None]
+    ) -> None:
+        """Call `on_entry(tenant, address)` for every entry added from now on, and
+        `on_removed()` after every statement that removed entries (0021)."""
 
         def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
             tenant, _, address = str(payload).partition("\n")
             on_entry(tenant, address)
 
         await self._conn.add_listener(CHANNEL, notified)
+        await self._conn.add_listener(REMOVED_CHANNEL, lambda *_: on_removed())
 
     async def count(self) -> int:
         return int(await self._conn.fetchval(QUERIES["suppression_count"]))

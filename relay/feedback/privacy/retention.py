@@ -13,6 +13,10 @@
   `rates` rows are the aggregate that remains: counts per tenant, site and campaign,
   without addresses.
 
+Events and attempts live in time partitions (relay.queue.partitions): a round adds those
+the next rows need and drops whole the ones past the window, so only the oldest partition
+is ever deleted from row by row.
+
 Mail still queued, or held for a suspended tenant or a canary, is never touched. Work is
 done in batches of short transactions, so a large backlog does not hold locks for long,
 and several relay processes may purge at once (rows being purged are skipped). The
@@ -27,6 +31,7 @@ from prometheus_client import Counter
 from relay.config.schema import Config, FeedbackSection
 from relay.queue.database import Pool
 from relay.queue.outage import every, sleeping
+from relay.queue.partitions import Partitions
 from relay.queue.retention import Purgeable, RetentionStore
 
 log = logging.getLogger(__name__)
@@ -62,10 +67,21 @@ async def _drain(store: RetentionStore, what: Purgeable, window: float, batch: i
             return total
 
 
-async def purge_once(pool: Pool, feedback: FeedbackSection, *, batch: int = BATCH) -> Purged:
-    """One round: purge what is past its window; return what went."""
+async def purge_once(
+    pool: Pool, feedback: FeedbackSection, *, queue_lifetime: float = 0.0, batch: int = BATCH
+) -> Purged:
+    """One round: add the partitions the next rows need, drop those past their window,
+    purge what else is past it; return what went. An attempt is never older than its
+    message's last delivery by more than `queue_lifetime`, so partitions of attempts older
+    than that plus the window belong to envelopes already gone or going."""
     store = RetentionStore(pool)
     events_window = feedback.retention_events
+    partitions = Partitions(pool)
+    for table, window in (("events", events_window),
+                          ("attempts", events_window + queue_lifetime)):  # fmt: skip
+        await partitions.add(table, window)
+        if dropped := await partitions.drop_older(table, window):
+            log.info("retention dropped %d partitions of %s", dropped, table)
     # envelopes first: a body about to go with its envelope is not worth purging
     envelopes = await _drain(store, "envelopes", events_window, batch)
     purged = Purged(
@@ -93,12 +109,13 @@ class Retention:
 
     def reload(self, config: Config) -> None:
         self.windows = config.feedback
+        self.queue_lifetime = config.delivery.queue_lifetime
 
     async def run(self) -> None:
         await every("retention round", self.round, sleeping(lambda: self.interval))
 
     async def round(self) -> None:
-        purged = await purge_once(self.pool, self.windows)
+        purged = await purge_once(self.pool, self.windows, queue_lifetime=self.queue_lifetime)
         if any(vars(purged).values()):
             log.info(
                 "retention purged bodies=%d envelopes=%d events=%d reports=%d",

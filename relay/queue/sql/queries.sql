@@ -25,37 +25,84 @@ SELECT (SELECT count(*) FROM new) AS messages, (SELECT count(*) FROM added) AS d
 SELECT pg_notify('relay_queue', '');
 
 -- name: lease_due
--- The oldest due deliveries, taken in turns between tenants ($5: the tenants whose mail may
--- go; a suspended tenant's mail is held) so one tenant's backlog never starves another's,
--- leaving out the `tenant/domain` pairs whose share of this process is in flight ($6), at
--- most $7 per tenant at a time. Each tenant's turn
--- reads its own index range; SKIP LOCKED lets several workers and relay processes take
--- disjoint batches without waiting on each other. Held deliveries (`hold`) stay put.
+-- Due deliveries for this process ($1, lease token $2, for $3 seconds), at most $4, taken in
+-- turns between tenants ($5: the tenants whose mail may go; a suspended tenant's mail is
+-- held) and, within a tenant, between its two lanes (0019): mail never answered and mail
+-- retried, so neither a retried backlog nor another tenant's delays fresh mail. Each lane
+-- reads at most $8 rows from its head, leaving out the `tenant/domain` pairs whose share of
+-- this process is in flight ($6), and gives at most $7; a destination that cannot take its
+-- backlog has it moved to later times (defer_destination) instead of being read again on
+-- every lease. SKIP LOCKED lets several processes and hosts take disjoint batches. A leased
+-- delivery is due again when its lease would expire: after a crash, any process takes it.
+WITH candidates AS (
+    SELECT c.id, c.lane, c.next_attempt_at,
+           row_number() OVER (PARTITION BY t.tenant, c.lane ORDER BY c.next_attempt_at)
+               AS turn
+    FROM unnest($5::text[]) AS t (tenant)
+    CROSS JOIN LATERAL (
+        (SELECT head.id, 0 AS lane, head.next_attempt_at FROM (
+            SELECT id, domain, next_attempt_at, lease_expires_at FROM deliveries
+            WHERE tenant = t.tenant AND state = 'queued' AND hold IS NULL
+              AND last_reply IS NULL AND next_attempt_at <= now()
+            ORDER BY next_attempt_at
+            LIMIT $8
+        ) AS head
+        WHERE (head.lease_expires_at IS NULL OR head.lease_expires_at < now())
+          AND (t.tenant || '/' || head.domain) <> ALL($6::text[])
+        LIMIT least($4::bigint, $7::bigint))
+        UNION ALL
+        (SELECT head.id, 1 AS lane, head.next_attempt_at FROM (
+            SELECT id, domain, next_attempt_at, lease_expires_at FROM deliveries
+            WHERE tenant = t.tenant AND state = 'queued' AND hold IS NULL
+              AND last_reply IS NOT NULL AND next_attempt_at <= now()
+            ORDER BY next_attempt_at
+            LIMIT $8
+        ) AS head
+        WHERE (head.lease_expires_at IS NULL OR head.lease_expires_at < now())
+          AND (t.tenant || '/' || head.domain) <> ALL($6::text[])
+        LIMIT least($4::bigint, $7::bigint))
+    ) AS c
+), chosen AS (
+    SELECT d.id FROM deliveries AS d
+    WHERE d.id IN (SELECT id FROM candidates ORDER BY turn, lane, next_attempt_at LIMIT $4)
+      AND d.state = 'queued' AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+    FOR UPDATE SKIP LOCKED
+)
 UPDATE deliveries AS d
-SET lease_owner = $1, lease_token = $2, lease_expires_at = now() + make_interval(secs => $3)
-FROM (
-    SELECT ranked.id FROM (
-        SELECT picked.id, picked.next_attempt_at,
-               row_number() OVER (PARTITION BY picked.tenant ORDER BY picked.next_attempt_at)
-                   AS turn
-        FROM unnest($5::text[]) AS t (tenant)
-        CROSS JOIN LATERAL (
-            SELECT due.id, due.tenant, due.next_attempt_at FROM deliveries AS due
-            WHERE due.tenant = t.tenant AND due.state = 'queued' AND due.hold IS NULL
-              AND due.next_attempt_at <= now()
-              AND (due.lease_expires_at IS NULL OR due.lease_expires_at < now())
-              AND (due.tenant || '/' || due.domain) <> ALL($6::text[])
-            ORDER BY due.next_attempt_at
-            LIMIT least($4::bigint, $7::bigint)
-            FOR UPDATE SKIP LOCKED
-        ) AS picked
-    ) AS ranked
-    ORDER BY ranked.turn, ranked.next_attempt_at
-    LIMIT $4
-) AS chosen, messages AS m
+SET lease_owner = $1, lease_token = $2, lease_expires_at = now() + make_interval(secs => $3),
+    next_attempt_at = now() + make_interval(secs => $3)
+FROM chosen, messages AS m
 WHERE d.id = chosen.id AND m.id = d.message_id
 RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
           m.tenant, m.mail_from, m.received_at, m.campaign;
+
+-- name: defer_destination
+-- Up to $5 of the oldest due deliveries of one tenant to one destination domain ($1, $2),
+-- not leased, past the first $7 (left for the leases to come), moved to the times the
+-- destination can take them: the n-th at $3 plus n times $4 seconds, or, with a reply $6
+-- (why they wait, kept as their last reply), at a random time within $4 seconds after $3 (a
+-- paused site's backlog, spread over the time after its pause). No attempt is recorded and
+-- none counted: nothing was tried. The number moved comes back.
+WITH due AS (
+    SELECT id, row_number() OVER (ORDER BY next_attempt_at) AS n FROM (
+        SELECT id, next_attempt_at FROM deliveries
+        WHERE tenant = $1 AND domain = $2 AND state = 'queued' AND hold IS NULL
+          AND next_attempt_at <= now()
+          AND (lease_expires_at IS NULL OR lease_expires_at < now())
+        ORDER BY next_attempt_at
+        LIMIT $5 OFFSET $7
+        FOR UPDATE SKIP LOCKED
+    ) AS oldest
+), moved AS (
+    UPDATE deliveries AS d
+    SET next_attempt_at = least(d.expires_at, $3::timestamptz + make_interval(secs =>
+            CASE WHEN $6::text IS NULL THEN due.n * $4::float8 ELSE random() * $4::float8 END)),
+        last_reply = coalesce($6, d.last_reply), updated_at = now()
+    FROM due
+    WHERE d.id = due.id
+    RETURNING 1
+)
+SELECT count(*) FROM moved;
 
 -- name: message_content
 SELECT content FROM messages WHERE id = $1;
@@ -64,11 +111,14 @@ SELECT content FROM messages WHERE id = $1;
 SELECT id, content FROM messages WHERE id = ANY($1::uuid[]);
 
 -- name: renew_leases
-UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => $2)
+-- A leased delivery is due again when its lease would expire (lease_due): both move on.
+UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => $2),
+                      next_attempt_at = now() + make_interval(secs => $2)
 WHERE lease_token = ANY($1::uuid[]) AND state = 'queued';
 
 -- name: release_leases
-UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                      next_attempt_at = now()
 WHERE lease_owner = $1 AND state = 'queued';
 
 -- name: postpone_deliveries

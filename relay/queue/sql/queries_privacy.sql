@@ -70,6 +70,15 @@ WITH due AS (
 )
 SELECT count(*) FROM done;
 
+-- name: partitions_add
+-- The partitions of table $1 ($2 seconds each) from the last one until $3 seconds ahead
+-- (0020_partitions.sql).
+SELECT add_partitions($1, make_interval(secs => $2), make_interval(secs => $3));
+
+-- name: partitions_drop
+-- P-RETENTION: the partitions of table $1 whose rows are all older than $2 seconds, whole.
+SELECT drop_partitions($1, now() - make_interval(secs => $2));
+
 -- In the erasure queries $1 is the address, lower-cased. Text is searched case-insensitively;
 -- bytes as text with non-ASCII octets escaped (so an ASCII address is found in any case),
 -- and as the lower-cased UTF-8 bytes (so a non-ASCII one is found too).

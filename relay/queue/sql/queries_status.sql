@@ -22,12 +22,13 @@ GROUP BY 1;
 
 -- name: status_oldest
 -- The oldest message with a delivery still queued and not held (held mail waits on
--- purpose), and why it is still there.
+-- purpose), and why it is still there: the head of deliveries_waiting (0017), whose ids
+-- follow the order messages were stored in, however long the queue.
 SELECT m.id, m.tenant, d.recipient, d.domain, d.attempts, d.last_reply, d.next_attempt_at,
        extract(epoch FROM now() - m.received_at)::float8 AS age_seconds
 FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
 WHERE d.state = 'queued' AND d.hold IS NULL
-ORDER BY m.received_at, d.id
+ORDER BY d.id
 LIMIT 1;
 
 -- name: status_destinations
@@ -109,3 +110,55 @@ SELECT tenant, site, factor, rule, reason, updated_at
 FROM tenant_throttles
 WHERE factor < 1
 ORDER BY tenant, site;
+
+-- A long queue is not counted row by row: past relay.queue.status.COUNTED_UP_TO waiting
+-- deliveries (read from the counts of 0017), the sections below come from a sample of the
+-- table's pages (TABLESAMPLE SYSTEM, $1 percent, about SAMPLE_ROWS rows), and the caller
+-- scales their counts up. Pages are sampled whole, and a message's deliveries are written
+-- together, so its recipients are sampled together and the counts of messages hold too.
+
+-- name: status_kept_counts
+-- The waiting deliveries as the triggers of 0017 count them, and the share of the table
+-- (percent) that holds about $1 rows, from its statistics.
+SELECT (SELECT coalesce(sum(queued + held), 0) FROM queue_counts)::bigint AS waiting,
+       least(100, 100.0 * $1 / greatest(c.reltuples, 1))::float8 AS sample_percent
+FROM pg_class AS c WHERE c.oid = 'deliveries'::regclass;
+
+-- name: status_queue_sampled
+SELECT CASE WHEN d.hold IS NOT NULL THEN 'held'
+            WHEN d.lease_expires_at > now() THEN 'in-flight'
+            WHEN d.next_attempt_at <= now() THEN 'due'
+            ELSE 'scheduled' END AS state,
+       count(*)::bigint AS deliveries,
+       count(DISTINCT d.message_id)::bigint AS messages
+FROM deliveries AS d TABLESAMPLE SYSTEM ($1)
+WHERE d.state = 'queued'
+GROUP BY 1;
+
+-- name: status_destinations_sampled
+SELECT d.domain, coalesce(max(d.site), '') AS site,
+       count(*) FILTER (WHERE d.hold IS NULL AND d.lease_expires_at > now())::bigint
+           AS in_flight,
+       count(*) FILTER (WHERE d.hold IS NULL AND d.next_attempt_at <= now()
+                        AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now()))::bigint
+           AS due,
+       count(*) FILTER (WHERE d.hold IS NULL AND d.next_attempt_at > now()
+                        AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now()))::bigint
+           AS scheduled,
+       count(*) FILTER (WHERE d.hold IS NOT NULL)::bigint AS held,
+       extract(epoch FROM now() - min(m.received_at))::float8 AS oldest_seconds,
+       (array_agg(d.last_reply ORDER BY d.updated_at DESC)
+            FILTER (WHERE d.last_reply IS NOT NULL))[1] AS last_reply
+FROM deliveries AS d TABLESAMPLE SYSTEM ($1) JOIN messages AS m ON m.id = d.message_id
+WHERE d.state = 'queued'
+GROUP BY d.domain
+ORDER BY count(*) DESC, d.domain
+LIMIT $2;
+
+-- name: status_held_sampled
+SELECT d.tenant, d.hold, count(*)::bigint AS deliveries,
+       extract(epoch FROM now() - min(m.received_at))::float8 AS oldest_seconds
+FROM deliveries AS d TABLESAMPLE SYSTEM ($1) JOIN messages AS m ON m.id = d.message_id
+WHERE d.state = 'queued' AND d.hold IS NOT NULL
+GROUP BY d.tenant, d.hold
+ORDER BY d.tenant, d.hold;

@@ -1,5 +1,5 @@
--- The whole schema of the relay's queue database as it stands after migration 0018
--- (0018_messages_by_age.sql), in one place to read.
+-- The whole schema of the relay's queue database as it stands after migration 0021
+-- (0021_suppression_removals.sql), in one place to read.
 --
 -- This file is a description, not a way to change or create the schema: nothing in the
 -- relay loads it. The numbered migrations beside it (00NN_*.sql, applied in order by
@@ -68,8 +68,13 @@ CREATE TABLE deliveries (
     tenant           text NOT NULL               -- the message's, for fair share (0010)
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'queued';
-CREATE INDEX deliveries_due_per_tenant ON deliveries (tenant, next_attempt_at)
-    WHERE state = 'queued' AND hold IS NULL;
+-- a tenant's two lanes, mail never answered and mail retried, taken in turns (0019)
+CREATE INDEX deliveries_fresh ON deliveries (tenant, next_attempt_at)
+    WHERE state = 'queued' AND hold IS NULL AND last_reply IS NULL;
+CREATE INDEX deliveries_retried ON deliveries (tenant, next_attempt_at)
+    WHERE state = 'queued' AND hold IS NULL AND last_reply IS NOT NULL;
+CREATE INDEX deliveries_per_destination ON deliveries (tenant, domain, next_attempt_at)
+    WHERE state = 'queued' AND hold IS NULL;  -- (0019)
 CREATE INDEX deliveries_message ON deliveries (message_id);
 CREATE INDEX deliveries_held ON deliveries (hold) WHERE hold IS NOT NULL;
 CREATE INDEX deliveries_canary_pending ON deliveries (message_id)
@@ -128,15 +133,18 @@ CREATE TRIGGER deliveries_counted_updated AFTER UPDATE ON deliveries
     FOR EACH STATEMENT EXECUTE FUNCTION count_queued_updated();
 
 
+-- Partitioned by time, as events are (0020; the partitions are added by the relay).
 CREATE TABLE attempts (
-    id           bigserial PRIMARY KEY,
+    id           bigserial,
     delivery_id  bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
     at           timestamptz NOT NULL DEFAULT now(),
     host         text,
     outcome      text NOT NULL CHECK (outcome IN ('delivered', 'deferred', 'bounced')),
-    reply        text NOT NULL
-);
+    reply        text NOT NULL,
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
 CREATE INDEX attempts_delivery ON attempts (delivery_id);
+CREATE TABLE attempts_default PARTITION OF attempts DEFAULT;
 
 
 -- Senders and recipients --------------------------------------------------------------------
@@ -167,6 +175,16 @@ $$;
 CREATE TRIGGER suppressions_notify AFTER INSERT OR UPDATE OF tenant, address ON suppressions
     FOR EACH ROW EXECUTE FUNCTION notify_suppression();
 
+-- ... and that entries went, so that it reads the list again only then (0021).
+CREATE FUNCTION notify_suppression_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('relay_suppressions_removed', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER suppressions_removed AFTER DELETE OR UPDATE OF tenant, address ON suppressions
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_suppression_removed();
+
 -- P-CONSENT-RECORD: proof that a recipient agreed to a tenant's bulk mail.
 CREATE TABLE consent_records (
     tenant        text NOT NULL,
@@ -194,9 +212,9 @@ CREATE TABLE domains (
 -- Feedback ----------------------------------------------------------------------------------
 
 -- What tenants read (webhooks, `relay events tail`). No foreign keys: events outlive
--- purged messages.
+-- purged messages. Partitioned by time (0020): P-RETENTION drops whole partitions.
 CREATE TABLE events (
-    id          bigserial PRIMARY KEY,
+    id          bigserial,
     tenant      text NOT NULL,
     kind        text NOT NULL CHECK (kind IN (
                     'delivered', 'deferred', 'bounced', 'complained', 'unsubscribed',
@@ -207,11 +225,13 @@ CREATE TABLE events (
     recipient   text,
     site        text,
     campaign    text,
-    detail      jsonb NOT NULL DEFAULT '{}'
-);
+    detail      jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
 CREATE INDEX events_tenant ON events (tenant, id);
 CREATE INDEX events_recipient ON events (recipient);
 CREATE INDEX events_at ON events (at);
+CREATE TABLE events_default PARTITION OF events DEFAULT;
 
 -- Each report that reached the feedback listener (or the abuse form), stored before it is
 -- parsed.
@@ -292,6 +312,72 @@ $$;
 CREATE TRIGGER events_count AFTER INSERT ON events REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION count_events();
 
+
+-- The time partitions of events and attempts, and the functions that add and drop them
+-- (0020, relay.queue.partitions).
+CREATE TABLE partitions (
+    name   text PRIMARY KEY,
+    parent text NOT NULL,
+    lower  timestamptz NOT NULL,
+    upper  timestamptz NOT NULL
+);
+CREATE INDEX partitions_parent ON partitions (parent, upper);
+
+-- Partitions of `parent` of `width` each, aligned to multiples of it, from the end of the
+-- last one (or from now) until `ahead` from now. Rows the default partition took for a
+-- partition's span are moved into it (each partition is made apart, filled, then
+-- attached). Concurrent callers wait for each other.
+CREATE FUNCTION add_partitions(parent text, width interval, ahead interval)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    seconds double precision := extract(epoch FROM width);
+    fallback text := parent || '_default';
+    start timestamptz;
+    name text;
+    added integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('relay partitions ' || parent));
+    SELECT max(p.upper) INTO start FROM partitions AS p WHERE p.parent = add_partitions.parent;
+    IF start IS NULL OR start < now() THEN
+        start := greatest(start,
+                          to_timestamp(floor(extract(epoch FROM now()) / seconds) * seconds));
+    END IF;
+    WHILE start < now() + ahead LOOP
+        name := parent || '_' || to_char(start AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS');
+        EXECUTE format('LOCK TABLE %I IN EXCLUSIVE MODE', fallback);
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                       name, parent);
+        EXECUTE format('WITH moved AS (DELETE FROM %I WHERE at >= %L AND at < %L RETURNING *)'
+                       ' INSERT INTO %I SELECT * FROM moved',
+                       fallback, start, start + width, name);
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                       parent, name, start, start + width);
+        INSERT INTO partitions VALUES (name, parent, start, start + width);
+        start := start + width;
+        added := added + 1;
+    END LOOP;
+    RETURN added;
+END
+$$;
+
+-- Drop the partitions of `parent` whose every row is older than `before`.
+CREATE FUNCTION drop_partitions(parent text, before timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    expired record;
+    dropped integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('relay partitions ' || parent));
+    FOR expired IN SELECT p.name FROM partitions AS p
+                   WHERE p.parent = drop_partitions.parent AND p.upper <= before
+    LOOP
+        EXECUTE format('DROP TABLE %I', expired.name);
+        DELETE FROM partitions WHERE partitions.name = expired.name;
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
 
 -- Shaping and reputation --------------------------------------------------------------------
 
