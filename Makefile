@@ -55,11 +55,13 @@ test-latest: $(UV)
 	$(UV) lock --upgrade --dry-run --python $(PYTHON)
 	$(VENV)-latest/bin/python -m pytest
 
-# make bench: the relay and Postfix side by side, then the fault runs (bench/README.md);
-# make bench BENCH_ARGS="--quick" for a one-minute look without them.
+# make bench: the relay and Postfix side by side, then the fault runs, then fresh mail beside
+# a backlog of up to a million deliveries (bench/README.md); make bench BENCH_ARGS="--quick"
+# for a one-minute look at the first without the faults.
 BENCH_ARGS ?= --faults
 bench: venv-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.backlog
 
 # The configuration reference is generated, never edited: tests/test_docs.py fails while it
 # and the schema disagree.
