@@ -9,7 +9,13 @@
 -- lease would expire (the lease moves `next_attempt_at`), so rows in flight are not walked
 -- either. The per-destination index lets a process move the due backlog of a destination
 -- that cannot take it now to the times it can (`defer_pair`).
+--
+-- The index of all due deliveries by time alone served the leases of 0001 only. Every
+-- index costs each write of a delivery (moving a backlog rewrites every row), so it goes;
+-- the due count of /metrics reads deliveries_waiting while the queue is short and the
+-- planner's estimate beyond.
 DROP INDEX deliveries_due_per_tenant;
+DROP INDEX deliveries_due;
 CREATE INDEX deliveries_fresh ON deliveries (tenant, next_attempt_at)
     WHERE state = 'queued' AND hold IS NULL AND last_reply IS NULL;
 CREATE INDEX deliveries_retried ON deliveries (tenant, next_attempt_at)

@@ -67,7 +67,6 @@ CREATE TABLE deliveries (
     hold             text,                       -- why it waits though due, or NULL (0007)
     tenant           text NOT NULL               -- the message's, for fair share (0010)
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'queued';
 -- a tenant's two lanes, mail never answered and mail retried, taken in turns (0019)
 CREATE INDEX deliveries_fresh ON deliveries (tenant, next_attempt_at)
     WHERE state = 'queued' AND hold IS NULL AND last_reply IS NULL;
