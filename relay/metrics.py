@@ -28,9 +28,10 @@ DELIVERIES = Counter(
 QUEUE_DEPTH = Gauge(
     "relay_queue_deliveries",
     "Deliveries waiting in the queue (state queued): 'due' can go now, 'scheduled' wait for "
-    "their retry time (or, in flight, for their lease to end), 'held' wait for an admin or a canary window (a suspended tenant's "
-    "bulk mail, a campaign's rest). Read at scrape time from counts PostgreSQL keeps; "
-    "'due' is the planner's estimate once more than 10,000 wait.",
+    "their retry time (or, in flight, for their lease to end), 'held' wait for an admin or "
+    "a canary window (a suspended tenant's bulk mail, a campaign's rest). Read at scrape "
+    "time from counts PostgreSQL keeps; 'due' is the planner's estimate once more than "
+    "10,000 wait.",
     ["state"],
 )
 QUEUE_OLDEST = Gauge(
