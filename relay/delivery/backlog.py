@@ -55,7 +55,7 @@ class BacklogScheduler:
         self._looked[pair] = loop.time()
         self._start(pair, self._by_rate(pair, 60.0 / per_minute, keep, ahead))
 
-    def paused(self, pair: Pair, until: datetime, spread: float, reply: str) -> None:
+    def paused(self, pair: Pair, site: str, until: datetime, spread: float, reply: str) -> None:
         """The site of `pair` is paused until `until`: its due backlog waits for then,
         spread over `spread` seconds after it, with `reply` as the reason. Once per pause;
         a delivery that falls due later in the pause is postponed when it is leased."""
@@ -65,7 +65,7 @@ class BacklogScheduler:
         if self._paused.get(pair) == until or pair in self._tasks:
             return
         self._paused[pair] = until
-        self._start(pair, self._past_pause(pair, until, spread, reply))
+        self._start(pair, self._past_pause(pair, site, until, spread, reply))
 
     async def close(self) -> None:
         for task in self._tasks.values():
@@ -92,9 +92,11 @@ class BacklogScheduler:
         except DATABASE_ERRORS as exc:
             log.warning("cannot schedule the backlog of %s to %s: %r", *pair, exc)
 
-    async def _past_pause(self, pair: Pair, until: datetime, spread: float, reply: str) -> None:
+    async def _past_pause(
+        self, pair: Pair, site: str, until: datetime, spread: float, reply: str
+    ) -> None:
         try:
-            while (moved := await self.queue.defer(pair, until, spread, reply=reply)) > 0:
+            while moved := await self.queue.defer(pair, until, spread, reply=reply, site=site):
                 log.info("%d deliveries of %s to %s wait for the site's pause", moved, *pair)
                 if moved < DEFER_BATCH:
                     return

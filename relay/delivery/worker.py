@@ -227,7 +227,7 @@ class DeliveryWorker:
                 spread = self.settings.site_pause / 2
                 await self.recording.postpone(leases, reply, site, paused, spread)
                 for pair in {(x.tenant, x.domain) for x in leases}:
-                    self.backlog.paused(pair, paused, spread, str(reply))
+                    self.backlog.paused(pair, site, paused, spread, str(reply))
                 return
             # not sent for the site's rate: not an attempt, none recorded
             waiting = [x for x in leases if replies[x.id] is _RATE_USED_UP]

@@ -139,6 +139,7 @@ class DeliveryQueue:
         seconds: float,
         *,
         reply: str | None = None,
+        site: str | None = None,
         keep: int = 0,
         limit: int = DEFER_BATCH,
     ) -> int:
@@ -148,8 +149,9 @@ class DeliveryQueue:
         recorded. The number moved."""
         tenant, domain = destination
         moved: int = await self._pool.fetchval(
-            QUERIES["defer_destination"], tenant, domain, start, seconds, limit, reply, keep
-        )
+            QUERIES["defer_destination"], tenant, domain, start, seconds, limit, reply, keep,
+            site,
+        )  # fmt: skip
         return moved
 
     async def renew(self, tokens: Sequence[uuid.UUID], lease_seconds: float) -> None:

@@ -81,8 +81,8 @@ RETURNING d.id, d.message_id, d.recipient, d.domain, d.attempts, d.expires_at,
 -- not leased, past the first $7 (left for the leases to come), moved to the times the
 -- destination can take them: the n-th at $3 plus n times $4 seconds, or, with a reply $6
 -- (why they wait, kept as their last reply), at a random time within $4 seconds after $3 (a
--- paused site's backlog, spread over the time after its pause). No attempt is recorded and
--- none counted: nothing was tried. The number moved comes back.
+-- paused site's backlog, spread over the time after its pause), with $8 as their site. No
+-- attempt is recorded and none counted: nothing was tried. The number moved comes back.
 WITH due AS (
     SELECT id, row_number() OVER (ORDER BY next_attempt_at) AS n FROM (
         SELECT id, next_attempt_at FROM deliveries
@@ -97,7 +97,8 @@ WITH due AS (
     UPDATE deliveries AS d
     SET next_attempt_at = least(d.expires_at, $3::timestamptz + make_interval(secs =>
             CASE WHEN $6::text IS NULL THEN due.n * $4::float8 ELSE random() * $4::float8 END)),
-        last_reply = coalesce($6, d.last_reply), updated_at = now()
+        last_reply = coalesce($6, d.last_reply), site = coalesce($8, d.site),
+        updated_at = now()
     FROM due
     WHERE d.id = due.id
     RETURNING 1
